@@ -1,0 +1,47 @@
+# mlplatform: one-word verbs. `make demo` and `make test` set up everything they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+PROBLEM ?= flight_delay
+DEMO_START ?= 2013-01-01
+DEMO_END ?= 2013-01-14
+
+.PHONY: venv demo test lint dev constraints clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/mlplatform land --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
+	$(BIN)/mlplatform ingest --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
+	$(BIN)/mlplatform status
+	@echo
+	@echo "Next: 'make dev' opens the Dagster UI on http://127.0.0.1:3000 (asset groups by stage);"
+	@echo "      data/ holds the landing zone, warehouse, quarantine and reports;"
+	@echo "      '$(BIN)/mlplatform status --json' is the same summary for scripts."
+
+test: venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pyright
+
+dev: venv
+	$(BIN)/mlplatform dev
+
+constraints: venv
+	( sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable ) > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf .dagster_home data .pytest_cache .ruff_cache

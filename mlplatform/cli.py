@@ -1,0 +1,153 @@
+"""The ``mlplatform`` command: land data, run the pipeline, and report what the platform holds."""
+
+import argparse
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+from mlplatform import settings
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _lake():  # noqa: ANN202 - DataLake, imported lazily to keep `--help` fast
+    from mlplatform.lib.storage import DataLake
+
+    return DataLake(settings.data_dir())
+
+
+def _instance():  # noqa: ANN202 - DagsterInstance
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home())
+    return dg.DagsterInstance.get()
+
+
+def cmd_land(args: argparse.Namespace) -> int:
+    """Write the problem's exports for a range of days into the landing zone."""
+    from mlplatform.lib.landing import land
+    from mlplatform.problems import get_problem
+
+    problem, lake = get_problem(args.problem), _lake()
+    rows = land(lake, problem, args.start, args.end)
+    _out(f"landed {problem.name} {args.start}..{args.end} into {lake.root / 'landing' / problem.name}")
+    for source, count in rows.items():
+        _out(f"  {source:<12} {count:>8} rows")
+    return 0
+
+
+# The run's events are in the instance (and the UI); the terminal gets one line per run.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Materialize the ingestion assets for a range of days, one run per day."""
+    from mlplatform.definitions import defs
+    from mlplatform.defs.ingestion.jobs import daily_job_name, reference_job_name
+    from mlplatform.lib.landing import days
+    from mlplatform.problems import get_problem
+
+    problem, instance, definitions = get_problem(args.problem), _instance(), defs()
+    failures = 0
+    runs = [(reference_job_name(problem), None)]
+    runs += [(daily_job_name(problem), d.isoformat()) for d in days(args.start, args.end)]
+    for job_name, partition in runs:
+        job = definitions.resolve_job_def(job_name)
+        result = job.execute_in_process(
+            instance=instance, partition_key=partition, raise_on_error=False, run_config=_QUIET
+        )
+        failed_checks = sorted(
+            f"{e.asset_key.path[-1]}.{e.check_name}"
+            for e in result.get_asset_check_evaluations() if not e.passed
+        )
+        label = partition or "reference"
+        state = "ok" if result.success else "FAILED"
+        _out(f"  {label:<10} {state:<6} run {result.run_id[:8]}"
+             + (f"  failed checks: {', '.join(failed_checks)}" if failed_checks else ""))
+        if not result.success:
+            failures += 1
+            for event in result.all_events:
+                if event.is_step_failure and event.step_failure_data:
+                    err = event.step_failure_data.error
+                    _out(f"             {event.step_key}: {err.message.strip() if err else ''}")
+    _out(f"{len(runs) - failures}/{len(runs)} runs succeeded on the instance at {instance.root_directory}")
+    return 1 if failures else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what the platform holds per problem, as text or JSON."""
+    from mlplatform.problems import problems
+    from mlplatform.status import status
+
+    report = status(problems(), _lake(), _instance())
+    if args.json:
+        _out(json.dumps(report, indent=2, sort_keys=True))
+        return 0
+    for name, fields in report.items():
+        _out(name)
+        for key, value in fields.items():
+            _out(f"  {key:<22} {value}")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Start the Dagster UI and daemon on the project's instance (replaces this process)."""
+    root = settings.project_root()
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home())
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    argv = [dagster, "dev", "-w", str(root / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
+    os.chdir(root)
+    os.execv(dagster, argv)
+    return 0  # not reached
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, one subcommand per verb."""
+    parser = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, fn, text in (
+        ("land", cmd_land, "write a problem's daily exports into the landing zone"),
+        ("ingest", cmd_ingest, "materialize the ingestion assets for a range of days"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--problem", required=True)
+        p.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
+        p.add_argument("--end", type=_day, required=True, help="last day (included)")
+        p.set_defaults(fn=fn)
+
+    p = sub.add_parser("status", help="what the platform holds, per problem")
+    p.add_argument("--json", action="store_true", help="one JSON object keyed by problem")
+    p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("dev", help="start the Dagster UI on the project's instance")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(fn=cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mlplatform`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (KeyError, ValueError) as exc:
+        sys.stderr.write(f"mlplatform {args.command}: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dagster objects, one package per lifecycle stage."""

@@ -1,0 +1,144 @@
+"""Ingestion assets: landed files → raw batches behind checks → validated, typed tables.
+
+For every source in a problem's spec:
+- ``raw_<source>`` reads the partition's landed files, runs the spec's checks (schema,
+  keys, timestamps, null rates, volume) and stores the batch as landed. Failed ERROR
+  checks are blocking: nothing downstream runs, and the batch is quarantined.
+- ``<source>`` is the typed table of an accepted batch, with a drift check (WARN).
+"""
+
+from datetime import date
+
+import dagster as dg
+
+from mlplatform.defs.partitions import daily_partitions
+from mlplatform.problems import Problem
+from mlplatform.resources import LakeResource
+
+GROUP = "ingestion"
+from mlplatform.lib.names import (
+    DUPLICATES,
+    NULL_RATES,
+    SCHEMA,
+    TIMESTAMPS,
+    VOLUME,
+)
+from mlplatform.lib.names import INGESTION_DRIFT as DRIFT
+
+_CHECK_DESCRIPTIONS = {
+    SCHEMA: "Columns, types and value rules of the source's pandera schema (blocking).",
+    DUPLICATES: "Each natural key appears once (blocking).",
+    TIMESTAMPS: "Event times inside the partition's day and not in the future (blocking).",
+    NULL_RATES: "Null rates of watched columns within the spec's limits (blocking).",
+    VOLUME: "Row count against the trailing median; ERROR only when extreme.",
+}
+
+
+def check_names(problem: Problem, source: str) -> list[str]:
+    """The gating checks the spec asks of a source's raw batches."""
+    spec = problem.spec.sources[source]
+    names = [SCHEMA, DUPLICATES]
+    if spec.kind == "daily":
+        names.append(TIMESTAMPS)
+    if spec.max_null_rate:
+        names.append(NULL_RATES)
+    if spec.volume:
+        names.append(VOLUME)
+    return names
+
+
+def _day(context: dg.AssetExecutionContext) -> date | None:
+    return date.fromisoformat(context.partition_key) if context.has_partition_key else None
+
+
+def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
+    """The raw batches of ``source``, gated by blocking checks."""
+    spec = problem.spec.sources[source]
+    key = dg.AssetKey([problem.name, f"raw_{source}"])
+
+    @dg.asset(
+        key=key,
+        group_name=GROUP,
+        description=f"{spec.description} As landed, gated by the spec's checks.",
+        kinds={spec.format, "pandera"},
+        owners=[problem.spec.owner],
+        partitions_def=daily_partitions(problem.spec) if spec.kind == "daily" else None,
+        check_specs=[
+            dg.AssetCheckSpec(name, asset=key, blocking=True, description=_CHECK_DESCRIPTIONS[name])
+            for name in check_names(problem, source)
+        ],
+        tags={"mlplatform/problem": problem.name},
+    )
+    def _raw(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        from mlplatform.defs.metadata import check_result, frame_metadata
+        from mlplatform.lib.ingest import NothingLandedError, ingest_batch
+        from mlplatform.lib.reading import MalformedFileError
+
+        day = _day(context)
+        try:
+            batch = ingest_batch(
+                lake.lake(), problem.name, source, spec, problem.schema(source), day,
+                problem.spec.partitioning.timezone,
+            )
+        except (NothingLandedError, MalformedFileError) as exc:
+            raise dg.Failure(description=f"{key.to_user_string()}: {exc}") from None
+        if not batch.accepted:
+            context.log.error(
+                f"{key.to_user_string()} {batch.partition} rejected by {batch.failed}; "
+                f"quarantined at {batch.quarantine}"
+            )
+        return dg.MaterializeResult(
+            metadata={
+                **frame_metadata(batch.frame),
+                "files": dg.MetadataValue.json([str(p) for p in batch.files]),
+                "accepted": batch.accepted,
+                "quarantine": dg.MetadataValue.path(str(batch.quarantine or "")),
+            },
+            check_results=[check_result(o, key) for o in batch.outcomes],
+            data_version=dg.DataVersion(batch.content_hash),
+        )
+
+    return _raw
+
+
+def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
+    """The validated, typed table of ``source``, built only from accepted batches."""
+    spec = problem.spec.sources[source]
+    key = dg.AssetKey([problem.name, source])
+    check_specs = []
+    if spec.drift and spec.kind == "daily":
+        check_specs.append(dg.AssetCheckSpec(
+            DRIFT, asset=key, blocking=False,
+            description=f"Evidently {spec.drift.method} drift of {', '.join(spec.drift.columns)} "
+            f"against the {spec.drift.reference_days} previous days (WARN).",
+        ))
+
+    @dg.asset(
+        key=key,
+        deps=[dg.AssetKey([problem.name, f"raw_{source}"])],
+        group_name=GROUP,
+        description=f"{spec.description} Validated and typed.",
+        kinds={"pandas", "parquet"},
+        owners=[problem.spec.owner],
+        partitions_def=daily_partitions(problem.spec) if spec.kind == "daily" else None,
+        check_specs=check_specs,
+        tags={"mlplatform/problem": problem.name},
+    )
+    def _typed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        from mlplatform.defs.ingestion.drift import drift_result
+        from mlplatform.defs.metadata import frame_metadata
+        from mlplatform.lib.ingest import RejectedBatchError, load_accepted
+
+        day, store = _day(context), lake.lake()
+        try:
+            frame = load_accepted(store, problem.name, source, problem.schema(source), day)
+        except RejectedBatchError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        path = store.write_table(problem.name, source, day, frame)
+        checks = [drift_result(store, problem, source, day, frame, key)] if check_specs and day else []
+        return dg.MaterializeResult(
+            metadata={**frame_metadata(frame), "path": dg.MetadataValue.path(str(path))},
+            check_results=checks,
+        )
+
+    return _typed

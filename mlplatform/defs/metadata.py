@@ -1,0 +1,59 @@
+"""Metadata a user looks for on an asset page, built from DataFrames and check outcomes."""
+
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlplatform.lib.validation import CheckOutcome
+
+
+def md_table(rows: list[dict[str, Any]]) -> str:
+    """A markdown table of records (all keys of the first record as columns)."""
+    if not rows:
+        return "_none_"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        cells = (str(row.get(c, "")).replace("|", "\\|").replace("\n", " ") for c in cols)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def frame_metadata(frame: "pd.DataFrame", preview_rows: int = 10) -> dict[str, Any]:
+    """Row count, column schema, a preview and null rates of a table."""
+    schema = dg.TableSchema(columns=[
+        dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()
+    ])
+    preview = frame.head(preview_rows).astype(object).where(frame.head(preview_rows).notna(), None)
+    nulls = {str(c): round(float(r), 4) for c, r in frame.isna().mean().items()} if len(frame) else {}
+    return {
+        "dagster/row_count": len(frame),
+        "dagster/column_schema": schema,
+        "preview": dg.MetadataValue.md(md_table(preview.to_dict("records"))),
+        "null_rates": dg.MetadataValue.json(nulls),
+    }
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return dg.MetadataValue.text(str(value))
+    if isinstance(value, int | float | str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+        return dg.MetadataValue.md(md_table(value))
+    return dg.MetadataValue.json(value)
+
+
+def check_result(outcome: "CheckOutcome", asset_key: dg.AssetKey) -> dg.AssetCheckResult:
+    """An asset check result carrying the outcome's reason and details."""
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity(outcome.severity),
+        description=outcome.reason,
+        metadata={"reason": outcome.reason, **{k: _value(v) for k, v in outcome.details.items()}},
+    )

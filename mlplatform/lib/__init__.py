@@ -1,0 +1,1 @@
+"""Pure platform logic: no Dagster imports, callable from assets, the CLI and tests."""

@@ -1,0 +1,8 @@
+"""Check names, shared by the pure checks and the Dagster definitions (kept import-light)."""
+
+SCHEMA = "schema"
+DUPLICATES = "no_duplicate_keys"
+TIMESTAMPS = "timestamps_in_partition"
+NULL_RATES = "null_rates"
+VOLUME = "volume"
+INGESTION_DRIFT = "ingestion_drift"

@@ -1,0 +1,101 @@
+"""Pandera schemas of the flight-delay sources, as the daily exports deliver them.
+
+``coerce`` turns the exported text into types; ``strict`` rejects a column nobody
+declared, so an upstream schema change stops ingestion instead of slipping through.
+"""
+
+from typing import Annotated
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+UtcTimestamp = Annotated[pd.DatetimeTZDtype, "ns", "UTC"]
+NYC_ORIGINS = ["EWR", "JFK", "LGA"]
+
+
+class FlightsSchema(pa.DataFrameModel):
+    """One row per scheduled departure; outcome columns are null for cancelled flights."""
+
+    year: Series[int] = pa.Field(ge=2000, le=2100)
+    month: Series[int] = pa.Field(ge=1, le=12)
+    day: Series[int] = pa.Field(ge=1, le=31)
+    dep_time: Series[float] = pa.Field(nullable=True, ge=0, le=2400)
+    sched_dep_time: Series[int] = pa.Field(ge=0, le=2359)
+    dep_delay: Series[float] = pa.Field(nullable=True)
+    arr_time: Series[float] = pa.Field(nullable=True, ge=0, le=2400)
+    sched_arr_time: Series[int] = pa.Field(ge=0, le=2359)
+    arr_delay: Series[float] = pa.Field(nullable=True)
+    carrier: Series[str] = pa.Field(str_matches=r"^[A-Z0-9]{2}$")
+    flight: Series[int] = pa.Field(ge=1)
+    tailnum: Series[str] = pa.Field(nullable=True)
+    origin: Series[str] = pa.Field(isin=NYC_ORIGINS)
+    dest: Series[str] = pa.Field(str_matches=r"^[A-Z0-9]{3}$")
+    air_time: Series[float] = pa.Field(nullable=True, ge=0)
+    distance: Series[int] = pa.Field(gt=0)
+    hour: Series[int] = pa.Field(ge=0, le=23)
+    minute: Series[int] = pa.Field(ge=0, le=59)
+    time_hour: Series[UtcTimestamp]
+
+    class Config:
+        coerce = True
+        strict = True
+
+
+class WeatherSchema(pa.DataFrameModel):
+    """One hourly observation per origin airport."""
+
+    origin: Series[str] = pa.Field(isin=NYC_ORIGINS)
+    year: Series[int] = pa.Field(ge=2000, le=2100)
+    month: Series[int] = pa.Field(ge=1, le=12)
+    day: Series[int] = pa.Field(ge=1, le=31)
+    hour: Series[int] = pa.Field(ge=0, le=23)
+    temp: Series[float] = pa.Field(nullable=True, ge=-60, le=130)
+    dewp: Series[float] = pa.Field(nullable=True, ge=-80, le=100)
+    humid: Series[float] = pa.Field(nullable=True, ge=0, le=100)
+    wind_dir: Series[float] = pa.Field(nullable=True, ge=0, le=360)
+    wind_speed: Series[float] = pa.Field(nullable=True, ge=0, le=1100)
+    wind_gust: Series[float] = pa.Field(nullable=True, ge=0, le=1300)
+    precip: Series[float] = pa.Field(nullable=True, ge=0)
+    pressure: Series[float] = pa.Field(nullable=True, ge=900, le=1100)
+    visib: Series[float] = pa.Field(nullable=True, ge=0)
+    time_hour: Series[UtcTimestamp]
+
+    class Config:
+        coerce = True
+        strict = True
+
+
+class PlanesSchema(pa.DataFrameModel):
+    """Aircraft registry; manufacture year and speed are often unknown."""
+
+    tailnum: Series[str]
+    year: Series[float] = pa.Field(nullable=True, ge=1900, le=2100)
+    type: Series[str]
+    manufacturer: Series[str]
+    model: Series[str]
+    engines: Series[int] = pa.Field(ge=1, le=8)
+    seats: Series[int] = pa.Field(ge=1, le=1000)
+    speed: Series[float] = pa.Field(nullable=True, ge=0)
+    engine: Series[str]
+
+    class Config:
+        coerce = True
+        strict = True
+
+
+class AirportsSchema(pa.DataFrameModel):
+    """Airports by FAA code."""
+
+    faa: Series[str]
+    name: Series[str]
+    lat: Series[float] = pa.Field(ge=-90, le=90)
+    lon: Series[float] = pa.Field(ge=-180, le=180)
+    alt: Series[int]
+    tz: Series[int] = pa.Field(ge=-12, le=14)
+    dst: Series[str]
+    tzone: Series[str] = pa.Field(nullable=True)
+
+    class Config:
+        coerce = True
+        strict = True

@@ -1,0 +1,51 @@
+"""Where the platform keeps its files, and which environment profile is active.
+
+Read at call time, never at import time, so tests and commands can point the
+platform at another folder through the environment.
+"""
+
+import os
+from pathlib import Path
+
+ENV_VAR = "MLPLATFORM_ENV"
+HOME_VAR = "MLPLATFORM_HOME"
+DATA_VAR = "MLPLATFORM_DATA_DIR"
+PROFILES = ("local",)
+
+
+def environment() -> str:
+    """The active profile (``MLPLATFORM_ENV``), ``local`` unless set."""
+    profile = os.environ.get(ENV_VAR, "local")
+    if profile not in PROFILES:
+        raise ValueError(f"{ENV_VAR}={profile!r} is not a known profile (known: {PROFILES})")
+    return profile
+
+
+def project_root() -> Path:
+    """The checkout the platform runs from: ``MLPLATFORM_HOME``, else this repository."""
+    if home := os.environ.get(HOME_VAR):
+        return Path(home).resolve()
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout if (checkout / "pyproject.toml").exists() else Path.cwd()
+
+
+def data_dir() -> Path:
+    """Root of the landing zone, quarantine, warehouse and reports (``MLPLATFORM_DATA_DIR``)."""
+    if data := os.environ.get(DATA_VAR):
+        return Path(data).resolve()
+    return project_root() / "data"
+
+
+def dagster_home() -> Path:
+    """The Dagster instance folder: ``DAGSTER_HOME``, else ``.dagster_home`` in the checkout.
+
+    The folder's ``dagster.yaml`` is a link to the repository's, so there is one instance
+    configuration for ``make dev``, ``make demo`` and the ``mlplatform`` command.
+    """
+    home = Path(os.environ.get("DAGSTER_HOME") or project_root() / ".dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    repo_config = project_root() / "dagster.yaml"
+    if not config.exists() and repo_config.exists():
+        config.symlink_to(repo_config)
+    return home

@@ -1,0 +1,240 @@
+"""The problem spec: one declarative YAML file per problem, validated here.
+
+The spec is the single place where a problem states its data, target, features, metric,
+gates, rollout plan, monitoring and retraining triggers. The machinery compiles it into
+schemas, checks and thresholds; nothing is hard-coded twice.
+"""
+
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SpecError(ValueError):
+    """A problem spec that cannot be used; the message names the file and the fields."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a spec must never be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Partitioning(_Strict):
+    """Daily partitions of the problem's event data, in the local time of the data."""
+
+    start: date
+    end: date
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
+class VolumeRule(_Strict):
+    """Row volume against the median of the trailing accepted partitions."""
+
+    trailing_days: int = Field(14, ge=1)
+    min_history: int = Field(3, ge=1)
+    warn_range: tuple[float, float] = (0.5, 2.0)
+    error_range: tuple[float, float] = (0.1, 10.0)
+
+
+class IngestionDrift(_Strict):
+    """Drift of key columns of a source against the preceding days (Evidently, WARN only)."""
+
+    columns: list[str] = Field(min_length=1)
+    reference_days: int = Field(14, ge=1)
+    method: str = "psi"
+    threshold: float = Field(0.2, gt=0)
+
+
+class SourceSpec(_Strict):
+    """One data source: a daily export or a reference snapshot."""
+
+    kind: Literal["daily", "reference"]
+    description: str
+    schema_name: str = Field(alias="schema", description="DataFrameModel in the problem's schemas")
+    format: Literal["csv", "parquet"] = "csv"
+    natural_key: list[str] = Field(min_length=1)
+    event_timestamp: str | None = None
+    max_null_rate: dict[str, Ratio] = Field(default_factory=dict)
+    volume: VolumeRule | None = None
+    drift: IngestionDrift | None = None
+
+    @model_validator(mode="after")
+    def _daily_needs_time(self) -> Self:
+        if self.kind == "daily" and not self.event_timestamp:
+            raise ValueError("a daily source needs event_timestamp")
+        if self.kind == "reference" and (self.volume or self.drift):
+            raise ValueError("volume and drift rules apply to daily sources only")
+        return self
+
+
+class Entity(_Strict):
+    """A business object features are keyed by."""
+
+    join_keys: list[str] = Field(min_length=1)
+    description: str
+
+
+class TargetSpec(_Strict):
+    """The label: a comparison on an outcome column, known only after the fact."""
+
+    name: Name
+    source: str
+    column: str
+    operator: Literal[">", ">=", "<", "<=", "=="]
+    value: float
+    description: str
+    outcomes: list[str] = Field(
+        default_factory=list,
+        description="columns known only after prediction time; never features",
+    )
+
+
+class FeatureSpec(_Strict):
+    """One model input and where it comes from."""
+
+    name: Name
+    source: str
+    kind: Literal["numeric", "categorical"]
+    description: str
+    default: float | str | None = None
+
+
+class MetricSpec(_Strict):
+    """The success metric the gates and the tuner optimise."""
+
+    name: Literal["roc_auc", "average_precision", "log_loss", "brier"]
+    direction: Literal["maximize", "minimize"]
+
+
+class GatesSpec(_Strict):
+    """What a candidate must show before it may take traffic."""
+
+    min_metric: float
+    max_regression: float = Field(ge=0)
+    slices: list[str] = Field(default_factory=list)
+    slice_tolerance: float = Field(0.02, ge=0)
+    min_slice_rows: int = Field(200, ge=1)
+    known_failures: list[str] = Field(default_factory=list)
+    p99_latency_ms: float = Field(gt=0)
+
+
+class RolloutSpec(_Strict):
+    """Shadow, then canary, then full traffic; and when to roll back."""
+
+    shadow_requests: int = Field(500, ge=0)
+    canary_share: float = Field(0.1, gt=0, lt=1)
+    canary_requests: int = Field(1000, ge=1)
+    max_metric_drop: float = Field(0.02, ge=0)
+    max_error_rate: Ratio = 0.01
+    max_p99_latency_ms: float = Field(50.0, gt=0)
+
+
+class MonitoringSpec(_Strict):
+    """Feature and prediction drift against the training reference."""
+
+    stattest: str = "kl_div"
+    threshold: float = Field(0.1, gt=0)
+    drift_share: Ratio = 0.3
+
+
+class RetrainingSpec(_Strict):
+    """When to retrain, and the rails that keep retraining sane."""
+
+    schedule: str | None = "0 6 * * 1"
+    labeled_volume: int | None = Field(20000, ge=1)
+    on_drift: Literal["retrain", "alert", "off"] = "retrain"
+    min_new_labels: int = Field(2000, ge=0)
+    cooldown_hours: float = Field(24, ge=0)
+    daily_cap: int = Field(1, ge=1)
+
+
+class ProblemSpec(_Strict):
+    """A whole problem, as stated in its ``spec.yaml``."""
+
+    name: Name
+    version: int = Field(ge=1)
+    description: str
+    owner: str = Field(pattern=r"^(team:[\w-]+|[^@\s]+@[^@\s]+)$")
+    partitioning: Partitioning
+    sources: dict[Name, SourceSpec] = Field(min_length=1)
+    entities: dict[Name, Entity] = Field(default_factory=dict)
+    prediction_time: str
+    target: TargetSpec
+    features: list[FeatureSpec] = Field(min_length=1)
+    metric: MetricSpec
+    latency_budget_ms: float = Field(gt=0, description="p99 of one prediction, end to end")
+    training_window_days: int = Field(60, ge=1)
+    gates: GatesSpec
+    rollout: RolloutSpec = RolloutSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+    retraining: RetrainingSpec = RetrainingSpec()
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Self:
+        known = sorted(self.sources)
+        if self.target.source not in self.sources:
+            raise ValueError(f"target.source: unknown source {self.target.source!r} (declared: {known})")
+        if self.sources[self.target.source].kind != "daily":
+            raise ValueError("target.source: the target must come from a daily source")
+        for i, feature in enumerate(self.features):
+            if feature.source not in self.sources:
+                raise ValueError(
+                    f"features.{i}.source: unknown source {feature.source!r} for feature "
+                    f"{feature.name!r} (declared: {known})"
+                )
+            if feature.name in self.target.outcomes or feature.name == self.target.column:
+                raise ValueError(
+                    f"features.{i}.name: {feature.name!r} is an outcome, known only after "
+                    "prediction time; it can never be a feature (leakage)"
+                )
+        names = [f.name for f in self.features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"features: duplicate names {sorted({n for n in names if names.count(n) > 1})}")
+        return self
+
+    def daily_sources(self) -> dict[str, SourceSpec]:
+        """Sources that arrive as one export per day."""
+        return {n: s for n, s in self.sources.items() if s.kind == "daily"}
+
+
+def parse_spec(data: Any, origin: str) -> ProblemSpec:
+    """Validate a spec already read into Python objects; errors name ``origin`` and each field."""
+    try:
+        return ProblemSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            where = ".".join(str(part) for part in err["loc"])
+            # Cross-field validators name their own field at the start of the message.
+            lines.append(f"  - {where}: {msg}" if where else f"  - {msg}")
+        raise SpecError(f"{origin}: invalid problem spec\n" + "\n".join(lines)) from None
+
+
+def load_spec(path: Path) -> ProblemSpec:
+    """Read and validate a problem spec file."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: cannot read problem spec: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a problem spec must be a mapping of keys to values")
+    spec = parse_spec(data, str(path))
+    if spec.name != path.parent.name:
+        raise SpecError(f"{path}: name: {spec.name!r} must match its folder {path.parent.name!r}")
+    return spec
