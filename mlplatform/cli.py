@@ -15,13 +15,13 @@ def _out(line: str = "") -> None:
     sys.stdout.flush()
 
 
-def _lake():  # noqa: ANN202 - DataLake, imported lazily to keep `--help` fast
+def _lake():
     from mlplatform.lib.storage import DataLake
 
     return DataLake(settings.data_dir())
 
 
-def _instance():  # noqa: ANN202 - DagsterInstance
+def _instance():
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(settings.dagster_home())
@@ -35,7 +35,10 @@ def cmd_land(args: argparse.Namespace) -> int:
 
     problem, lake = get_problem(args.problem), _lake()
     rows = land(lake, problem, args.start, args.end)
-    _out(f"landed {problem.name} {args.start}..{args.end} into {lake.root / 'landing' / problem.name}")
+    _out(
+        f"landed {problem.name} {args.start}..{args.end} "
+        f"into {lake.landing_dir(problem.name, '', None).parent.parent}"
+    )
     for source, count in rows.items():
         _out(f"  {source:<12} {count:>8} rows")
     return 0
@@ -63,19 +66,25 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
         failed_checks = sorted(
             f"{e.asset_key.path[-1]}.{e.check_name}"
-            for e in result.get_asset_check_evaluations() if not e.passed
+            for e in result.get_asset_check_evaluations()
+            if not e.passed
         )
         label = partition or "reference"
         state = "ok" if result.success else "FAILED"
-        _out(f"  {label:<10} {state:<6} run {result.run_id[:8]}"
-             + (f"  failed checks: {', '.join(failed_checks)}" if failed_checks else ""))
+        _out(
+            f"  {label:<10} {state:<6} run {result.run_id[:8]}"
+            + (f"  failed checks: {', '.join(failed_checks)}" if failed_checks else "")
+        )
         if not result.success:
             failures += 1
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data:
                     err = event.step_failure_data.error
                     _out(f"             {event.step_key}: {err.message.strip() if err else ''}")
-    _out(f"{len(runs) - failures}/{len(runs)} runs succeeded on the instance at {instance.root_directory}")
+    _out(
+        f"{len(runs) - failures}/{len(runs)} runs succeeded "
+        f"on the instance at {instance.root_directory}"
+    )
     return 1 if failures else 0
 
 
@@ -97,11 +106,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Start the Dagster UI and daemon on the project's instance (replaces this process)."""
-    root = settings.project_root()
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home())
+    workspace = settings.project_root() / "workspace.yaml"
+    home = settings.dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
     dagster = str(Path(sys.executable).with_name("dagster"))
-    argv = [dagster, "dev", "-w", str(root / "workspace.yaml"), "-h", args.host, "-p", str(args.port)]
-    os.chdir(root)
+    # Run from DAGSTER_HOME: Dagster warns when the working folder holds a dagster.yaml
+    # that is not DAGSTER_HOME's (here it is the same file, linked).
+    os.chdir(home)
+    argv = [dagster, "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
     os.execv(dagster, argv)
     return 0  # not reached
 

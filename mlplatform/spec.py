@@ -41,8 +41,8 @@ class Partitioning(_Strict):
 class VolumeRule(_Strict):
     """Row volume against the median of the trailing accepted partitions."""
 
-    trailing_days: int = Field(14, ge=1)
-    min_history: int = Field(3, ge=1)
+    trailing_days: int = Field(default=14, ge=1)
+    min_history: int = Field(default=3, ge=1)
     warn_range: tuple[float, float] = (0.5, 2.0)
     error_range: tuple[float, float] = (0.1, 10.0)
 
@@ -51,9 +51,9 @@ class IngestionDrift(_Strict):
     """Drift of key columns of a source against the preceding days (Evidently, WARN only)."""
 
     columns: list[str] = Field(min_length=1)
-    reference_days: int = Field(14, ge=1)
+    reference_days: int = Field(default=14, ge=1)
     method: str = "psi"
-    threshold: float = Field(0.2, gt=0)
+    threshold: float = Field(default=0.2, gt=0)
 
 
 class SourceSpec(_Strict):
@@ -123,8 +123,8 @@ class GatesSpec(_Strict):
     min_metric: float
     max_regression: float = Field(ge=0)
     slices: list[str] = Field(default_factory=list)
-    slice_tolerance: float = Field(0.02, ge=0)
-    min_slice_rows: int = Field(200, ge=1)
+    slice_tolerance: float = Field(default=0.02, ge=0)
+    min_slice_rows: int = Field(default=200, ge=1)
     known_failures: list[str] = Field(default_factory=list)
     p99_latency_ms: float = Field(gt=0)
 
@@ -132,19 +132,19 @@ class GatesSpec(_Strict):
 class RolloutSpec(_Strict):
     """Shadow, then canary, then full traffic; and when to roll back."""
 
-    shadow_requests: int = Field(500, ge=0)
-    canary_share: float = Field(0.1, gt=0, lt=1)
-    canary_requests: int = Field(1000, ge=1)
-    max_metric_drop: float = Field(0.02, ge=0)
+    shadow_requests: int = Field(default=500, ge=0)
+    canary_share: float = Field(default=0.1, gt=0, lt=1)
+    canary_requests: int = Field(default=1000, ge=1)
+    max_metric_drop: float = Field(default=0.02, ge=0)
     max_error_rate: Ratio = 0.01
-    max_p99_latency_ms: float = Field(50.0, gt=0)
+    max_p99_latency_ms: float = Field(default=50.0, gt=0)
 
 
 class MonitoringSpec(_Strict):
     """Feature and prediction drift against the training reference."""
 
     stattest: str = "kl_div"
-    threshold: float = Field(0.1, gt=0)
+    threshold: float = Field(default=0.1, gt=0)
     drift_share: Ratio = 0.3
 
 
@@ -152,11 +152,11 @@ class RetrainingSpec(_Strict):
     """When to retrain, and the rails that keep retraining sane."""
 
     schedule: str | None = "0 6 * * 1"
-    labeled_volume: int | None = Field(20000, ge=1)
+    labeled_volume: int | None = Field(default=20000, ge=1)
     on_drift: Literal["retrain", "alert", "off"] = "retrain"
-    min_new_labels: int = Field(2000, ge=0)
-    cooldown_hours: float = Field(24, ge=0)
-    daily_cap: int = Field(1, ge=1)
+    min_new_labels: int = Field(default=2000, ge=0)
+    cooldown_hours: float = Field(default=24, ge=0)
+    daily_cap: int = Field(default=1, ge=1)
 
 
 class ProblemSpec(_Strict):
@@ -174,7 +174,7 @@ class ProblemSpec(_Strict):
     features: list[FeatureSpec] = Field(min_length=1)
     metric: MetricSpec
     latency_budget_ms: float = Field(gt=0, description="p99 of one prediction, end to end")
-    training_window_days: int = Field(60, ge=1)
+    training_window_days: int = Field(default=60, ge=1)
     gates: GatesSpec
     rollout: RolloutSpec = RolloutSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
@@ -184,7 +184,9 @@ class ProblemSpec(_Strict):
     def _references_resolve(self) -> Self:
         known = sorted(self.sources)
         if self.target.source not in self.sources:
-            raise ValueError(f"target.source: unknown source {self.target.source!r} (declared: {known})")
+            raise ValueError(
+                f"target.source: unknown source {self.target.source!r} (declared: {known})"
+            )
         if self.sources[self.target.source].kind != "daily":
             raise ValueError("target.source: the target must come from a daily source")
         for i, feature in enumerate(self.features):
@@ -200,7 +202,9 @@ class ProblemSpec(_Strict):
                 )
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
-            raise ValueError(f"features: duplicate names {sorted({n for n in names if names.count(n) > 1})}")
+            raise ValueError(
+                f"features: duplicate names {sorted({n for n in names if names.count(n) > 1})}"
+            )
         return self
 
     def daily_sources(self) -> dict[str, SourceSpec]:

@@ -11,13 +11,13 @@ from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
 
 
-def problem_status(problem: Problem, lake: DataLake, instance: dg.DagsterInstance) -> dict[str, Any]:
+def problem_status(
+    problem: Problem, lake: DataLake, instance: dg.DagsterInstance
+) -> dict[str, Any]:
     """Counts of landed days, ingested partitions and quarantined batches."""
     daily = problem.spec.daily_sources()
     landed = [set(lake.landed_days(problem.name, s)) for s in daily]
-    ingested = [
-        instance.get_materialized_partitions(dg.AssetKey([problem.name, s])) for s in daily
-    ]
+    ingested = [instance.get_materialized_partitions(dg.AssetKey([problem.name, s])) for s in daily]
     return {
         "landed_days": len(set.intersection(*landed)) if landed else 0,
         "ingested_partitions": len(set.intersection(*ingested)) if ingested else 0,
@@ -25,6 +25,8 @@ def problem_status(problem: Problem, lake: DataLake, instance: dg.DagsterInstanc
     }
 
 
-def status(problems: dict[str, Problem], lake: DataLake, instance: dg.DagsterInstance) -> dict[str, Any]:
+def status(
+    problems: dict[str, Problem], lake: DataLake, instance: dg.DagsterInstance
+) -> dict[str, Any]:
     """One object keyed by problem name."""
     return {name: problem_status(p, lake, instance) for name, p in sorted(problems.items())}

@@ -24,11 +24,11 @@ def md_table(rows: list[dict[str, Any]]) -> str:
 
 def frame_metadata(frame: "pd.DataFrame", preview_rows: int = 10) -> dict[str, Any]:
     """Row count, column schema, a preview and null rates of a table."""
-    schema = dg.TableSchema(columns=[
-        dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()
-    ])
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
+    )
     preview = frame.head(preview_rows).astype(object).where(frame.head(preview_rows).notna(), None)
-    nulls = {str(c): round(float(r), 4) for c, r in frame.isna().mean().items()} if len(frame) else {}
+    nulls = {str(c): round(float(frame[c].isna().mean()), 4) for c in frame.columns if len(frame)}
     return {
         "dagster/row_count": len(frame),
         "dagster/column_schema": schema,

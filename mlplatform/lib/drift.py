@@ -16,8 +16,12 @@ class ColumnDrift:
 
 
 def column_drift(
-    current: pd.DataFrame, reference: pd.DataFrame, columns: list[str], method: str,
-    threshold: float, html_path: Path | None = None,
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    columns: list[str],
+    method: str,
+    threshold: float,
+    html_path: Path | None = None,
 ) -> list[ColumnDrift]:
     """Score each column's drift; Evidently decides the direction of each method's threshold.
 
@@ -35,13 +39,15 @@ def column_drift(
         include_tests=True,
     )
     snapshot = report.run(
-        Dataset.from_pandas(current[columns], data_definition=definition),
-        Dataset.from_pandas(reference[columns], data_definition=definition),
+        Dataset.from_pandas(current.filter(items=columns), data_definition=definition),
+        Dataset.from_pandas(reference.filter(items=columns), data_definition=definition),
     )
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))
     result = snapshot.dict()
     scores = {m["config"]["column"]: float(m["value"]) for m in result["metrics"]}
-    failed = {t["metric_config"]["params"]["column"] for t in result["tests"] if t["status"] != "SUCCESS"}
+    failed = {
+        t["metric_config"]["params"]["column"] for t in result["tests"] if t["status"] != "SUCCESS"
+    }
     return [ColumnDrift(c, scores[c], c in failed) for c in columns]

@@ -65,9 +65,7 @@ def content_hash(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _history(
-    lake: DataLake, problem: str, source: str, day: date, days: int
-) -> list[int]:
+def _history(lake: DataLake, problem: str, source: str, day: date, days: int) -> list[int]:
     counts = []
     for back in range(1, days + 1):
         report = lake.read_batch_report(problem, raw_table(source), day - timedelta(days=back))
@@ -77,8 +75,14 @@ def _history(
 
 
 def check_batch(
-    frame: pd.DataFrame, spec: SourceSpec, model: type[pa.DataFrameModel], day: date | None,
-    timezone: str, history: list[int], now: datetime, max_cases: int = 20,
+    frame: pd.DataFrame,
+    spec: SourceSpec,
+    model: type[pa.DataFrameModel],
+    day: date | None,
+    timezone: str,
+    history: list[int],
+    now: datetime,
+    max_cases: int = 20,
 ) -> list[v.CheckOutcome]:
     """Every check the spec asks of ``source``, on one batch."""
     typed, schema = v.validate_schema(frame, model, max_cases)
@@ -94,16 +98,26 @@ def check_batch(
         outcomes.append(v.check_null_rates(frame, spec.max_null_rate))
     if day is not None and spec.volume:
         rule = spec.volume
-        outcomes.append(v.check_volume(
-            len(frame), history, min_history=rule.min_history,
-            warn_range=rule.warn_range, error_range=rule.error_range,
-        ))
+        outcomes.append(
+            v.check_volume(
+                len(frame),
+                history,
+                min_history=rule.min_history,
+                warn_range=rule.warn_range,
+                error_range=rule.error_range,
+            )
+        )
     return outcomes
 
 
 def ingest_batch(
-    lake: DataLake, problem: str, source: str, spec: SourceSpec,
-    model: type[pa.DataFrameModel], day: date | None, timezone: str,
+    lake: DataLake,
+    problem: str,
+    source: str,
+    spec: SourceSpec,
+    model: type[pa.DataFrameModel],
+    day: date | None,
+    timezone: str,
     now: datetime | None = None,
 ) -> Batch:
     """Read the landed files of a partition, validate them and store the batch as landed.
@@ -120,27 +134,38 @@ def ingest_batch(
             f"{lake.landing_dir(problem, source, day)} has no .csv or .parquet file"
         )
     report: dict[str, Any] = {
-        "problem": problem, "source": source, "partition": label,
-        "files": [str(p) for p in files], "checked_at": now.isoformat(),
+        "problem": problem,
+        "source": source,
+        "partition": label,
+        "files": [str(p) for p in files],
+        "checked_at": now.isoformat(),
     }
     digest = content_hash(files)
     try:
         frame = read_batch(files)
     except MalformedFileError as exc:
-        report.update({"accepted": False, "rows": 0, "content_hash": digest,
-                       "error": str(exc), "checks": []})
+        report.update(
+            {"accepted": False, "rows": 0, "content_hash": digest, "error": str(exc), "checks": []}
+        )
         report["quarantine"] = str(lake.quarantine(problem, source, day, files, report))
         # Recorded beside the raw table too, so no typed table is built from an older batch.
         write_json(lake.batch_report_path(problem, raw_table(source), day), report)
         raise
-    history = _history(lake, problem, source, day, spec.volume.trailing_days) if (
-        day is not None and spec.volume) else []
+    history = (
+        _history(lake, problem, source, day, spec.volume.trailing_days)
+        if (day is not None and spec.volume)
+        else []
+    )
     outcomes = check_batch(frame, spec, model, day, timezone, history, now)
     accepted = not any(o.blocks for o in outcomes)
-    report.update({
-        "accepted": accepted, "rows": len(frame), "content_hash": digest,
-        "checks": [o.to_dict() for o in outcomes],
-    })
+    report.update(
+        {
+            "accepted": accepted,
+            "rows": len(frame),
+            "content_hash": digest,
+            "checks": [o.to_dict() for o in outcomes],
+        }
+    )
     quarantine = None if accepted else lake.quarantine(problem, source, day, files, report)
     if quarantine is not None:
         report["quarantine"] = str(quarantine)
@@ -158,9 +183,12 @@ def load_accepted(
     if report is None:
         raise RejectedBatchError(f"{problem}/{raw_table(source)} {label} was never ingested")
     if not report["accepted"]:
-        failed = [c["name"] for c in report["checks"] if not c["passed"] and c["severity"] == "ERROR"]
+        failed = [
+            c["name"] for c in report["checks"] if not c["passed"] and c["severity"] == "ERROR"
+        ]
         raise RejectedBatchError(
-            f"{problem}/{raw_table(source)} {label} was rejected by {failed or report.get('error')}; "
+            f"{problem}/{raw_table(source)} {label} was rejected by "
+            f"{failed or report.get('error')}; "
             f"the batch is quarantined at {report.get('quarantine', 'the quarantine')}. "
             f"Re-land a corrected file and materialize {raw_table(source)} again."
         )

@@ -49,8 +49,9 @@ def _check_rows(path: Path, frame: pd.DataFrame) -> None:
     short = [i for i, width in enumerate(widths[1:], start=2) if 0 < width < expected]
     if short:
         raise MalformedFileError(
-            path, f"line {short[0]} has fewer fields than the header's {expected} "
-            f"({len(short)} short line(s))"
+            path,
+            f"line {short[0]} has fewer fields than the header's {expected} "
+            f"({len(short)} short line(s))",
         )
 
 
@@ -76,7 +77,8 @@ def read_batch(paths: list[Path]) -> pd.DataFrame:
     for path, frame in zip(paths[1:], frames[1:], strict=True):
         if list(frame.columns) != list(frames[0].columns):
             raise MalformedFileError(
-                path, f"columns {list(frame.columns)} differ from {paths[0].name}'s "
-                f"{list(frames[0].columns)}"
+                path,
+                f"columns {list(frame.columns)} differ from {paths[0].name}'s "
+                f"{list(frames[0].columns)}",
             )
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

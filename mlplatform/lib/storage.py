@@ -64,7 +64,8 @@ class DataLake:
         if not folder.is_dir():
             return []
         return sorted(
-            p for p in folder.iterdir()
+            p
+            for p in folder.iterdir()
             if p.is_file() and not p.name.startswith(".") and p.suffix in LANDED_SUFFIXES
         )
 
@@ -91,7 +92,11 @@ class DataLake:
 
     # -- quarantine --------------------------------------------------------------------
     def quarantine(
-        self, problem: str, source: str, day: date | str | None, files: list[Path],
+        self,
+        problem: str,
+        source: str,
+        day: date | str | None,
+        files: list[Path],
         report: dict[str, Any],
     ) -> Path:
         """Copy a rejected batch and its validation report aside; the landing is untouched."""
@@ -100,7 +105,7 @@ class DataLake:
         folder.mkdir(parents=True, exist_ok=True)
         for path in files:
             shutil.copy2(path, folder / path.name)
-        write_json(folder / "report.json", report)
+        write_json(folder / "report.json", {**report, "quarantine": str(folder)})
         return folder
 
     def quarantined(self, problem: str) -> list[Path]:

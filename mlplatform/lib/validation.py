@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pandera.pandas as pa
 
-Severity = Literal["WARN", "ERROR"]
-
 from mlplatform.lib.names import DUPLICATES, NULL_RATES, SCHEMA, TIMESTAMPS, VOLUME
+
+Severity = Literal["WARN", "ERROR"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,24 @@ class CheckOutcome:
 
 def _records(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     head = frame.head(limit).astype(object)
-    return [{k: (None if pd.isna(v) else str(v)) for k, v in row.items()} for row in head.to_dict("records")]
+    return [
+        {k: (None if pd.isna(v) else str(v)) for k, v in row.items()}
+        for row in head.to_dict("records")
+    ]
+
+
+def _summary(table: pd.DataFrame) -> str:
+    """One line: missing and unexpected columns first, then the columns with bad values."""
+    parts = []
+    for check, label in (("column_in_dataframe", "missing"), ("column_in_schema", "unexpected")):
+        names = sorted(str(v) for v in table.loc[table["check"] == check, "value"])
+        if names:
+            parts.append(f"{label} column(s) {', '.join(names)}")
+    values = table[~table["check"].isin(["column_in_dataframe", "column_in_schema"])]
+    if len(values):
+        columns = sorted({str(c) for c in values["column"] if pd.notna(c)})
+        parts.append(f"{len(values)} bad value(s) in {', '.join(columns)}")
+    return "; ".join(parts) or f"{len(table)} schema failure(s)"
 
 
 def validate_schema(
@@ -54,23 +71,37 @@ def validate_schema(
         if isinstance(exc, pa.errors.SchemaErrors):
             cases = exc.failure_cases
         else:  # strict-column errors can be raised eagerly even when validating lazily
-            cases = pd.DataFrame([{
-                "column": exc.schema.name, "check": str(exc.check), "failure_case": str(exc),
-                "index": None,
-            }])
-        table = pd.DataFrame({
-            "row": cases["index"], "column": cases["column"], "check": cases["check"],
-            "value": cases["failure_case"],
-        })
-        columns = sorted({str(c) for c in table["column"].dropna()})
+            cases = pd.DataFrame(
+                [
+                    {
+                        "column": exc.schema.name,
+                        "check": str(exc.check),
+                        "failure_case": str(exc),
+                        "index": None,
+                    }
+                ]
+            )
+        table = pd.DataFrame(
+            {
+                "row": cases["index"],
+                "column": cases["column"],
+                "check": cases["check"],
+                "value": cases["failure_case"],
+            }
+        )
         outcome = CheckOutcome(
-            SCHEMA, False, "ERROR",
-            f"{len(table)} schema failure(s) in column(s) {', '.join(columns)}",
+            SCHEMA,
+            False,
+            "ERROR",
+            _summary(table),
             {"failure_case_count": len(table), "failure_cases": _records(table, max_cases)},
         )
         return None, outcome
     return typed, CheckOutcome(
-        SCHEMA, True, "ERROR", f"{len(typed)} rows match {model.__name__}",
+        SCHEMA,
+        True,
+        "ERROR",
+        f"{len(typed)} rows match {model.__name__}",
         {"failure_case_count": 0, "failure_cases": []},
     )
 
@@ -82,25 +113,36 @@ def check_duplicates(frame: pd.DataFrame, key: list[str], max_cases: int = 20) -
         return CheckOutcome(DUPLICATES, False, "ERROR", f"key column(s) missing: {missing}")
     dup = frame[frame.duplicated(subset=key, keep=False)]
     if dup.empty:
-        return CheckOutcome(DUPLICATES, True, "ERROR", f"every {tuple(key)} is unique",
-                            {"duplicate_rows": 0})
+        return CheckOutcome(
+            DUPLICATES, True, "ERROR", f"every {tuple(key)} is unique", {"duplicate_rows": 0}
+        )
     return CheckOutcome(
-        DUPLICATES, False, "ERROR",
+        DUPLICATES,
+        False,
+        "ERROR",
         f"{len(dup)} rows share a natural key {tuple(key)}",
-        {"duplicate_rows": len(dup), "examples": _records(dup[key], max_cases)},
+        {
+            "duplicate_rows": len(dup),
+            "examples": _records(pd.DataFrame({c: dup[c] for c in key}), max_cases),
+        },
     )
 
 
-def day_bounds(day: date, timezone: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+def day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
     """Start (inclusive) and end (exclusive) of a calendar day in ``timezone``, as UTC."""
     tz = ZoneInfo(timezone)
     start = datetime.combine(day, time(), tzinfo=tz)
     end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
-    return pd.Timestamp(start).tz_convert("UTC"), pd.Timestamp(end).tz_convert("UTC")
+    utc = ZoneInfo("UTC")
+    return start.astimezone(utc), end.astimezone(utc)
 
 
 def check_timestamps(
-    frame: pd.DataFrame, column: str, day: date, timezone: str, now: datetime,
+    frame: pd.DataFrame,
+    column: str,
+    day: date,
+    timezone: str,
+    now: datetime,
     max_cases: int = 20,
 ) -> CheckOutcome:
     """Event times fall inside the partition's day (local time) and not after ``now``."""
@@ -111,16 +153,20 @@ def check_timestamps(
     outside = stamps.notna() & ((stamps < start) | (stamps >= end))
     future = stamps.notna() & (stamps > pd.Timestamp(now).tz_convert("UTC"))
     details = {
-        "outside_day": int(outside.sum()), "in_future": int(future.sum()),
+        "outside_day": int(outside.sum()),
+        "in_future": int(future.sum()),
         "unparseable": int(stamps.isna().sum()),
         "window": f"[{start.isoformat()}, {end.isoformat()})",
     }
     bad = outside | future
     if not bad.any():
         return CheckOutcome(TIMESTAMPS, True, "ERROR", f"every {column} is within {day}", details)
-    details["examples"] = _records(frame.loc[bad, [column]].reset_index(names="row"), max_cases)
+    examples = pd.DataFrame({"row": frame.index[bad], column: frame.loc[bad, column]})
+    details["examples"] = _records(examples, max_cases)
     return CheckOutcome(
-        TIMESTAMPS, False, "ERROR",
+        TIMESTAMPS,
+        False,
+        "ERROR",
         f"{int(outside.sum())} {column} value(s) outside {day} ({timezone}), "
         f"{int(future.sum())} in the future",
         details,
@@ -142,20 +188,30 @@ def check_null_rates(frame: pd.DataFrame, limits: dict[str, float]) -> CheckOutc
 
 
 def check_volume(
-    rows: int, history: list[int], *, min_history: int,
-    warn_range: tuple[float, float], error_range: tuple[float, float],
+    rows: int,
+    history: list[int],
+    *,
+    min_history: int,
+    warn_range: tuple[float, float],
+    error_range: tuple[float, float],
 ) -> CheckOutcome:
     """Row count against the median of earlier accepted partitions; ERROR only when extreme."""
     if len(history) < min_history:
         return CheckOutcome(
-            VOLUME, True, "WARN",
+            VOLUME,
+            True,
+            "WARN",
             f"{rows} rows; only {len(history)} earlier partition(s), need {min_history} to judge",
             {"rows": rows, "history_partitions": len(history)},
         )
     base = float(median(history))
     ratio = rows / base if base else float("inf")
-    details = {"rows": rows, "trailing_median": base, "ratio": ratio,
-               "history_partitions": len(history)}
+    details = {
+        "rows": rows,
+        "trailing_median": base,
+        "ratio": ratio,
+        "history_partitions": len(history),
+    }
     text = f"{rows} rows, {ratio:.2f}x the trailing median of {base:g}"
     if not error_range[0] <= ratio <= error_range[1]:
         return CheckOutcome(VOLUME, False, "ERROR", f"{text}: outside {error_range}", details)

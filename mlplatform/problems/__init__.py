@@ -33,7 +33,7 @@ class Problem:
     spec: ProblemSpec
     folder: Path
 
-    def _module(self, part: str):  # noqa: ANN202 - a module object
+    def _module(self, part: str):
         return importlib.import_module(f"{__name__}.{self.name}.{part}")
 
     def schema(self, source: str) -> "type[pa.DataFrameModel]":

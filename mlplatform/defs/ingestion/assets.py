@@ -12,18 +12,12 @@ from datetime import date
 import dagster as dg
 
 from mlplatform.defs.partitions import daily_partitions
+from mlplatform.lib.names import DUPLICATES, NULL_RATES, SCHEMA, TIMESTAMPS, VOLUME
+from mlplatform.lib.names import INGESTION_DRIFT as DRIFT
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource
 
 GROUP = "ingestion"
-from mlplatform.lib.names import (
-    DUPLICATES,
-    NULL_RATES,
-    SCHEMA,
-    TIMESTAMPS,
-    VOLUME,
-)
-from mlplatform.lib.names import INGESTION_DRIFT as DRIFT
 
 _CHECK_DESCRIPTIONS = {
     SCHEMA: "Columns, types and value rules of the source's pandera schema (blocking).",
@@ -77,7 +71,12 @@ def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
         day = _day(context)
         try:
             batch = ingest_batch(
-                lake.lake(), problem.name, source, spec, problem.schema(source), day,
+                lake.lake(),
+                problem.name,
+                source,
+                spec,
+                problem.schema(source),
+                day,
                 problem.spec.partitioning.timezone,
             )
         except (NothingLandedError, MalformedFileError) as exc:
@@ -107,11 +106,16 @@ def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
     key = dg.AssetKey([problem.name, source])
     check_specs = []
     if spec.drift and spec.kind == "daily":
-        check_specs.append(dg.AssetCheckSpec(
-            DRIFT, asset=key, blocking=False,
-            description=f"Evidently {spec.drift.method} drift of {', '.join(spec.drift.columns)} "
-            f"against the {spec.drift.reference_days} previous days (WARN).",
-        ))
+        check_specs.append(
+            dg.AssetCheckSpec(
+                DRIFT,
+                asset=key,
+                blocking=False,
+                description=f"Evidently {spec.drift.method} drift of "
+                f"{', '.join(spec.drift.columns)} "
+                f"against the {spec.drift.reference_days} previous days (WARN).",
+            )
+        )
 
     @dg.asset(
         key=key,
@@ -135,7 +139,9 @@ def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
         except RejectedBatchError as exc:
             raise dg.Failure(description=str(exc)) from None
         path = store.write_table(problem.name, source, day, frame)
-        checks = [drift_result(store, problem, source, day, frame, key)] if check_specs and day else []
+        checks = (
+            [drift_result(store, problem, source, day, frame, key)] if check_specs and day else []
+        )
         return dg.MaterializeResult(
             metadata={**frame_metadata(frame), "path": dg.MetadataValue.path(str(path))},
             check_results=checks,

@@ -20,7 +20,11 @@ def _reference(lake: DataLake, problem: str, source: str, day: date, days: int) 
 
 
 def drift_result(
-    lake: DataLake, problem: Problem, source: str, day: date, frame: pd.DataFrame,
+    lake: DataLake,
+    problem: Problem,
+    source: str,
+    day: date,
+    frame: pd.DataFrame,
     asset_key: dg.AssetKey,
 ) -> dg.AssetCheckResult:
     """Evidently drift of the spec's key columns; the HTML report is kept when it drifts."""
@@ -31,9 +35,12 @@ def drift_result(
     reference = _reference(lake, problem.name, source, day, rule.reference_days)
     if reference.empty or frame.empty:
         return dg.AssetCheckResult(
-            asset_key=asset_key, check_name=DRIFT, passed=True,
+            asset_key=asset_key,
+            check_name=DRIFT,
+            passed=True,
             severity=dg.AssetCheckSeverity.WARN,
-            description="not evaluated: no reference days yet" if reference.empty
+            description="not evaluated: no reference days yet"
+            if reference.empty
             else "not evaluated: the batch is empty",
             metadata={"reference_rows": len(reference), "current_rows": len(frame)},
         )
@@ -44,7 +51,9 @@ def drift_result(
         html.unlink(missing_ok=True)  # ~4 MB each: keep only the reports worth reading
     scores = {f"drift/{d.column}": d.score for d in drifts}
     return dg.AssetCheckResult(
-        asset_key=asset_key, check_name=DRIFT, passed=not drifted,
+        asset_key=asset_key,
+        check_name=DRIFT,
+        passed=not drifted,
         severity=dg.AssetCheckSeverity.WARN,
         description=(f"drift in {', '.join(drifted)}" if drifted else "no column drifted")
         + f" ({rule.method}, threshold {rule.threshold})",

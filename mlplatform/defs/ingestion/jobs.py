@@ -4,7 +4,6 @@ from typing import Any
 
 import dagster as dg
 
-from mlplatform.defs.partitions import daily_partitions
 from mlplatform.problems import Problem
 
 
@@ -21,7 +20,8 @@ def reference_job_name(problem: Problem) -> str:
 def _keys(problem: Problem, kind: str) -> list[dg.AssetKey]:
     return [
         dg.AssetKey([problem.name, table])
-        for source, spec in problem.spec.sources.items() if spec.kind == kind
+        for source, spec in problem.spec.sources.items()
+        if spec.kind == kind
         for table in (f"raw_{source}", source)
     ]
 
@@ -32,7 +32,6 @@ def build_jobs(problem: Problem) -> list[Any]:  # the unresolved job type is pri
         dg.define_asset_job(
             daily_job_name(problem),
             selection=dg.AssetSelection.assets(*_keys(problem, "daily")),
-            partitions_def=daily_partitions(problem.spec),
             description=f"Ingest one day of {problem.name}'s daily sources behind their checks.",
         ),
         dg.define_asset_job(

@@ -1,3 +1,5 @@
+# pyright: reportIncompatibleVariableOverride=false
+# (a nested `Config` class is how pandera models take options)
 """Pandera schemas of the flight-delay sources, as the daily exports deliver them.
 
 ``coerce`` turns the exported text into types; ``strict`` rejects a column nobody
@@ -37,7 +39,7 @@ class FlightsSchema(pa.DataFrameModel):
     minute: Series[int] = pa.Field(ge=0, le=59)
     time_hour: Series[UtcTimestamp]
 
-    class Config:
+    class Config:  # noqa: D106 - pandera's options
         coerce = True
         strict = True
 
@@ -61,7 +63,7 @@ class WeatherSchema(pa.DataFrameModel):
     visib: Series[float] = pa.Field(nullable=True, ge=0)
     time_hour: Series[UtcTimestamp]
 
-    class Config:
+    class Config:  # noqa: D106 - pandera's options
         coerce = True
         strict = True
 
@@ -79,7 +81,7 @@ class PlanesSchema(pa.DataFrameModel):
     speed: Series[float] = pa.Field(nullable=True, ge=0)
     engine: Series[str]
 
-    class Config:
+    class Config:  # noqa: D106 - pandera's options
         coerce = True
         strict = True
 
@@ -96,6 +98,6 @@ class AirportsSchema(pa.DataFrameModel):
     dst: Series[str]
     tzone: Series[str] = pa.Field(nullable=True)
 
-    class Config:
+    class Config:  # noqa: D106 - pandera's options
         coerce = True
         strict = True

@@ -1,0 +1,81 @@
+"""A test platform over a temporary lake, and small readers of run results."""
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlplatform.defs import ingestion
+from mlplatform.defs.ingestion.jobs import daily_job_name, reference_job_name
+from mlplatform.lib.landing import land
+from mlplatform.lib.storage import DataLake
+from mlplatform.problems import Problem
+from mlplatform.resources import LakeResource
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str], Any]:
+    """Check evaluations of a run, by (asset name, check name)."""
+    return {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    """Names of the assets the run materialized."""
+    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events() if e.asset_key}
+
+
+def started_steps(result: dg.ExecuteInProcessResult) -> set[str]:
+    """Step keys that started in the run."""
+    return {
+        e.step_key for e in result.all_events if e.event_type_value == "STEP_START" and e.step_key
+    }
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Messages of the run's step failures."""
+    out = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            out.append(event.step_failure_data.error.message)
+    return out
+
+
+def quarantine_reports(root: Path, problem: str) -> list[dict[str, Any]]:
+    """Every quarantined batch's report, oldest first."""
+    reports = sorted((root / "quarantine" / problem).glob("*/*/*/report.json"))
+    return [json.loads(p.read_text()) for p in reports]
+
+
+class Platform:
+    """The ingestion stage of one problem over a lake in a temporary folder."""
+
+    def __init__(self, problem: Problem, root: Path, instance: dg.DagsterInstance) -> None:
+        self.problem = problem
+        self.lake = DataLake(root)
+        self.instance = instance
+        self.defs = dg.Definitions.merge(
+            ingestion.build_defs(problem),
+            dg.Definitions(resources={"lake": LakeResource(root=str(root))}),
+        )
+
+    def land(self, start: str, end: str) -> None:
+        land(self.lake, self.problem, date.fromisoformat(start), date.fromisoformat(end))
+
+    def run_day(self, day: str) -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_job_def(daily_job_name(self.problem))
+        return job.execute_in_process(
+            instance=self.instance, partition_key=day, raise_on_error=False, run_config=QUIET
+        )
+
+    def run_reference(self) -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_job_def(reference_job_name(self.problem))
+        return job.execute_in_process(
+            instance=self.instance, raise_on_error=False, run_config=QUIET
+        )
+
+    def landed_file(self, source: str, day: str) -> Path:
+        (path,) = self.lake.landed_files(self.problem.name, source, day)
+        return path
