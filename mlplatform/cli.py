@@ -37,7 +37,7 @@ def cmd_land(args: argparse.Namespace) -> int:
     rows = land(lake, problem, args.start, args.end)
     _out(
         f"landed {problem.name} {args.start}..{args.end} "
-        f"into {lake.landing_dir(problem.name, '', None).parent.parent}"
+        f"into {lake.root / 'landing' / problem.name}"
     )
     for source, count in rows.items():
         _out(f"  {source:<12} {count:>8} rows")
