@@ -24,7 +24,7 @@ def _lake():
 def _instance():
     import dagster as dg
 
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home())
+    os.environ["DAGSTER_HOME"] = str(settings.ensure_dagster_home())
     return dg.DagsterInstance.get()
 
 
@@ -107,7 +107,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     """Start the Dagster UI and daemon on the project's instance (replaces this process)."""
     workspace = settings.project_root() / "workspace.yaml"
-    home = settings.dagster_home()
+    home = settings.ensure_dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
     dagster = str(Path(sys.executable).with_name("dagster"))
     # Run from DAGSTER_HOME: Dagster warns when the working folder holds a dagster.yaml

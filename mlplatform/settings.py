@@ -36,7 +36,7 @@ def data_dir() -> Path:
     return project_root() / "data"
 
 
-def dagster_home() -> Path:
+def ensure_dagster_home() -> Path:
     """The Dagster instance folder: ``DAGSTER_HOME``, else ``.dagster_home`` in the checkout.
 
     The folder's ``dagster.yaml`` is a link to the repository's, so there is one instance

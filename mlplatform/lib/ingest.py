@@ -15,6 +15,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from mlplatform.lib import validation as v
+from mlplatform.lib.names import raw_table
 from mlplatform.lib.reading import MalformedFileError, read_batch
 from mlplatform.lib.storage import DataLake, partition_label, write_json
 from mlplatform.spec import SourceSpec
@@ -26,11 +27,6 @@ class NothingLandedError(FileNotFoundError):
 
 class RejectedBatchError(ValueError):
     """A typed table was asked for a raw partition whose batch was rejected."""
-
-
-def raw_table(source: str) -> str:
-    """Warehouse table holding the batches of ``source`` as landed."""
-    return f"raw_{source}"
 
 
 @dataclass(frozen=True)

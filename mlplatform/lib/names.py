@@ -6,3 +6,8 @@ TIMESTAMPS = "timestamps_in_partition"
 NULL_RATES = "null_rates"
 VOLUME = "volume"
 INGESTION_DRIFT = "ingestion_drift"
+
+
+def raw_table(source: str) -> str:
+    """Asset and warehouse table holding the batches of ``source`` as landed."""
+    return f"raw_{source}"

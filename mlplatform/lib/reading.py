@@ -1,5 +1,6 @@
 """Reading landed export files, with errors that name the file and what is wrong with it."""
 
+import csv
 from pathlib import Path
 
 import pandas as pd
@@ -42,8 +43,6 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def _check_rows(path: Path, frame: pd.DataFrame) -> None:
     # pandas pads short rows with NA; a row with fewer fields than the header is malformed.
     with path.open(encoding="utf-8", newline="") as fh:
-        import csv
-
         widths = [len(row) for row in csv.reader(fh)]
     expected = len(frame.columns)
     short = [i for i, width in enumerate(widths[1:], start=2) if 0 < width < expected]

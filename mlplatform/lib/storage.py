@@ -14,6 +14,7 @@ leaves half a file where a reader would take it for a whole one.
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -135,6 +136,14 @@ class DataLake:
                 f"{problem}/{table} has no partition {partition_label(day)} (expected {path})"
             )
         return pd.read_parquet(path)
+
+    def read_days(self, problem: str, table: str, days: Iterable[date]) -> "pd.DataFrame":
+        """The partitions of ``table`` that exist among ``days``, concatenated (maybe empty)."""
+        import pandas as pd
+
+        paths = [self.table_path(problem, table, d) for d in days]
+        frames = [pd.read_parquet(p) for p in paths if p.exists()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def batch_report_path(self, problem: str, table: str, day: date | str | None) -> Path:
         """The validation report stored beside a raw table's partition."""

@@ -12,7 +12,7 @@ from datetime import date
 import dagster as dg
 
 from mlplatform.defs.partitions import daily_partitions
-from mlplatform.lib.names import DUPLICATES, NULL_RATES, SCHEMA, TIMESTAMPS, VOLUME
+from mlplatform.lib.names import DUPLICATES, NULL_RATES, SCHEMA, TIMESTAMPS, VOLUME, raw_table
 from mlplatform.lib.names import INGESTION_DRIFT as DRIFT
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource
@@ -48,7 +48,7 @@ def _day(context: dg.AssetExecutionContext) -> date | None:
 def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
     """The raw batches of ``source``, gated by blocking checks."""
     spec = problem.spec.sources[source]
-    key = dg.AssetKey([problem.name, f"raw_{source}"])
+    key = dg.AssetKey([problem.name, raw_table(source)])
 
     @dg.asset(
         key=key,
@@ -119,7 +119,7 @@ def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey([problem.name, f"raw_{source}"])],
+        deps=[dg.AssetKey([problem.name, raw_table(source)])],
         group_name=GROUP,
         description=f"{spec.description} Validated and typed.",
         kinds={"pandas", "parquet"},

@@ -1,22 +1,16 @@
 """The ingestion drift check: today's key columns against the days before (WARN)."""
 
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
 from mlplatform.lib.names import INGESTION_DRIFT as DRIFT
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
 
-
-def _reference(lake: DataLake, problem: str, source: str, day: date, days: int) -> pd.DataFrame:
-    frames = []
-    for back in range(1, days + 1):
-        path = lake.table_path(problem, source, day - timedelta(days=back))
-        if path.exists():
-            frames.append(pd.read_parquet(path))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def drift_result(
@@ -24,7 +18,7 @@ def drift_result(
     problem: Problem,
     source: str,
     day: date,
-    frame: pd.DataFrame,
+    frame: "pd.DataFrame",
     asset_key: dg.AssetKey,
 ) -> dg.AssetCheckResult:
     """Evidently drift of the spec's key columns; the HTML report is kept when it drifts."""
@@ -32,7 +26,8 @@ def drift_result(
 
     rule = problem.spec.sources[source].drift
     assert rule is not None, "only sources with a drift rule get this check"
-    reference = _reference(lake, problem.name, source, day, rule.reference_days)
+    window = (day - timedelta(days=back) for back in range(1, rule.reference_days + 1))
+    reference = lake.read_days(problem.name, source, window)
     if reference.empty or frame.empty:
         return dg.AssetCheckResult(
             asset_key=asset_key,

@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlplatform.lib.names import raw_table
 from mlplatform.problems import Problem
 
 
@@ -22,7 +23,7 @@ def _keys(problem: Problem, kind: str) -> list[dg.AssetKey]:
         dg.AssetKey([problem.name, table])
         for source, spec in problem.spec.sources.items()
         if spec.kind == kind
-        for table in (f"raw_{source}", source)
+        for table in (raw_table(source), source)
     ]
 
 
