@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -48,17 +49,12 @@ def cmd_land(args: argparse.Namespace) -> int:
 _QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    """Materialize the ingestion assets for a range of days, one run per day."""
+def _run_jobs(runs: list[tuple[str, str | None]]) -> int:
+    """Run (job, partition) pairs in order on the project's instance, one line each."""
     from mlplatform.definitions import defs
-    from mlplatform.defs.ingestion.jobs import daily_job_name, reference_job_name
-    from mlplatform.lib.landing import days
-    from mlplatform.problems import get_problem
 
-    problem, instance, definitions = get_problem(args.problem), _instance(), defs()
+    instance, definitions = _instance(), defs()
     failures = 0
-    runs = [(reference_job_name(problem), None)]
-    runs += [(daily_job_name(problem), d.isoformat()) for d in days(args.start, args.end)]
     for job_name, partition in runs:
         job = definitions.resolve_job_def(job_name)
         result = job.execute_in_process(
@@ -69,10 +65,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             for e in result.get_asset_check_evaluations()
             if not e.passed
         )
-        label = partition or "reference"
+        label = f"{job_name.split('_')[-1]} {partition or ''}".strip()
         state = "ok" if result.success else "FAILED"
         _out(
-            f"  {label:<10} {state:<6} run {result.run_id[:8]}"
+            f"  {label:<22} {state:<6} run {result.run_id[:8]}"
             + (f"  failed checks: {', '.join(failed_checks)}" if failed_checks else "")
         )
         if not result.success:
@@ -80,12 +76,37 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             for event in result.all_events:
                 if event.is_step_failure and event.step_failure_data:
                     err = event.step_failure_data.error
-                    _out(f"             {event.step_key}: {err.message.strip() if err else ''}")
+                    _out(f"{'':25}{event.step_key}: {err.message.strip() if err else ''}")
     _out(
         f"{len(runs) - failures}/{len(runs)} runs succeeded "
         f"on the instance at {instance.root_directory}"
     )
     return 1 if failures else 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Materialize the ingestion assets for a range of days, one run per day."""
+    from mlplatform.defs.jobs import daily_job_name, reference_job_name
+    from mlplatform.lib.landing import days
+    from mlplatform.problems import get_problem
+
+    problem = get_problem(args.problem)
+    runs: list[tuple[str, str | None]] = [(reference_job_name(problem), None)]
+    runs += [(daily_job_name(problem), d.isoformat()) for d in days(args.start, args.end)]
+    return _run_jobs(runs)
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    """Build the feature tables for a range of days, then the online store and training set."""
+    from mlplatform.defs.jobs import feature_store_job_name, features_job_name
+    from mlplatform.lib.landing import days
+    from mlplatform.problems import get_problem
+
+    problem = get_problem(args.problem)
+    runs: list[tuple[str, str | None]]
+    runs = [(features_job_name(problem), d.isoformat()) for d in days(args.start, args.end)]
+    runs.append((feature_store_job_name(problem), None))
+    return _run_jobs(runs)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -133,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in (
         ("land", cmd_land, "write a problem's daily exports into the landing zone"),
         ("ingest", cmd_ingest, "materialize the ingestion assets for a range of days"),
+        ("features", cmd_features, "build features, the online store and the training set"),
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--problem", required=True)
@@ -154,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mlplatform`` command."""
     args = build_parser().parse_args(argv)
+    # Library deprecation notices are for us, not for the person at the terminal.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         return args.fn(args)
     except (KeyError, ValueError) as exc:

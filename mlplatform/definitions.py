@@ -4,15 +4,28 @@ Kept thin and light: heavy libraries are imported inside the assets that use the
 every run's step process imports this module again.
 """
 
+from collections.abc import Iterable
+from typing import Any
+
 import dagster as dg
 
-from mlplatform.defs import ingestion
-from mlplatform.problems import problems
+from mlplatform.defs import features, ingestion, training
+from mlplatform.defs.jobs import build_jobs
+from mlplatform.problems import Problem, problems
 from mlplatform.resources import build_resources
+
+STAGES = (ingestion, features, training)
+
+
+def build_definitions(selected: Iterable[Problem], resources: dict[str, Any]) -> dg.Definitions:
+    """All stages and jobs of the given problems, bound to ``resources``."""
+    selected = list(selected)
+    stages = [stage.build_defs(problem) for problem in selected for stage in STAGES]
+    jobs = [job for problem in selected for job in build_jobs(problem)]
+    return dg.Definitions.merge(*stages, dg.Definitions(jobs=jobs, resources=resources))
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     """All stages of all problems, with the resources of ``MLPLATFORM_ENV``."""
-    stages = [ingestion.build_defs(problem) for problem in problems().values()]
-    return dg.Definitions.merge(*stages, dg.Definitions(resources=build_resources()))
+    return build_definitions(problems().values(), build_resources())

@@ -7,12 +7,12 @@ from typing import Any
 
 import dagster as dg
 
-from mlplatform.defs import ingestion
-from mlplatform.defs.ingestion.jobs import daily_job_name, reference_job_name
+from mlplatform.definitions import build_definitions
+from mlplatform.defs.jobs import daily_job_name, reference_job_name
 from mlplatform.lib.landing import land
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
-from mlplatform.resources import LakeResource
+from mlplatform.resources import FeastResource, LakeResource
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
@@ -56,10 +56,8 @@ class Platform:
         self.problem = problem
         self.lake = DataLake(root)
         self.instance = instance
-        self.defs = dg.Definitions.merge(
-            ingestion.build_defs(problem),
-            dg.Definitions(resources={"lake": LakeResource(root=str(root))}),
-        )
+        lake = LakeResource(root=str(root))
+        self.defs = build_definitions([problem], {"lake": lake, "feast": FeastResource(lake=lake)})
 
     def land(self, start: str, end: str) -> None:
         land(self.lake, self.problem, date.fromisoformat(start), date.fromisoformat(end))

@@ -18,15 +18,22 @@ def test_definitions_load() -> None:
 
 def test_asset_keys_snapshot() -> None:
     keys = {k.to_user_string() for k in defs().resolve_all_asset_keys()}
-    assert keys == {
-        "flight_delay/raw_flights",
-        "flight_delay/flights",
-        "flight_delay/raw_weather",
-        "flight_delay/weather",
-        "flight_delay/raw_planes",
-        "flight_delay/planes",
-        "flight_delay/raw_airports",
-        "flight_delay/airports",
+    names = (
+        "raw_flights", "flights", "raw_weather", "weather", "raw_planes", "planes",
+        "raw_airports", "airports",
+        "origin_weather", "carrier_delays", "route_delays", "origin_delays", "plane",
+        "feature_registry", "online_features", "training_set",
+    )  # fmt: skip
+    assert keys == {f"flight_delay/{name}" for name in names}
+
+
+def test_jobs_snapshot() -> None:
+    names = {j.name for j in defs().resolve_all_job_defs() if not j.name.startswith("__")}
+    assert names == {
+        "flight_delay_ingestion",
+        "flight_delay_reference",
+        "flight_delay_features",
+        "flight_delay_feature_store",
     }
 
 
@@ -35,7 +42,7 @@ def test_every_asset_has_group_kinds_owner_and_description() -> None:
     assert specs
     for spec in specs:
         name = spec.key.to_user_string()
-        assert spec.group_name == "ingestion", name
+        assert spec.group_name in {"ingestion", "features", "training"}, name
         assert spec.kinds, name
         assert spec.owners == ["team:ml-platform"], name
         assert spec.description and len(spec.description) > 20, name
@@ -53,6 +60,8 @@ def test_raw_checks_are_blocking_and_drift_is_not() -> None:
     assert checks[("raw_flights", "timestamps_in_partition")] is True
     assert checks[("raw_weather", "volume")] is True
     assert checks[("flights", "ingestion_drift")] is False
+    for name in ("point_in_time", "no_leakage", "online_parity"):
+        assert checks[("training_set", name)] is True
 
 
 def test_importing_definitions_does_not_import_the_heavy_stack() -> None:

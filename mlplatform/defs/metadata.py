@@ -7,7 +7,7 @@ import dagster as dg
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlplatform.lib.validation import CheckOutcome
+    from mlplatform.lib.checks import CheckOutcome
 
 
 def md_table(rows: list[dict[str, Any]]) -> str:
@@ -24,15 +24,21 @@ def md_table(rows: list[dict[str, Any]]) -> str:
 
 def frame_metadata(frame: "pd.DataFrame", preview_rows: int = 10) -> dict[str, Any]:
     """Row count, column schema, a preview and null rates of a table."""
+    import pandas as pd
+
     schema = dg.TableSchema(
         columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
     )
-    preview = frame.head(preview_rows).astype(object).where(frame.head(preview_rows).notna(), None)
+    head = frame.head(preview_rows).astype(object)
+    preview = [
+        {str(k): (None if pd.isna(v) else v) for k, v in row.items()}
+        for row in head.to_dict("records")
+    ]
     nulls = {str(c): round(float(frame[c].isna().mean()), 4) for c in frame.columns if len(frame)}
     return {
         "dagster/row_count": len(frame),
         "dagster/column_schema": schema,
-        "preview": dg.MetadataValue.md(md_table(preview.to_dict("records"))),
+        "preview": dg.MetadataValue.md(md_table(preview)),
         "null_rates": dg.MetadataValue.json(nulls),
     }
 

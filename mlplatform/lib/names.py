@@ -6,6 +6,9 @@ TIMESTAMPS = "timestamps_in_partition"
 NULL_RATES = "null_rates"
 VOLUME = "volume"
 INGESTION_DRIFT = "ingestion_drift"
+POINT_IN_TIME = "point_in_time"
+NO_LEAKAGE = "no_leakage"
+ONLINE_PARITY = "online_parity"
 
 
 def raw_table(source: str) -> str:

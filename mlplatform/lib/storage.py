@@ -145,6 +145,20 @@ class DataLake:
         frames = [pd.read_parquet(p) for p in paths if p.exists()]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    def write_latest(self, problem: str, table: str, payload: dict[str, Any]) -> Path:
+        """Point readers at a table's newest version (``<table>/latest.json``)."""
+        return write_json(self.root / "warehouse" / problem / table / "latest.json", payload)
+
+    def read_latest(self, problem: str, table: str) -> dict[str, Any] | None:
+        """The newest version's pointer of a table, or None if there is none yet."""
+        path = self.root / "warehouse" / problem / table / "latest.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    def partitions(self, problem: str, table: str) -> list[date]:
+        """Days for which a daily table has a partition, oldest first."""
+        folder = self.root / "warehouse" / problem / table
+        return sorted(date.fromisoformat(p.stem) for p in folder.glob("????-??-??.parquet"))
+
     def batch_report_path(self, problem: str, table: str, day: date | str | None) -> Path:
         """The validation report stored beside a raw table's partition."""
         return self.table_path(problem, table, day).with_suffix(".report.json")

@@ -5,44 +5,22 @@ and JSON-able details. Dagster assets turn outcomes into asset check results; th
 quarantine stores them as the batch's report.
 """
 
-from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta
 from statistics import median
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pandera.pandas as pa
 
+from mlplatform.lib.checks import CheckOutcome
 from mlplatform.lib.names import DUPLICATES, NULL_RATES, SCHEMA, TIMESTAMPS, VOLUME
-
-Severity = Literal["WARN", "ERROR"]
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """The result of one check on one batch."""
-
-    name: str
-    passed: bool
-    severity: Severity
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def blocks(self) -> bool:
-        """A failed ERROR check rejects the batch."""
-        return not self.passed and self.severity == "ERROR"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form for reports."""
-        return asdict(self)
 
 
 def _records(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     head = frame.head(limit).astype(object)
     return [
-        {k: (None if pd.isna(v) else str(v)) for k, v in row.items()}
+        {str(k): (None if pd.isna(v) else str(v)) for k, v in row.items()}
         for row in head.to_dict("records")
     ]
 

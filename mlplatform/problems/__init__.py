@@ -4,7 +4,13 @@ A problem folder ``problems/<name>/`` contains
 - ``spec.yaml``: the problem spec (see ``mlplatform.spec``);
 - ``schemas.py``: one pandera ``DataFrameModel`` per source, named in the spec;
 - ``source.py``: ``export_day(source, day)`` and ``export_reference(source)``, the daily
-  export that ``mlplatform land`` writes into the landing zone.
+  export that ``mlplatform land`` writes into the landing zone;
+- ``feature_tables.py``: ``FEATURE_TABLES``, the problem's feature tables (import-light);
+- ``features.py``: one builder per feature table, and ``entity_rows(requests, timezone)``,
+  the single mapping from a request (or a historical row) to its feature lookup;
+- ``feature_repo/``: the Feast repository (``feature_store.yaml`` per profile, and
+  ``repo.py`` whose ``definitions(data_dir)`` returns every Feast object by name, the
+  feature service under ``"service"``).
 The machinery finds problems here and never names one.
 """
 
@@ -21,6 +27,9 @@ from mlplatform.spec import ProblemSpec, SpecError, load_spec
 if TYPE_CHECKING:
     import pandas as pd
     import pandera.pandas as pa
+
+    from mlplatform.lib.features import FeatureInputs
+    from mlplatform.lib.tables import FeatureTable
 
 PROBLEMS_DIR = Path(__file__).parent
 
@@ -56,6 +65,34 @@ class Problem:
         """The current snapshot of a reference source."""
         fn = cast("Callable[[str], pd.DataFrame]", self._module("source").export_reference)
         return fn(source)
+
+    def feature_tables(self) -> "list[FeatureTable]":
+        """The problem's feature tables, in declaration order."""
+        return list(self._module("feature_tables").FEATURE_TABLES)
+
+    def build_features(self, table: "FeatureTable", inputs: "FeatureInputs") -> "pd.DataFrame":
+        """One day of a feature table, computed by the problem's builder."""
+        fn = cast(
+            "Callable[[FeatureInputs], pd.DataFrame]",
+            getattr(self._module("features"), table.builder),
+        )
+        return fn(inputs)
+
+    def entity_rows(self, requests: "pd.DataFrame") -> "pd.DataFrame":
+        """Entity keys, event time and request features of each request row."""
+        fn = cast(
+            "Callable[[pd.DataFrame, str], pd.DataFrame]", self._module("features").entity_rows
+        )
+        return fn(requests, self.spec.partitioning.timezone)
+
+    @property
+    def feature_repo(self) -> Path:
+        """Folder of the problem's Feast repository."""
+        return self.folder / "feature_repo"
+
+    def feast_objects(self, data: Path) -> dict[str, object]:
+        """Every Feast object of the problem by name, reading feature files under ``data``."""
+        return self._module("feature_repo.repo").definitions(data)
 
 
 @cache

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlplatform.resources.feast import FeastResource
 from mlplatform.resources.lake import LakeResource
 from mlplatform.settings import environment
 
@@ -10,8 +11,9 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     """The resources of the active profile (``MLPLATFORM_ENV``, ``local`` by default)."""
     profile = environment()
     if profile == "local":
-        return {"lake": LakeResource()}
+        lake = LakeResource()
+        return {"lake": lake, "feast": FeastResource(lake=lake)}
     raise ValueError(f"no resources defined for profile {profile!r}")
 
 
-__all__ = ["LakeResource", "build_resources"]
+__all__ = ["FeastResource", "LakeResource", "build_resources"]

@@ -3,15 +3,14 @@
 import dagster as dg
 
 from mlplatform.defs.ingestion.assets import build_raw_asset, build_typed_asset
-from mlplatform.defs.ingestion.jobs import build_jobs
 from mlplatform.problems import Problem
 
 
 def build_defs(problem: Problem) -> dg.Definitions:
-    """Raw and typed assets of every source of ``problem``, with their jobs."""
+    """Raw and typed assets of every source of ``problem``."""
     assets = [
         build(problem, source)
         for source in problem.spec.sources
         for build in (build_raw_asset, build_typed_asset)
     ]
-    return dg.Definitions(assets=assets, jobs=build_jobs(problem))
+    return dg.Definitions(assets=assets)

@@ -1,0 +1,181 @@
+"""Feature assets: daily feature tables, the Feast registry, and the online store.
+
+- ``<table>`` (daily): one day of a feature table from the validated tables of that day
+  and its trailing window, written as Parquet that a Feast ``FileSource`` reads.
+- ``feature_registry``: ``feast apply`` of the problem's repository.
+- ``online_features``: the newest values materialized, incrementally, into the online store.
+"""
+
+from datetime import date, timedelta
+
+import dagster as dg
+
+from mlplatform.defs.partitions import daily_partitions
+from mlplatform.lib.tables import FeatureTable
+from mlplatform.problems import Problem
+from mlplatform.resources import FeastResource, LakeResource
+
+GROUP = "features"
+
+
+def features_table(table: FeatureTable) -> str:
+    """Warehouse folder of a feature table's daily files."""
+    return f"features/{table.name}"
+
+
+def registry_key(problem: Problem) -> dg.AssetKey:
+    """Key of the problem's Feast registry asset."""
+    return dg.AssetKey([problem.name, "feature_registry"])
+
+
+def online_key(problem: Problem) -> dg.AssetKey:
+    """Key of the problem's online store asset."""
+    return dg.AssetKey([problem.name, "online_features"])
+
+
+def complete_days(lake: LakeResource, problem: Problem) -> list[date]:
+    """Days for which every feature table has its file, oldest first."""
+    store = lake.lake()
+    days = [
+        set(store.partitions(problem.name, features_table(t))) for t in problem.feature_tables()
+    ]
+    return sorted(set.intersection(*days)) if days else []
+
+
+def build_feature_asset(problem: Problem, table: FeatureTable) -> dg.AssetsDefinition:
+    """One day of ``table``, from the day's validated tables and the trailing window."""
+    deps = [
+        dg.AssetDep(
+            dg.AssetKey([problem.name, source]),
+            partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-table.trailing_days),
+        )
+        for source in table.sources
+    ] + [dg.AssetDep(dg.AssetKey([problem.name, ref])) for ref in table.reference]
+
+    @dg.asset(
+        key=[problem.name, table.name],
+        deps=deps,
+        group_name=GROUP,
+        description=table.description,
+        kinds={"pandas", "parquet"},
+        owners=[problem.spec.owner],
+        partitions_def=daily_partitions(problem.spec),
+        tags={"mlplatform/problem": problem.name},
+    )
+    def _feature(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        from mlplatform.defs.metadata import frame_metadata
+        from mlplatform.lib.features import FeatureInputs, window, with_timestamps
+
+        day, store = date.fromisoformat(context.partition_key), lake.lake()
+        missing = [s for s in table.sources if not store.table_path(problem.name, s, day).exists()]
+        if missing:
+            raise dg.Failure(
+                f"{table.name} {day}: the validated {', '.join(missing)} of that day is missing; "
+                "materialize the ingestion assets for the day first"
+            )
+        days = window(day, table.trailing_days)
+        inputs = FeatureInputs(
+            day=day,
+            timezone=problem.spec.partitioning.timezone,
+            target=problem.spec.target,
+            daily={s: store.read_days(problem.name, s, days) for s in table.sources},
+            reference={r: store.read_table(problem.name, r, None) for r in table.reference},
+        )
+        frame = with_timestamps(table, problem.build_features(table, inputs))
+        path = store.write_table(problem.name, features_table(table), day, frame)
+        return dg.MaterializeResult(
+            metadata={
+                **frame_metadata(frame),
+                "path": dg.MetadataValue.path(str(path)),
+                "input_days": f"{days[0]}..{days[-1]}",
+                "entities": int(frame[table.join_key].nunique()),
+            }
+        )
+
+    return _feature
+
+
+def build_registry_asset(problem: Problem) -> dg.AssetsDefinition:
+    """The problem's Feast registry, synced with its repository like `feast apply`."""
+
+    @dg.asset(
+        key=registry_key(problem),
+        group_name=GROUP,
+        description=f"Feast registry of {problem.name}: entities, feature views and the "
+        "feature service, applied from the problem's feature repository.",
+        kinds={"feast"},
+        owners=[problem.spec.owner],
+        tags={"mlplatform/problem": problem.name},
+    )
+    def _registry(feast: FeastResource) -> dg.MaterializeResult:
+        from mlplatform.lib.feature_store import apply
+
+        store = feast.store(problem)
+        summary = apply(store, feast.objects(problem))
+        return dg.MaterializeResult(
+            metadata={
+                "feature_views": dg.MetadataValue.json(summary["feature_views"]),
+                "entities": dg.MetadataValue.json(summary["entities"]),
+                "feature_services": dg.MetadataValue.json(summary["feature_services"]),
+                "deleted": dg.MetadataValue.json(summary["deleted"]),
+                "repository": dg.MetadataValue.path(str(problem.feature_repo)),
+                "registry": dg.MetadataValue.path(str(store.config.registry)),
+            }
+        )
+
+    return _registry
+
+
+def build_online_asset(problem: Problem) -> dg.AssetsDefinition:
+    """The newest feature values of every view, materialized incrementally."""
+    tables = problem.feature_tables()
+
+    @dg.asset(
+        key=online_key(problem),
+        deps=[registry_key(problem), *(dg.AssetKey([problem.name, t.name]) for t in tables)],
+        group_name=GROUP,
+        description=f"Online store of {problem.name}: the newest value of every feature per "
+        "entity, materialized up to the end of the newest complete feature day.",
+        kinds={"feast", "sqlite"},
+        owners=[problem.spec.owner],
+        tags={"mlplatform/problem": problem.name},
+    )
+    def _online(lake: LakeResource, feast: FeastResource) -> dg.MaterializeResult:
+        from mlplatform.lib.feature_store import materialize, online_row_counts, rows_between
+        from mlplatform.lib.features import local_midnight
+        from mlplatform.lib.landing import days as day_range
+
+        days = complete_days(lake, problem)
+        if not days:
+            raise dg.Failure(f"{problem.name}: no day has every feature table yet")
+        tz = problem.spec.partitioning.timezone
+        end = local_midnight(days[-1] + timedelta(days=1), tz)
+        store = feast.store(problem)
+        done = materialize(
+            store,
+            [t.view for t in tables],
+            local_midnight(problem.spec.partitioning.start, tz),
+            end,
+        )
+        rows = {t.view: 0 for t in tables}
+        for table in tables:
+            for run in (m for m in done if m.view == table.view):
+                # files are per local day; UTC bounds can reach into the day before
+                span = day_range((run.start - timedelta(days=1)).date(), days[-1])
+                frame = lake.lake().read_days(problem.name, features_table(table), span)
+                rows[table.view] = rows_between(frame, run.start, run.end)
+        held = online_row_counts(store)
+        return dg.MaterializeResult(
+            metadata={
+                "materialized_until": end.isoformat(),
+                "intervals": dg.MetadataValue.json(
+                    {m.view: [m.start.isoformat(), m.end.isoformat()] for m in done}
+                ),
+                **{f"rows_materialized/{v}": n for v, n in rows.items()},
+                "rows_materialized": sum(rows.values()),
+                "online_store_rows": sum(held.values()),
+                "online_rows_by_view": dg.MetadataValue.json(held),
+            }
+        )
+
+    return _online

@@ -1,0 +1,69 @@
+"""Jobs of a problem: the unit a user (or the CLI) launches, across stages."""
+
+from typing import Any
+
+import dagster as dg
+
+from mlplatform.lib.names import raw_table
+from mlplatform.problems import Problem
+
+
+def daily_job_name(problem: Problem) -> str:
+    """Name of the job that ingests one day of every daily source."""
+    return f"{problem.name}_ingestion"
+
+
+def reference_job_name(problem: Problem) -> str:
+    """Name of the job that ingests the reference snapshots."""
+    return f"{problem.name}_reference"
+
+
+def features_job_name(problem: Problem) -> str:
+    """Name of the job that computes one day of every feature table."""
+    return f"{problem.name}_features"
+
+
+def feature_store_job_name(problem: Problem) -> str:
+    """Name of the job that applies the registry, fills the online store, builds a training set."""
+    return f"{problem.name}_feature_store"
+
+
+def _source_keys(problem: Problem, kind: str) -> list[dg.AssetKey]:
+    return [
+        dg.AssetKey([problem.name, table])
+        for source, spec in problem.spec.sources.items()
+        if spec.kind == kind
+        for table in (raw_table(source), source)
+    ]
+
+
+def build_jobs(problem: Problem) -> list[Any]:  # the unresolved job type is private
+    """Every job of a problem."""
+    feature_keys = [dg.AssetKey([problem.name, t.name]) for t in problem.feature_tables()]
+    store_keys = [
+        dg.AssetKey([problem.name, name])
+        for name in ("feature_registry", "online_features", "training_set")
+    ]
+    return [
+        dg.define_asset_job(
+            daily_job_name(problem),
+            selection=dg.AssetSelection.assets(*_source_keys(problem, "daily")),
+            description=f"Ingest one day of {problem.name}'s daily sources behind their checks.",
+        ),
+        dg.define_asset_job(
+            reference_job_name(problem),
+            selection=dg.AssetSelection.assets(*_source_keys(problem, "reference")),
+            description=f"Ingest {problem.name}'s reference snapshots behind their checks.",
+        ),
+        dg.define_asset_job(
+            features_job_name(problem),
+            selection=dg.AssetSelection.assets(*feature_keys),
+            description=f"Compute one day of every {problem.name} feature table.",
+        ),
+        dg.define_asset_job(
+            feature_store_job_name(problem),
+            selection=dg.AssetSelection.assets(*store_keys),
+            description=f"Apply {problem.name}'s Feast registry, materialize the online store "
+            "and build the training set.",
+        ),
+    ]

@@ -1,0 +1,184 @@
+"""The Feast feature store of a problem: apply, materialize, and the one lookup path.
+
+``feature_vectors`` is the only way a request becomes model inputs: the problem's
+``entity_rows`` maps requests to entity keys and request features, then Feast joins the
+feature views point-in-time (offline, for training) or reads the online store (serving).
+"""
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.lib.tables import EVENT_TS
+from mlplatform.problems import Problem
+from mlplatform.settings import DATA_VAR
+from mlplatform.spec import ProblemSpec
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureStore
+
+_ROW = "__row"
+
+
+def open_store(problem: Problem, data: Path) -> "FeatureStore":
+    """The problem's feature store over the data folder ``data``.
+
+    ``feature_store.yaml`` names its registry and online store under
+    ``${MLPLATFORM_DATA_DIR}``; setting it here keeps one configuration file for the
+    platform and the ``feast`` CLI.
+    """
+    from feast import FeatureStore
+
+    os.environ[DATA_VAR] = str(data)
+    (data / "feast" / problem.name).mkdir(parents=True, exist_ok=True)
+    return FeatureStore(repo_path=str(problem.feature_repo))
+
+
+def service_of(problem: Problem, data: Path) -> "FeatureService":
+    """The feature service the problem's model reads."""
+    service = problem.feast_objects(data)["service"]
+    from feast import FeatureService
+
+    assert isinstance(service, FeatureService), "repo.definitions()['service'] is the service"
+    return service
+
+
+def apply(store: "FeatureStore", objects: dict[str, Any]) -> dict[str, list[str]]:
+    """Register the objects and remove registered ones no longer defined (like `feast apply`)."""
+    from feast import Entity, FeatureService, FeatureView
+
+    wanted = {(type(o).__name__, o.name) for o in objects.values()}
+    registered = [
+        *store.list_entities(),
+        *store.list_feature_views(),
+        *store.list_feature_services(),
+    ]
+    stale = [o for o in registered if (type(o).__name__, o.name) not in wanted]
+    store.apply(list(objects.values()), objects_to_delete=stale, partial=False)
+    kinds = {"entities": Entity, "feature_views": FeatureView, "feature_services": FeatureService}
+    summary = {
+        k: sorted(o.name for o in objects.values() if isinstance(o, t)) for k, t in kinds.items()
+    }
+    return {**summary, "deleted": sorted(o.name for o in stale)}
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """One feature view's materialization into the online store."""
+
+    view: str
+    start: datetime
+    end: datetime
+
+
+def materialize(
+    store: "FeatureStore", views: list[str], first_start: datetime, end: datetime
+) -> list[Materialized]:
+    """Bring each view's online values up to ``end``, from where its last run stopped."""
+    done = []
+    for name in views:
+        view = store.get_feature_view(name)
+        start = view.most_recent_end_time or first_start
+        if start >= end:
+            continue
+        store.materialize(start_date=start, end_date=end, feature_views=[name])
+        done.append(Materialized(name, start, end))
+    return done
+
+
+def rows_between(frame: pd.DataFrame, start: datetime, end: datetime) -> int:
+    """Rows of a feature table whose event time is within [start, end], as Feast reads them."""
+    if frame.empty:
+        return 0
+    stamps = pd.to_datetime(frame[EVENT_TS], utc=True)
+    return int(((stamps >= start) & (stamps <= end)).sum())
+
+
+def online_row_counts(store: "FeatureStore") -> dict[str, int]:
+    """Entities held per feature view in the SQLite online store (one row per feature each)."""
+    location = getattr(store.config.online_store, "path", None)
+    path = Path(location) if location else None
+    if path is None or not path.exists():
+        return {}
+    project = store.config.project
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+        return {
+            t.removeprefix(f"{project}_"): db.execute(
+                f'select count(distinct entity_key) from "{t}"'
+            ).fetchone()[0]
+            for t in tables
+            if t.startswith(f"{project}_")
+        }
+
+
+def online_values(store: "FeatureStore", view: str, join_key: str, keys: list[str]) -> pd.DataFrame:
+    """The online store's values of one view for the given entity keys."""
+    fields = [f.name for f in store.get_feature_view(view).features]
+    response = store.get_online_features(
+        features=[f"{view}:{f}" for f in fields], entity_rows=[{join_key: k} for k in keys]
+    )
+    return response.to_df()
+
+
+def _historical(
+    store: "FeatureStore", service: "FeatureService", rows: pd.DataFrame
+) -> pd.DataFrame:
+    entity_df = rows.reset_index(drop=True).rename_axis(_ROW).reset_index()
+    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    joined = joined.sort_values(_ROW).set_index(_ROW)
+    joined.index = rows.index
+    return joined
+
+
+def _online(
+    store: "FeatureStore", service: "FeatureService", rows: pd.DataFrame, join_keys: list[str]
+) -> pd.DataFrame:
+    keys = [{str(k): v for k, v in r.items()} for r in rows[join_keys].to_dict("records")]
+    values = store.get_online_features(features=service, entity_rows=keys).to_df()
+    values.index = rows.index
+    return pd.concat([rows, values.drop(columns=join_keys)], axis=1)
+
+
+def feature_vectors(
+    problem: Problem,
+    store: "FeatureStore",
+    service: "FeatureService",
+    requests: pd.DataFrame,
+    *,
+    online: bool,
+) -> pd.DataFrame:
+    """Entity rows of ``requests`` joined with their features, in the requests' order.
+
+    ``online=False`` joins point-in-time through the offline store (training);
+    ``online=True`` reads the newest values from the online store (serving).
+    """
+    rows = problem.entity_rows(requests)
+    if online:
+        join_keys = sorted({k for e in problem.spec.entities.values() for k in e.join_keys})
+        return _online(store, service, rows, join_keys)
+    return _historical(store, service, rows)
+
+
+def feature_matrix(vectors: pd.DataFrame, spec: ProblemSpec) -> pd.DataFrame:
+    """The model's inputs: the spec's features in spec order, with the spec's defaults."""
+    missing = [f.name for f in spec.features if f.name not in vectors.columns]
+    if missing:
+        raise KeyError(f"{spec.name}: no value source for feature(s) {missing}")
+    out = pd.DataFrame(index=vectors.index)
+    for feature in spec.features:
+        column = vectors[feature.name]
+        if feature.kind == "numeric":
+            column = pd.to_numeric(column, errors="coerce").astype(float)
+        else:
+            column = column.astype(object).where(column.notna(), other=np.nan)
+        if feature.default is not None:
+            column = column.fillna(feature.default)
+        out[feature.name] = column
+    return out

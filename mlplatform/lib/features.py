@@ -1,0 +1,102 @@
+"""Feature tables: what a problem declares, and the shared pieces to compute them.
+
+A problem's ``feature_tables.py`` lists its ``FeatureTable``s. Each is computed one day at a
+time from the validated tables of that day and a trailing window, and stored as one
+Parquet file per day, which a Feast ``FileSource`` reads. Every table carries its
+``event_timestamp`` (when the values became known) and a copy of it as ``<name>_ts``
+(epoch seconds), so the timestamps Feast picked can be audited in the training set.
+"""
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from mlplatform.lib.tables import EVENT_TS, FeatureTable
+from mlplatform.spec import TargetSpec
+
+
+@dataclass(frozen=True)
+class FeatureInputs:
+    """What a builder may read for one day: typed daily tables over the window, references."""
+
+    day: date
+    timezone: str
+    target: TargetSpec
+    daily: dict[str, pd.DataFrame]
+    reference: dict[str, pd.DataFrame]
+
+    def day_start(self, offset_days: int = 0) -> pd.Timestamp:
+        """Local midnight starting ``day + offset_days``, in UTC."""
+        return local_midnight(self.day + timedelta(days=offset_days), self.timezone)
+
+
+def local_midnight(day: date, timezone: str) -> pd.Timestamp:
+    """Midnight at the start of ``day`` in ``timezone``, as a UTC timestamp."""
+    start = datetime.combine(day, time(), tzinfo=ZoneInfo(timezone))
+    return pd.Timestamp(start.astimezone(ZoneInfo("UTC")))
+
+
+def window(day: date, days: int) -> list[date]:
+    """``day`` and the ``days`` before it, oldest first."""
+    return [day - timedelta(days=back) for back in range(days, -1, -1)]
+
+
+def label(frame: pd.DataFrame, target: TargetSpec) -> pd.Series:
+    """The target as 0/1, NaN where the outcome is not (yet) known."""
+    values = pd.to_numeric(frame[target.column], errors="coerce")
+    ops = {
+        ">": values.gt,
+        ">=": values.ge,
+        "<": values.lt,
+        "<=": values.le,
+        "==": values.eq,
+    }
+    return ops[target.operator](target.value).astype(float).where(values.notna())
+
+
+def trailing_rates(
+    frame: pd.DataFrame,
+    key: str,
+    day_column: str,
+    target: pd.Series,
+    day: date,
+    windows: list[int],
+    names: tuple[str, str],
+) -> pd.DataFrame:
+    """Per ``key``: share of positive labels and labelled count over each trailing window.
+
+    ``names`` are the column name patterns of the rate and the count, with ``{w}`` for
+    the window length, e.g. ``("carrier_delay_rate_{w}d", "carrier_flights_{w}d")``.
+
+    ``frame`` holds rows of ``day`` and earlier days; a window of ``w`` days covers
+    ``day - w + 1`` through ``day``. Rows with an unknown label are ignored.
+    """
+    data = pd.DataFrame({key: frame[key], "day": frame[day_column], "y": target}).dropna()
+    out: pd.DataFrame | None = None
+    for w in windows:
+        recent = data[data["day"] > day - timedelta(days=w)]
+        grouped = recent.groupby(key)["y"].agg(["mean", "count"])
+        grouped.columns = [names[0].format(w=w), names[1].format(w=w)]
+        out = grouped if out is None else out.join(grouped, how="outer")
+    assert out is not None, "at least one window"
+    counts = [names[1].format(w=w) for w in windows]
+    out[counts] = out[counts].fillna(0).astype("int64")
+    return out.reset_index()
+
+
+def with_timestamps(table: FeatureTable, frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the ``<name>_ts`` audit column and check keys are unique per event time."""
+    # Microseconds: what Feast's DuckDB offline store reads reliably.
+    stamps = pd.to_datetime(frame[EVENT_TS], utc=True).dt.as_unit("us")
+    seconds = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    frame = frame.assign(**{EVENT_TS: stamps, table.ts_column: seconds.astype("int64")})
+    dup = frame.duplicated([table.join_key, EVENT_TS])
+    if dup.any():
+        examples = frame.loc[dup, [table.join_key, EVENT_TS]].head(3).to_dict("records")
+        raise ValueError(
+            f"feature table {table.name}: {int(dup.sum())} duplicate ({table.join_key}, "
+            f"{EVENT_TS}) rows, e.g. {examples}"
+        )
+    return frame.reset_index(drop=True)

@@ -1,0 +1,35 @@
+"""What a problem declares about its feature tables (import-light: read at definitions load)."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+EVENT_TS = "event_timestamp"
+
+
+@dataclass(frozen=True)
+class FeatureTable:
+    """One feature view's data: the entity it describes and how one day of it is built.
+
+    ``builder`` names a function in the problem's ``features`` module taking
+    ``FeatureInputs`` and returning the day's rows: the join key, ``event_timestamp``
+    (when the values became known) and the feature columns.
+    """
+
+    name: str
+    description: str
+    join_key: str
+    builder: str
+    ttl: timedelta
+    sources: tuple[str, ...]
+    reference: tuple[str, ...] = ()
+    trailing_days: int = 0
+
+    @property
+    def ts_column(self) -> str:
+        """Column holding each row's event time in epoch seconds, auditable after a join."""
+        return f"{self.name}_ts"
+
+    @property
+    def view(self) -> str:
+        """Name of the Feast feature view serving this table."""
+        return f"{self.name}_fv"

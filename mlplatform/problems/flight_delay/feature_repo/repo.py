@@ -1,0 +1,147 @@
+"""Feast definitions of the flight-delay features: entities, sources, views, service.
+
+The views read the daily Parquet files the feature assets write. ``definitions(data)``
+builds every object for a given data folder (the platform calls it); the module-level
+names below are what the ``feast`` CLI finds in this folder.
+"""
+
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_format import ParquetFormat
+from feast.types import Float64, Int64, String
+
+from mlplatform.problems.flight_delay.feature_tables import FEATURE_TABLES
+from mlplatform.settings import data_dir
+
+PROBLEM = "flight_delay"
+SERVICE_VERSION = 1
+
+
+TABLES = {t.name: t for t in FEATURE_TABLES}
+
+
+def _source(data: Path, table: str) -> FileSource:
+    return FileSource(
+        name=f"{table}_source",
+        path=str(data / "warehouse" / PROBLEM / "features" / table / "*.parquet"),
+        file_format=ParquetFormat(),
+        timestamp_field="event_timestamp",
+        description=f"Daily Parquet files of the {table} feature asset.",
+    )
+
+
+def _view(data: Path, table: str, entity: Entity, schema: list[Field]) -> FeatureView:
+    spec = TABLES[table]
+    return FeatureView(
+        name=spec.view,
+        entities=[entity],
+        ttl=spec.ttl,
+        description=spec.description,
+        schema=[*schema, Field(name=spec.ts_column, dtype=Int64)],
+        source=_source(data, table),
+    )
+
+
+def _rates(key: str) -> list[Field]:
+    fields = []
+    for w in (1, 7, 28):
+        fields += [
+            Field(name=f"{key}_delay_rate_{w}d", dtype=Float64),
+            Field(name=f"{key}_flights_{w}d", dtype=Int64),
+        ]
+    return fields
+
+
+def definitions(data: Path) -> dict[str, object]:
+    """Every Feast object of the problem, reading feature files under ``data``."""
+    # The departure airport; weather and airport-wide delays are keyed by it.
+    origin = Entity(
+        name="origin",
+        join_keys=["origin"],
+        value_type=ValueType.STRING,
+        description="Departure airport (FAA code).",
+    )
+    # The airline.
+    carrier = Entity(
+        name="carrier",
+        join_keys=["carrier"],
+        value_type=ValueType.STRING,
+        description="Two-letter airline code.",
+    )
+    # An origin-destination pair.
+    route = Entity(
+        name="route",
+        join_keys=["route"],
+        value_type=ValueType.STRING,
+        description='Route, as "EWR-IAH".',
+    )
+    # One aircraft.
+    plane = Entity(
+        name="plane",
+        join_keys=["tailnum"],
+        value_type=ValueType.STRING,
+        description="Aircraft tail number.",
+    )
+
+    origin_weather_fv = _view(
+        data,
+        "origin_weather",
+        origin,
+        [
+            Field(name=c, dtype=Float64)
+            for c in ("temp", "humid", "wind_speed", "precip", "visib", "pressure")
+        ],
+    )
+    carrier_delays_fv = _view(data, "carrier_delays", carrier, _rates("carrier"))
+    route_delays_fv = _view(data, "route_delays", route, _rates("route"))
+    origin_delays_fv = _view(data, "origin_delays", origin, _rates("origin"))
+    plane_fv = _view(
+        data,
+        "plane",
+        plane,
+        [
+            Field(name="plane_age", dtype=Float64),
+            Field(name="seats", dtype=Float64),
+            Field(name="engines", dtype=Float64),
+            Field(name="plane_type", dtype=String),
+        ],
+    )
+    # What the delay model reads; a new model version with other inputs gets a new service.
+    service = FeatureService(
+        name=f"{PROBLEM}_v{SERVICE_VERSION}",
+        features=[
+            origin_weather_fv,
+            carrier_delays_fv,
+            route_delays_fv,
+            origin_delays_fv,
+            plane_fv,
+        ],
+        description="Inputs of the flight-delay model, version 1.",
+    )
+    return {
+        "origin": origin,
+        "carrier": carrier,
+        "route": route,
+        "plane": plane,
+        "origin_weather_fv": origin_weather_fv,
+        "carrier_delays_fv": carrier_delays_fv,
+        "route_delays_fv": route_delays_fv,
+        "origin_delays_fv": origin_delays_fv,
+        "plane_fv": plane_fv,
+        "service": service,
+    }
+
+
+# The objects the feast CLI discovers in this folder.
+_defs = definitions(data_dir())
+origin = _defs["origin"]
+carrier = _defs["carrier"]
+route = _defs["route"]
+plane = _defs["plane"]
+origin_weather_fv = _defs["origin_weather_fv"]
+carrier_delays_fv = _defs["carrier_delays_fv"]
+route_delays_fv = _defs["route_delays_fv"]
+origin_delays_fv = _defs["origin_delays_fv"]
+plane_fv = _defs["plane_fv"]
+flight_delay_v1 = _defs["service"]

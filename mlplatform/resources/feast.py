@@ -1,0 +1,33 @@
+"""The problems' Feast feature stores as a resource."""
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from mlplatform.problems import Problem
+from mlplatform.resources.lake import LakeResource
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureStore
+
+
+class FeastResource(dg.ConfigurableResource):
+    """Opens a problem's Feast repository over the platform's data folder."""
+
+    lake: dg.ResourceDependency[LakeResource]
+
+    def store(self, problem: Problem) -> "FeatureStore":
+        """The problem's feature store (registry and online store under the data folder)."""
+        from mlplatform.lib.feature_store import open_store
+
+        return open_store(problem, self.lake.lake().root)
+
+    def objects(self, problem: Problem) -> dict[str, object]:
+        """Every Feast object of the problem, reading feature files under the data folder."""
+        return problem.feast_objects(self.lake.lake().root)
+
+    def service(self, problem: Problem) -> "FeatureService":
+        """The feature service the problem's model reads."""
+        from mlplatform.lib.feature_store import service_of
+
+        return service_of(problem, self.lake.lake().root)
