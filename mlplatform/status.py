@@ -14,14 +14,24 @@ from mlplatform.problems import Problem
 def problem_status(
     problem: Problem, lake: DataLake, instance: dg.DagsterInstance
 ) -> dict[str, Any]:
-    """Counts of landed days, ingested partitions and quarantined batches."""
+    """Landed days, ingested partitions, quarantined batches, and the feature store's state."""
     daily = problem.spec.daily_sources()
     landed = [set(lake.landed_days(problem.name, s)) for s in daily]
     ingested = [instance.get_materialized_partitions(dg.AssetKey([problem.name, s])) for s in daily]
+    registry = lake.read_latest(problem.name, "feature_registry") or {}
+    online = lake.read_latest(problem.name, "online_features") or {}
+    training = lake.read_latest(problem.name, "training_set")
     return {
         "landed_days": len(set.intersection(*landed)) if landed else 0,
         "ingested_partitions": len(set.intersection(*ingested)) if ingested else 0,
         "quarantined": len(lake.quarantined(problem.name)),
+        "feature_views": registry.get("feature_views", []),
+        "online_store_rows": online.get("online_store_rows", 0),
+        "training_set": (
+            {"rows": training["rows"], "data_version": training["data_version"]}
+            if training
+            else None
+        ),
     }
 
 

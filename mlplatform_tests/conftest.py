@@ -43,3 +43,29 @@ def platform(
     root = tmp_path / "data"
     shutil.copytree(ingested_base, root)
     return Platform(problem, root, instance)
+
+
+@pytest.fixture(scope="session")
+def featured_base(
+    tmp_path_factory: pytest.TempPathFactory, ingested_base: Path, problem: Problem
+) -> Path:
+    """The ingested base, plus 01-07, features of 01-01..01-07, registry, online, training set."""
+    root = tmp_path_factory.mktemp("featured") / "data"
+    shutil.copytree(ingested_base, root)
+    with dg.instance_for_test() as inst:
+        platform = Platform(problem, root, inst)
+        assert platform.run_day("2013-01-07").success
+        for day in range(1, 8):
+            assert platform.run_features(f"2013-01-{day:02d}").success
+        assert platform.run_feature_store().success
+    return root
+
+
+@pytest.fixture
+def featured(
+    tmp_path: Path, featured_base: Path, problem: Problem, instance: dg.DagsterInstance
+) -> Platform:
+    """A fresh copy of the featured lake, for tests that change it."""
+    root = tmp_path / "data"
+    shutil.copytree(featured_base, root)
+    return Platform(problem, root, instance)

@@ -8,7 +8,12 @@ from typing import Any
 import dagster as dg
 
 from mlplatform.definitions import build_definitions
-from mlplatform.defs.jobs import daily_job_name, reference_job_name
+from mlplatform.defs.jobs import (
+    daily_job_name,
+    feature_store_job_name,
+    features_job_name,
+    reference_job_name,
+)
 from mlplatform.lib.landing import land
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
@@ -57,7 +62,8 @@ class Platform:
         self.lake = DataLake(root)
         self.instance = instance
         lake = LakeResource(root=str(root))
-        self.defs = build_definitions([problem], {"lake": lake, "feast": FeastResource(lake=lake)})
+        self.feast = FeastResource(lake=lake)
+        self.defs = build_definitions([problem], {"lake": lake, "feast": self.feast})
 
     def land(self, start: str, end: str) -> None:
         land(self.lake, self.problem, date.fromisoformat(start), date.fromisoformat(end))
@@ -72,6 +78,18 @@ class Platform:
         job = self.defs.resolve_job_def(reference_job_name(self.problem))
         return job.execute_in_process(
             instance=self.instance, raise_on_error=False, run_config=QUIET
+        )
+
+    def run_features(self, day: str) -> dg.ExecuteInProcessResult:
+        return self._run(features_job_name(self.problem), day)
+
+    def run_feature_store(self) -> dg.ExecuteInProcessResult:
+        return self._run(feature_store_job_name(self.problem), None)
+
+    def _run(self, job_name: str, partition: str | None) -> dg.ExecuteInProcessResult:
+        job = self.defs.resolve_job_def(job_name)
+        return job.execute_in_process(
+            instance=self.instance, partition_key=partition, raise_on_error=False, run_config=QUIET
         )
 
     def landed_file(self, source: str, day: str) -> Path:

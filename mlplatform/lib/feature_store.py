@@ -40,13 +40,13 @@ def open_store(problem: Problem, data: Path) -> "FeatureStore":
     return FeatureStore(repo_path=str(problem.feature_repo))
 
 
-def service_of(problem: Problem, data: Path) -> "FeatureService":
-    """The feature service the problem's model reads."""
-    service = problem.feast_objects(data)["service"]
+def service_of(problem: Problem, store: "FeatureStore", data: Path) -> "FeatureService":
+    """The feature service the problem's model reads, as registered."""
     from feast import FeatureService
 
-    assert isinstance(service, FeatureService), "repo.definitions()['service'] is the service"
-    return service
+    defined = problem.feast_objects(data)["service"]
+    assert isinstance(defined, FeatureService), "repo.definitions()['service'] is the service"
+    return store.get_feature_service(defined.name)
 
 
 def apply(store: "FeatureStore", objects: dict[str, Any]) -> dict[str, list[str]]:

@@ -26,8 +26,8 @@ class FeastResource(dg.ConfigurableResource):
         """Every Feast object of the problem, reading feature files under the data folder."""
         return problem.feast_objects(self.lake.lake().root)
 
-    def service(self, problem: Problem) -> "FeatureService":
-        """The feature service the problem's model reads."""
+    def service(self, problem: Problem, store: "FeatureStore") -> "FeatureService":
+        """The feature service the problem's model reads, as registered in ``store``."""
         from mlplatform.lib.feature_store import service_of
 
-        return service_of(problem, self.lake.lake().root)
+        return service_of(problem, store, self.lake.lake().root)

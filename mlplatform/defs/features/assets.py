@@ -107,11 +107,12 @@ def build_registry_asset(problem: Problem) -> dg.AssetsDefinition:
         owners=[problem.spec.owner],
         tags={"mlplatform/problem": problem.name},
     )
-    def _registry(feast: FeastResource) -> dg.MaterializeResult:
+    def _registry(lake: LakeResource, feast: FeastResource) -> dg.MaterializeResult:
         from mlplatform.lib.feature_store import apply
 
         store = feast.store(problem)
         summary = apply(store, feast.objects(problem))
+        lake.lake().write_latest(problem.name, "feature_registry", summary)
         return dg.MaterializeResult(
             metadata={
                 "feature_views": dg.MetadataValue.json(summary["feature_views"]),
@@ -165,6 +166,15 @@ def build_online_asset(problem: Problem) -> dg.AssetsDefinition:
                 frame = lake.lake().read_days(problem.name, features_table(table), span)
                 rows[table.view] = rows_between(frame, run.start, run.end)
         held = online_row_counts(store)
+        lake.lake().write_latest(
+            problem.name,
+            "online_features",
+            {
+                "materialized_until": end.isoformat(),
+                "online_store_rows": sum(held.values()),
+                "by_view": held,
+            },
+        )
         return dg.MaterializeResult(
             metadata={
                 "materialized_until": end.isoformat(),
