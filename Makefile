@@ -22,10 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/mlplatform land --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 	$(BIN)/mlplatform ingest --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
+	$(BIN)/mlplatform features --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 	$(BIN)/mlplatform status
 	@echo
 	@echo "Next: 'make dev' opens the Dagster UI on http://127.0.0.1:3000 (asset groups by stage);"
-	@echo "      data/ holds the landing zone, warehouse, quarantine and reports;"
+	@echo "      data/ holds the landing zone, warehouse, quarantine, Feast stores and reports;"
+	@echo "      '$(BIN)/mlplatform feast --problem $(PROBLEM) -- feature-views list' runs the feast CLI;"
 	@echo "      '$(BIN)/mlplatform status --json' is the same summary for scripts."
 
 test: venv

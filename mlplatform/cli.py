@@ -125,6 +125,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_feast(args: argparse.Namespace) -> int:
+    """Run the feast CLI on a problem's feature repository and the project's data folder."""
+    from mlplatform.problems import get_problem
+
+    problem = get_problem(args.problem)
+    data = settings.data_dir()
+    (data / "feast" / problem.name).mkdir(parents=True, exist_ok=True)
+    os.environ[settings.DATA_VAR] = str(data)  # feature_store.yaml reads it
+    feast = str(Path(sys.executable).with_name("feast"))
+    feast_args = args.feast_args[1:] if args.feast_args[:1] == ["--"] else args.feast_args
+    os.execv(feast, [feast, "-c", str(problem.feature_repo), *feast_args])
+    return 0  # not reached
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """Start the Dagster UI and daemon on the project's instance (replaces this process)."""
     workspace = settings.project_root() / "workspace.yaml"
@@ -165,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="what the platform holds, per problem")
     p.add_argument("--json", action="store_true", help="one JSON object keyed by problem")
     p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser(
+        "feast", help="the feast CLI on a problem's repository, e.g. `feast -- feature-views list`"
+    )
+    p.add_argument("--problem", required=True)
+    p.add_argument("feast_args", nargs=argparse.REMAINDER, help="arguments for feast, after --")
+    p.set_defaults(fn=cmd_feast)
 
     p = sub.add_parser("dev", help="start the Dagster UI on the project's instance")
     p.add_argument("--host", default="127.0.0.1")

@@ -6,7 +6,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlplatform.lib.feature_store import feature_matrix, feature_vectors
+from mlplatform.lib.feature_store import (
+    feature_matrix,
+    feature_vector,
+    feature_vectors,
+    online_vector,
+)
 from mlplatform.lib.features import local_midnight
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.training_set import (
@@ -91,6 +96,11 @@ def test_online_and_offline_paths_give_the_same_vector(
 
     pd.testing.assert_frame_equal(online, offline)
     assert offline["temp"].notna().all() and offline["carrier_delay_rate_7d"].notna().all()
+    # the serving path: one request, no DataFrame, the same vector
+    one = requests.iloc[0].to_dict()
+    vector = feature_vector(online_vector(problem, store, service, one), problem.spec)
+    expected = offline.iloc[0].tolist()
+    assert [v for v in vector if v == v] == [v for v in expected if v == v]  # NaN-free equal
 
 
 # -- each gate fails when its condition is broken
@@ -190,3 +200,21 @@ def test_status_reports_the_feature_store(
     assert status["training_set"]["rows"] == len(_training(featured.lake.root))
     assert status["training_set"]["data_version"] == data_version(_training(featured.lake.root))
     assert "training_set" not in materialized(featured.run_features("2013-01-07"))
+
+
+def test_the_feast_cli_works_on_the_same_repository(featured_base: Path, problem: Problem) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).with_name("mlplatform")
+    out = subprocess.run(
+        [str(cli), "feast", "--problem", "flight_delay", "--", "feature-views", "list"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env={**os.environ, "MLPLATFORM_DATA_DIR": str(featured_base)},
+    )
+    listed = {line.split()[0] for line in out.stdout.splitlines()[1:] if line.strip()}
+    assert listed == {t.view for t in problem.feature_tables()}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlplatform.defs.features.assets import features_table
+from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
 from mlplatform_tests.helpers import Platform, materialized

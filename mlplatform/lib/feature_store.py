@@ -5,8 +5,10 @@
 feature views point-in-time (offline, for training) or reads the online store (serving).
 """
 
+import math
 import os
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -137,13 +139,19 @@ def _historical(
     return joined
 
 
-def _online(
-    store: "FeatureStore", service: "FeatureService", rows: pd.DataFrame, join_keys: list[str]
-) -> pd.DataFrame:
-    keys = [{str(k): v for k, v in r.items()} for r in rows[join_keys].to_dict("records")]
-    values = store.get_online_features(features=service, entity_rows=keys).to_df()
-    values.index = rows.index
-    return pd.concat([rows, values.drop(columns=join_keys)], axis=1)
+def online_vector(
+    problem: Problem, store: "FeatureStore", service: "FeatureService", request: Mapping[Any, Any]
+) -> dict[str, Any]:
+    """One request's entity row and its newest feature values from the online store."""
+    row = problem.entity_row(request)
+    keys = {k: row[k] for k in join_keys(problem.spec)}
+    values = store.get_online_features(features=service, entity_rows=[keys]).to_dict()
+    return {**row, **{name: found[0] for name, found in values.items() if name not in keys}}
+
+
+def join_keys(spec: ProblemSpec) -> list[str]:
+    """Every entity join key of the problem."""
+    return sorted({k for entity in spec.entities.values() for k in entity.join_keys})
 
 
 def feature_vectors(
@@ -157,13 +165,36 @@ def feature_vectors(
     """Entity rows of ``requests`` joined with their features, in the requests' order.
 
     ``online=False`` joins point-in-time through the offline store (training);
-    ``online=True`` reads the newest values from the online store (serving).
+    ``online=True`` reads each request's newest values from the online store (serving),
+    one request at a time as the service does.
     """
-    rows = problem.entity_rows(requests)
     if online:
-        join_keys = sorted({k for e in problem.spec.entities.values() for k in e.join_keys})
-        return _online(store, service, rows, join_keys)
-    return _historical(store, service, rows)
+        records = [online_vector(problem, store, service, r) for r in requests.to_dict("records")]
+        return pd.DataFrame.from_records(records, index=requests.index)
+    return _historical(store, service, problem.entity_rows(requests))
+
+
+def feature_vector(values: Mapping[str, Any], spec: ProblemSpec) -> list[Any]:
+    """One request's model inputs, in spec order with the spec's defaults.
+
+    The scalar twin of ``feature_matrix`` for serving one request without a DataFrame.
+    """
+    missing = [f.name for f in spec.features if f.name not in values]
+    if missing:
+        raise KeyError(f"{spec.name}: no value source for feature(s) {missing}")
+    out: list[Any] = []
+    for feature in spec.features:
+        value = values[feature.name]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = (
+                feature.default
+                if feature.default is not None
+                else (math.nan if feature.kind == "numeric" else None)
+            )
+        elif feature.kind == "numeric":
+            value = float(value)
+        out.append(value)
+    return out
 
 
 def feature_matrix(vectors: pd.DataFrame, spec: ProblemSpec) -> pd.DataFrame:

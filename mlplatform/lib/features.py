@@ -13,8 +13,15 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from mlplatform.lib.names import features_table
+from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tables import EVENT_TS, FeatureTable
+from mlplatform.problems import Problem
 from mlplatform.spec import TargetSpec
+
+
+class MissingInputError(FileNotFoundError):
+    """A feature table's own day of a validated source is not there."""
 
 
 @dataclass(frozen=True)
@@ -100,3 +107,24 @@ def with_timestamps(table: FeatureTable, frame: pd.DataFrame) -> pd.DataFrame:
             f"{EVENT_TS}) rows, e.g. {examples}"
         )
     return frame.reset_index(drop=True)
+
+
+def build_day(lake: DataLake, problem: Problem, table: FeatureTable, day: date) -> pd.DataFrame:
+    """Compute and store one day of ``table`` from that day and its trailing window only."""
+    missing = [s for s in table.sources if not lake.table_path(problem.name, s, day).exists()]
+    if missing:
+        raise MissingInputError(
+            f"{table.name} {day}: the validated {', '.join(missing)} of that day is missing; "
+            "materialize the ingestion assets for the day first"
+        )
+    days = window(day, table.trailing_days)
+    inputs = FeatureInputs(
+        day=day,
+        timezone=problem.spec.partitioning.timezone,
+        target=problem.spec.target,
+        daily={s: lake.read_days(problem.name, s, days) for s in table.sources},
+        reference={r: lake.read_table(problem.name, r, None) for r in table.reference},
+    )
+    frame = with_timestamps(table, problem.build_features(table, inputs))
+    lake.write_table(problem.name, features_table(table), day, frame)
+    return frame

@@ -1,4 +1,9 @@
-"""Check names, shared by the pure checks and the Dagster definitions (kept import-light)."""
+"""Names shared by the pure logic and the Dagster definitions (kept import-light)."""
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlplatform.lib.tables import FeatureTable
 
 SCHEMA = "schema"
 DUPLICATES = "no_duplicate_keys"
@@ -14,3 +19,8 @@ ONLINE_PARITY = "online_parity"
 def raw_table(source: str) -> str:
     """Asset and warehouse table holding the batches of ``source`` as landed."""
     return f"raw_{source}"
+
+
+def features_table(table: "FeatureTable") -> str:
+    """Warehouse folder of a feature table's daily files."""
+    return f"features/{table.name}"

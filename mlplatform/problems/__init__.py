@@ -6,7 +6,7 @@ A problem folder ``problems/<name>/`` contains
 - ``source.py``: ``export_day(source, day)`` and ``export_reference(source)``, the daily
   export that ``mlplatform land`` writes into the landing zone;
 - ``feature_tables.py``: ``FEATURE_TABLES``, the problem's feature tables (import-light);
-- ``features.py``: one builder per feature table, and ``entity_rows(requests, timezone)``,
+- ``features.py``: one builder per feature table, and ``entity_row(request, timezone)``,
   the single mapping from a request (or a historical row) to its feature lookup;
 - ``feature_repo/``: the Feast repository (``feature_store.yaml`` per profile, and
   ``repo.py`` whose ``definitions(data_dir)`` returns every Feast object by name, the
@@ -15,12 +15,12 @@ The machinery finds problems here and never names one.
 """
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from mlplatform.spec import ProblemSpec, SpecError, load_spec
 
@@ -78,12 +78,26 @@ class Problem:
         )
         return fn(inputs)
 
+    def _entity_row_fn(self) -> "Callable[[Mapping[Any, Any], str], dict[str, Any]]":
+        return self._module("features").entity_row
+
+    def entity_row(self, request: "Mapping[Any, Any]") -> dict[str, Any]:
+        """Entity keys, event time and request features of one request."""
+        return self._entity_row_fn()(request, self.spec.partitioning.timezone)
+
     def entity_rows(self, requests: "pd.DataFrame") -> "pd.DataFrame":
-        """Entity keys, event time and request features of each request row."""
-        fn = cast(
-            "Callable[[pd.DataFrame, str], pd.DataFrame]", self._module("features").entity_rows
-        )
-        return fn(requests, self.spec.partitioning.timezone)
+        """``entity_row`` of every row of ``requests``, as a frame with the same index."""
+        import pandas as pd
+
+        from mlplatform.lib.tables import EVENT_TS
+
+        if requests.empty:
+            raise ValueError(f"{self.name}: no requests to look features up for")
+        fn, tz = self._entity_row_fn(), self.spec.partitioning.timezone
+        rows = [fn(r, tz) for r in requests.to_dict("records")]
+        frame = pd.DataFrame.from_records(rows, index=requests.index)
+        frame[EVENT_TS] = pd.to_datetime(frame[EVENT_TS], utc=True)
+        return frame
 
     @property
     def feature_repo(self) -> Path:

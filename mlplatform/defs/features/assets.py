@@ -11,16 +11,12 @@ from datetime import date, timedelta
 import dagster as dg
 
 from mlplatform.defs.partitions import daily_partitions
+from mlplatform.lib.names import features_table
 from mlplatform.lib.tables import FeatureTable
 from mlplatform.problems import Problem
 from mlplatform.resources import FeastResource, LakeResource
 
 GROUP = "features"
-
-
-def features_table(table: FeatureTable) -> str:
-    """Warehouse folder of a feature table's daily files."""
-    return f"features/{table.name}"
 
 
 def registry_key(problem: Problem) -> dg.AssetKey:
@@ -64,29 +60,20 @@ def build_feature_asset(problem: Problem, table: FeatureTable) -> dg.AssetsDefin
     )
     def _feature(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         from mlplatform.defs.metadata import frame_metadata
-        from mlplatform.lib.features import FeatureInputs, window, with_timestamps
+        from mlplatform.lib.features import MissingInputError, build_day, window
 
         day, store = date.fromisoformat(context.partition_key), lake.lake()
-        missing = [s for s in table.sources if not store.table_path(problem.name, s, day).exists()]
-        if missing:
-            raise dg.Failure(
-                f"{table.name} {day}: the validated {', '.join(missing)} of that day is missing; "
-                "materialize the ingestion assets for the day first"
-            )
+        try:
+            frame = build_day(store, problem, table, day)
+        except MissingInputError as exc:
+            raise dg.Failure(str(exc)) from None
         days = window(day, table.trailing_days)
-        inputs = FeatureInputs(
-            day=day,
-            timezone=problem.spec.partitioning.timezone,
-            target=problem.spec.target,
-            daily={s: store.read_days(problem.name, s, days) for s in table.sources},
-            reference={r: store.read_table(problem.name, r, None) for r in table.reference},
-        )
-        frame = with_timestamps(table, problem.build_features(table, inputs))
-        path = store.write_table(problem.name, features_table(table), day, frame)
         return dg.MaterializeResult(
             metadata={
                 **frame_metadata(frame),
-                "path": dg.MetadataValue.path(str(path)),
+                "path": dg.MetadataValue.path(
+                    str(store.table_path(problem.name, features_table(table), day))
+                ),
                 "input_days": f"{days[0]}..{days[-1]}",
                 "entities": int(frame[table.join_key].nunique()),
             }

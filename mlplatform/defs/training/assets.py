@@ -68,12 +68,13 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
         lake: LakeResource,
         feast: FeastResource,
     ) -> dg.MaterializeResult:
-        from mlplatform.defs.features.assets import complete_days, features_table
+        from mlplatform.defs.features.assets import complete_days
         from mlplatform.defs.metadata import check_result
         from mlplatform.lib import training_set as ts
         from mlplatform.lib.feature_store import feature_vectors, online_values
         from mlplatform.lib.features import label, window
         from mlplatform.lib.landing import days as day_range
+        from mlplatform.lib.names import features_table
 
         store = lake.lake()
         ready = [

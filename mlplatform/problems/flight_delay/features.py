@@ -8,7 +8,10 @@ from before the flight:
 - plane facts of day D are stamped at the start of D.
 """
 
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
@@ -90,25 +93,32 @@ def plane(inputs: FeatureInputs) -> pd.DataFrame:
     )
 
 
-def entity_rows(requests: pd.DataFrame, timezone: str) -> pd.DataFrame:
-    """Turn flight requests (or historical flights) into entity rows and request features.
+def _utc(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    stamp = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
 
-    This is the one mapping from a flight to its feature lookup, for training and serving.
+
+def entity_row(request: Mapping[Any, Any], timezone: str) -> dict[str, Any]:
+    """One flight request (or one historical flight) → its entity keys and request features.
+
+    The single mapping from a flight to its feature lookup: training applies it to every
+    historical row, serving to each request.
     """
-    scheduled = pd.to_datetime(requests["time_hour"], utc=True)
-    local = scheduled.dt.tz_convert(timezone)
-    return pd.DataFrame(
-        {
-            EVENT_TS: scheduled,
-            "origin": requests["origin"].astype(str),
-            "carrier": requests["carrier"].astype(str),
-            "route": route(requests["origin"], requests["dest"]),
-            "tailnum": requests["tailnum"].fillna(UNKNOWN_PLANE).astype(str),
-            "month": local.dt.month.astype(float),
-            "day_of_week": local.dt.dayofweek.astype(float),
-            "dep_hour": local.dt.hour.astype(float),
-            "dest": requests["dest"].astype(str),
-            "distance": requests["distance"].astype(float),
-        },
-        index=requests.index,
-    )
+    scheduled = _utc(request["time_hour"])
+    local = scheduled.astimezone(ZoneInfo(timezone))
+    tailnum = request.get("tailnum")
+    origin, dest = str(request["origin"]), str(request["dest"])
+    return {
+        EVENT_TS: scheduled,
+        "origin": origin,
+        "carrier": str(request["carrier"]),
+        "route": f"{origin}-{dest}",
+        "tailnum": UNKNOWN_PLANE if tailnum is None or pd.isna(tailnum) else str(tailnum),
+        "month": float(local.month),
+        "day_of_week": float(local.weekday()),
+        "dep_hour": float(local.hour),
+        "dest": dest,
+        "distance": float(request["distance"]),
+    }
