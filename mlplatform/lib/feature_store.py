@@ -8,6 +8,7 @@ feature views point-in-time (offline, for training) or reads the online store (s
 import math
 import os
 import sqlite3
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,8 @@ def open_store(problem: Problem, data: Path) -> "FeatureStore":
     """
     from feast import FeatureStore
 
+    # feast's import resets warning filters; this one is ibis talking to itself, every query
+    warnings.filterwarnings("ignore", message="fetch_arrow_table", category=DeprecationWarning)
     os.environ[DATA_VAR] = str(data)
     (data / "feast" / problem.name).mkdir(parents=True, exist_ok=True)
     return FeatureStore(repo_path=str(problem.feature_repo))
