@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
+from mlplatform.lib.names import features_table
+from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tables import EVENT_TS
 from mlplatform.problems import Problem
 from mlplatform.settings import DATA_VAR
@@ -123,13 +126,42 @@ def online_row_counts(store: "FeatureStore") -> dict[str, int]:
         }
 
 
-def online_values(store: "FeatureStore", view: str, join_key: str, keys: list[str]) -> pd.DataFrame:
-    """The online store's values of one view for the given entity keys."""
-    fields = [f.name for f in store.get_feature_view(view).features]
-    response = store.get_online_features(
-        features=[f"{view}:{f}" for f in fields], entity_rows=[{join_key: k} for k in keys]
-    )
-    return response.to_df()
+class NotMaterializedError(RuntimeError):
+    """A feature view has never been materialized into the online store."""
+
+
+def parity_sample(
+    store: "FeatureStore", lake: DataLake, problem: Problem, size: int
+) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """Per table, ``size`` entities: their online values and their newest offline rows.
+
+    Offline rows are those at or before the view's materialized end, read from the days
+    just before it (TTL plus one); entities are spread evenly over the sorted keys.
+    """
+    from mlplatform.lib.features import window
+    from mlplatform.lib.training_set import newest_offline
+
+    tz = ZoneInfo(problem.spec.partitioning.timezone)
+    online, newest = {}, {}
+    for table in problem.feature_tables():
+        view = store.get_feature_view(table.view)
+        until = view.most_recent_end_time
+        if until is None:
+            raise NotMaterializedError(
+                f"{table.view} was never materialized; materialize online_features"
+            )
+        days = window(until.astimezone(tz).date(), table.ttl.days + 1)
+        latest = newest_offline(
+            lake.read_days(problem.name, features_table(table), days), table, until
+        )
+        keys = sorted(latest.index)[:: max(1, len(latest) // size)][:size]
+        newest[table.name] = latest.loc[keys]
+        fields = [f.name for f in view.features]
+        online[table.name] = store.get_online_features(
+            features=[f"{table.view}:{f}" for f in fields],
+            entity_rows=[{table.join_key: k} for k in keys],
+        ).to_df()
+    return online, newest
 
 
 def _historical(

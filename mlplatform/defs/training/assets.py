@@ -71,7 +71,11 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
         from mlplatform.defs.features.assets import complete_days
         from mlplatform.defs.metadata import check_result
         from mlplatform.lib import training_set as ts
-        from mlplatform.lib.feature_store import feature_vectors, online_values
+        from mlplatform.lib.feature_store import (
+            NotMaterializedError,
+            feature_vectors,
+            parity_sample,
+        )
         from mlplatform.lib.features import label, window
         from mlplatform.lib.landing import days as day_range
         from mlplatform.lib.names import features_table
@@ -94,6 +98,8 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
         )
         days = list(day_range(start, end))
         requests = ts.labelled(store.read_days(problem.name, spec.target.source, days), spec)
+        if requests.empty:
+            raise dg.Failure(f"{problem.name}: no labelled {spec.target.source} in {start}..{end}")
         fs = feast.store(problem)
         service = feast.service(problem, fs)
         vectors = feature_vectors(problem, fs, service, requests, online=False)
@@ -112,20 +118,16 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
             },
         )
 
+        # the audit recomputes every pick from the offline rows the join could have seen
         reach = max(t.ttl for t in tables).days + 1
         offline = {
             t.name: store.read_days(problem.name, features_table(t), window(end, len(days) + reach))
             for t in tables
         }
-        online, newest = {}, {}
-        for t in tables:
-            materialized_until = fs.get_feature_view(t.view).most_recent_end_time
-            if materialized_until is None:
-                raise dg.Failure(f"{t.view} was never materialized; materialize online_features")
-            latest = ts.newest_offline(offline[t.name], t, materialized_until)
-            sample = sorted(latest.index)[:: max(1, len(latest) // PARITY_SAMPLE)][:PARITY_SAMPLE]
-            newest[t.name] = latest.loc[sample]
-            online[t.name] = online_values(fs, t.view, t.join_key, sample)
+        try:
+            online, newest = parity_sample(fs, store, problem, PARITY_SAMPLE)
+        except NotMaterializedError as exc:
+            raise dg.Failure(str(exc)) from None
         outcomes = [
             ts.point_in_time_audit(training, tables, offline, ts.row_keys(spec)),
             ts.leakage_audit(training, spec),
