@@ -109,6 +109,35 @@ def cmd_features(args: argparse.Namespace) -> int:
     return _run_jobs(runs)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Tune, train, track and register a model candidate on the newest training set."""
+    from mlplatform.defs.jobs import training_job_name
+    from mlplatform.problems import get_problem
+
+    return _run_jobs([(training_job_name(get_problem(args.problem)), None)])
+
+
+def cmd_mlflow(args: argparse.Namespace) -> int:
+    """Open the MLflow UI on the project's tracking store (replaces this process)."""
+    root = settings.data_dir() / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    argv = [
+        mlflow,
+        "ui",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--default-artifact-root",
+        str(root / "artifacts"),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    os.execv(mlflow, argv)
+    return 0  # not reached
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print what the platform holds per problem, as text or JSON."""
     from mlplatform.problems import problems
@@ -175,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
         p.add_argument("--end", type=_day, required=True, help="last day (included)")
         p.set_defaults(fn=fn)
+
+    p = sub.add_parser("train", help="tune, train, track and register a model candidate")
+    p.add_argument("--problem", required=True)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("mlflow", help="open the MLflow UI on the project's tracking store")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(fn=cmd_mlflow)
 
     p = sub.add_parser("status", help="what the platform holds, per problem")
     p.add_argument("--json", action="store_true", help="one JSON object keyed by problem")

@@ -117,6 +117,44 @@ class MetricSpec(_Strict):
     direction: Literal["maximize", "minimize"]
 
 
+class SearchRange(_Strict):
+    """A hyper-parameter's search range (log scale for rates and regularisation)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.high <= self.low:
+            raise ValueError(f"high ({self.high}) must be above low ({self.low})")
+        return self
+
+
+def _default_space() -> dict[str, SearchRange]:
+    return {
+        "learning_rate": SearchRange(low=0.02, high=0.3, log=True),
+        "num_leaves": SearchRange(low=8, high=128, log=True, integer=True),
+        "min_child_samples": SearchRange(low=10, high=200, log=True, integer=True),
+        "feature_fraction": SearchRange(low=0.5, high=1.0),
+        "lambda_l2": SearchRange(low=1e-3, high=10.0, log=True),
+    }
+
+
+class TrainingSpec(_Strict):
+    """The budgeted, seeded search and the final fit."""
+
+    seed: int = 42
+    n_trials: int = Field(default=20, ge=1)
+    timeout_seconds: float = Field(default=600, gt=0)
+    validation_days: int = Field(default=7, ge=1)
+    max_rounds: int = Field(default=400, ge=10)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    pruner: Literal["hyperband", "successive_halving", "none"] = "hyperband"
+    search_space: dict[str, SearchRange] = Field(default_factory=_default_space)
+
+
 class GatesSpec(_Strict):
     """What a candidate must show before it may take traffic."""
 
@@ -175,6 +213,7 @@ class ProblemSpec(_Strict):
     metric: MetricSpec
     latency_budget_ms: float = Field(gt=0, description="p99 of one prediction, end to end")
     training_window_days: int = Field(default=60, ge=1)
+    training: TrainingSpec = TrainingSpec()
     gates: GatesSpec
     rollout: RolloutSpec = RolloutSpec()
     monitoring: MonitoringSpec = MonitoringSpec()

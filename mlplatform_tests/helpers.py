@@ -17,7 +17,7 @@ from mlplatform.defs.jobs import (
 from mlplatform.lib.landing import land
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
-from mlplatform.resources import FeastResource, LakeResource
+from mlplatform.resources import FeastResource, LakeResource, MlflowResource
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
@@ -63,7 +63,10 @@ class Platform:
         self.instance = instance
         lake = LakeResource(root=str(root))
         self.feast = FeastResource(lake=lake)
-        self.defs = build_definitions([problem], {"lake": lake, "feast": self.feast})
+        self.mlflow = MlflowResource(lake=lake)
+        self.defs = build_definitions(
+            [problem], {"lake": lake, "feast": self.feast, "mlflow": self.mlflow}
+        )
 
     def land(self, start: str, end: str) -> None:
         land(self.lake, self.problem, date.fromisoformat(start), date.fromisoformat(end))

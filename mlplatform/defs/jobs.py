@@ -28,6 +28,11 @@ def feature_store_job_name(problem: Problem) -> str:
     return f"{problem.name}_feature_store"
 
 
+def training_job_name(problem: Problem) -> str:
+    """Name of the job that trains, tracks and registers a model candidate."""
+    return f"{problem.name}_training"
+
+
 def _source_keys(problem: Problem, kind: str) -> list[dg.AssetKey]:
     return [
         dg.AssetKey([problem.name, table])
@@ -65,5 +70,10 @@ def build_jobs(problem: Problem) -> list[Any]:  # the unresolved job type is pri
             selection=dg.AssetSelection.assets(*store_keys),
             description=f"Apply {problem.name}'s Feast registry, materialize the online store "
             "and build the training set.",
+        ),
+        dg.define_asset_job(
+            training_job_name(problem),
+            selection=dg.AssetSelection.assets(dg.AssetKey([problem.name, "model_candidate"])),
+            description=f"Tune, train, track and register a {problem.name} model candidate.",
         ),
     ]

@@ -4,6 +4,7 @@ import dagster as dg
 
 from mlplatform.resources.feast import FeastResource
 from mlplatform.resources.lake import LakeResource
+from mlplatform.resources.mlflow import MlflowResource
 from mlplatform.settings import environment
 
 
@@ -12,8 +13,12 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     profile = environment()
     if profile == "local":
         lake = LakeResource()
-        return {"lake": lake, "feast": FeastResource(lake=lake)}
+        return {
+            "lake": lake,
+            "feast": FeastResource(lake=lake),
+            "mlflow": MlflowResource(lake=lake),
+        }
     raise ValueError(f"no resources defined for profile {profile!r}")
 
 
-__all__ = ["FeastResource", "LakeResource", "build_resources"]
+__all__ = ["FeastResource", "LakeResource", "MlflowResource", "build_resources"]

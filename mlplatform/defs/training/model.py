@@ -1,0 +1,184 @@
+"""The model candidate: a budgeted Optuna search, a final LightGBM fit, tracked and registered.
+
+Registering does not deploy: a new version gets tags for its lineage and no alias.
+"""
+
+import hashlib
+import json
+
+import dagster as dg
+
+from mlplatform.defs.training.assets import GROUP, training_set_key
+from mlplatform.problems import Problem
+from mlplatform.resources import LakeResource, MlflowResource
+
+
+def model_key(problem: Problem) -> dg.AssetKey:
+    """Key of the problem's model candidate asset."""
+    return dg.AssetKey([problem.name, "model_candidate"])
+
+
+class SearchRangeConfig(dg.Config):
+    """One hyper-parameter's range, editable in the launchpad."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+
+class ModelConfig(dg.Config):
+    """Search settings; anything left unset takes the problem spec's value."""
+
+    seed: int | None = None
+    n_trials: int | None = None
+    timeout_seconds: float | None = None
+    validation_days: int | None = None
+    max_rounds: int | None = None
+    early_stopping_rounds: int | None = None
+    pruner: str | None = None
+    search_space: dict[str, SearchRangeConfig] | None = None
+
+
+def _png_md(png: bytes, title: str) -> dg.MetadataValue:
+    import base64
+
+    return dg.MetadataValue.md(
+        f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})"
+    )
+
+
+def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
+    """The problem's model candidate."""
+    spec = problem.spec
+
+    @dg.asset(
+        key=model_key(problem),
+        deps=[training_set_key(problem)],
+        group_name=GROUP,
+        description=f"LightGBM classifier of {spec.target.name}, tuned by a seeded Optuna "
+        "search within the spec's budget, tracked in MLflow and registered as a new version.",
+        kinds={"lightgbm", "optuna", "mlflow"},
+        owners=[spec.owner],
+        tags={"mlplatform/problem": problem.name},
+    )
+    def _model(
+        context: dg.AssetExecutionContext,
+        config: ModelConfig,
+        lake: LakeResource,
+        mlflow: MlflowResource,
+    ) -> dg.MaterializeResult:
+        import pandas as pd
+
+        from mlplatform.lib import plots
+        from mlplatform.lib import training as tr
+        from mlplatform.lib.feature_store import feature_matrix
+        from mlplatform.lib.tracking import git_commit, log_training
+        from mlplatform.settings import project_root
+        from mlplatform.spec import TrainingSpec
+
+        overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+        cfg = TrainingSpec.model_validate({**spec.training.model_dump(), **overrides})
+        store = lake.lake()
+        latest = store.read_latest(problem.name, "training_set")
+        if latest is None:
+            raise dg.Failure(f"{problem.name}: no training set yet; materialize training_set")
+        training = pd.read_parquet(latest["path"])
+        matrix = feature_matrix(training, spec)
+        encoding = tr.fit_encoding(matrix, spec)
+        x, y = encoding.matrix(matrix), training[spec.target.name].to_numpy()
+        try:
+            train, valid = tr.time_split(training, cfg.validation_days, spec.partitioning.timezone)
+        except ValueError as exc:
+            raise dg.Failure(
+                f"{problem.name} training set {latest['data_version']}: {exc}"
+            ) from None
+        data = tr.datasets(x, y, train, valid, encoding)
+
+        # the same data and settings give the same study: a rerun resumes or reuses it
+        settings = json.dumps(cfg.model_dump(), sort_keys=True)
+        digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
+        study_name = f"{problem.name}-{latest['data_version']}-{digest}"
+        (store.root / "optuna").mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{store.root / 'optuna' / f'{problem.name}.db'}"
+        result = tr.search(data, cfg, storage, study_name)
+        final = tr.fit(data, {**tr.base_params(cfg.seed), **result.best_params}, cfg)
+        history = tr.history(result.study)
+        figures = {
+            "feature_importance": plots.importance(final.booster),
+            "optimization_history": plots.optimization_history(history, spec.metric.name),
+        }
+        commit = git_commit(project_root())
+        lineage = {
+            "data_version": latest["data_version"],
+            "git_commit": commit,
+            "dagster_run_id": context.run_id,
+            "spec_version": str(spec.version),
+        }
+        logged = log_training(
+            mlflow.tracking(),
+            experiment=problem.name,
+            run_name=f"{problem.name}-{context.run_id[:8]}",
+            registered_model=problem.name,
+            params={
+                **result.best_params,
+                "search_space": json.dumps(cfg.model_dump()["search_space"]),
+                "n_trials": cfg.n_trials,
+                "seed": cfg.seed,
+                "pruner": cfg.pruner,
+                "best_iteration": final.booster.best_iteration,
+                "study": study_name,
+            },
+            metrics={
+                "valid_auc": final.auc,
+                "valid_logloss": final.logloss,
+                "best_trial_auc": float(result.study.best_value),
+                "train_rows": float(train.sum()),
+                "valid_rows": float(valid.sum()),
+                **{f"trials_{k}": float(v) for k, v in result.counts.items() if v},
+                "search_rounds": float(result.rounds),
+            },
+            tags={
+                "mlflow.source.git.commit": commit,
+                **{f"mlplatform.{k}": v for k, v in lineage.items()},
+            },
+            booster=final.booster,
+            encoding_json=encoding.to_json(),
+            example=pd.DataFrame(x[:5], columns=encoding.features),
+            dataset=training,
+            dataset_source=latest["path"],
+            dataset_digest=latest["data_version"],
+            dataset_name=f"{problem.name}_training_set",
+            history=history,
+            figures=figures,
+            version_tags={**lineage},
+        )
+        url = mlflow.run_url(logged.experiment_id, logged.run_id)
+        context.log.info(f"registered {problem.name} version {logged.version} from run {url}")
+        return dg.MaterializeResult(
+            metadata={
+                "mlflow_run_id": logged.run_id,
+                "mlflow_run": dg.MetadataValue.url(url),
+                "registered_model": problem.name,
+                "registered_version": logged.version,
+                "model_uri": logged.model_uri,
+                "training_set_version": latest["data_version"],
+                "git_commit": commit,
+                "valid_auc": final.auc,
+                "valid_logloss": final.logloss,
+                "best_iteration": final.booster.best_iteration,
+                "trials": dg.MetadataValue.json(result.counts),
+                "best_params": dg.MetadataValue.json(result.best_params),
+                "feature_importance": _png_md(
+                    plots.png(figures["feature_importance"]), "importance"
+                ),
+                "optimization_history": _png_md(
+                    plots.png(figures["optimization_history"]), "history"
+                ),
+            },
+            data_version=dg.DataVersion(
+                hashlib.sha256(final.booster.model_to_string().encode()).hexdigest()[:16]
+            ),
+        )
+
+    return _model

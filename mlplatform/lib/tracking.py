@@ -1,0 +1,127 @@
+"""MLflow tracking and registry for training runs: one run per training, never left open."""
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where runs, artifacts and registered models live."""
+
+    tracking_uri: str
+    artifact_root: Path
+
+    def client(self) -> Any:
+        """A client bound to this store (no process-wide state)."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        """The experiment ``name``, created with an artifact location under the root."""
+        client = self.client()
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (self.artifact_root / name).resolve().as_uri()
+        return client.create_experiment(name, artifact_location=location)
+
+
+def git_commit(root: Path) -> str:
+    """The checkout's commit (with ``-dirty`` when it has changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+@dataclass(frozen=True)
+class Logged:
+    """What a training run left in MLflow."""
+
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    version: str
+
+
+def log_training(
+    tracking: Tracking,
+    *,
+    experiment: str,
+    run_name: str,
+    registered_model: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    booster: "lgb.Booster",
+    encoding_json: str,
+    example: "pd.DataFrame",
+    dataset: "pd.DataFrame",
+    dataset_source: str,
+    dataset_digest: str,
+    dataset_name: str,
+    history: "pd.DataFrame",
+    figures: dict[str, "Figure"],
+    version_tags: dict[str, str],
+) -> Logged:
+    """Log one training run and register its model as a new version (no alias moves).
+
+    The fluent API is used inside a ``with`` block so the run always ends: FINISHED
+    when everything is logged, FAILED if anything raises.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    experiment_id = tracking.experiment_id(experiment)
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    mlflow.set_registry_uri(tracking.tracking_uri)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics(metrics)
+        data = mlflow.data.from_pandas(
+            dataset, source=dataset_source, name=dataset_name, digest=dataset_digest
+        )
+        mlflow.log_input(data, context="training")
+        with tempfile.TemporaryDirectory() as tmp:
+            encoding_path = Path(tmp) / "encoding.json"
+            encoding_path.write_text(encoding_json)
+            history_path = Path(tmp) / "optimization_history.csv"
+            history.to_csv(history_path, index=False)
+            mlflow.log_artifact(str(history_path))
+            for name, fig in figures.items():
+                mlflow.log_figure(fig, f"{name}.png")
+            signature = infer_signature(example, booster.predict(example.to_numpy()))
+            info = mlflow.lightgbm.log_model(
+                booster,
+                name="model",
+                signature=signature,
+                input_example=example,
+                extra_files=[str(encoding_path)],
+            )
+        version = mlflow.register_model(info.model_uri, registered_model, tags=version_tags)
+        return Logged(run.info.run_id, experiment_id, info.model_uri, str(version.version))

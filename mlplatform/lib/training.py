@@ -1,0 +1,273 @@
+"""Training: time split, category encoding, a budgeted seeded Optuna search, the final fit.
+
+Deterministic by construction: LightGBM runs with ``deterministic``, ``force_row_wise``,
+a fixed seed and thread count; Optuna's TPE sampler is seeded and trials run one at a
+time. The same training set, spec and seed give the same model text.
+"""
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.lib.tables import EVENT_TS
+from mlplatform.spec import ProblemSpec, SearchRange, TrainingSpec
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    import optuna
+
+THREADS = 2  # the machines have two cores; a fixed count keeps results repeatable
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How model inputs become a float matrix: categorical values map to fixed codes."""
+
+    features: list[str]
+    categories: dict[str, list[str]]
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        """Positions of the categorical features."""
+        return [i for i, f in enumerate(self.features) if f in self.categories]
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """Encode a feature matrix (spec order); unknown or missing categories become NaN."""
+        columns = []
+        for name in self.features:
+            if name in self.categories:
+                codes = {v: float(i) for i, v in enumerate(self.categories[name])}
+                columns.append(frame[name].map(codes).astype(float).to_numpy())
+            else:
+                columns.append(pd.to_numeric(frame[name], errors="coerce").astype(float).to_numpy())
+        return np.column_stack(columns) if columns else np.empty((len(frame), 0))
+
+    def row(self, vector: list[Any]) -> list[float]:
+        """Encode one feature vector (spec order) without pandas, for serving."""
+        out = []
+        for name, value in zip(self.features, vector, strict=True):
+            if name in self.categories:
+                index = {v: i for i, v in enumerate(self.categories[name])}.get(value)
+                out.append(math.nan if index is None else float(index))
+            else:
+                out.append(math.nan if value is None else float(value))
+        return out
+
+    def to_json(self) -> str:
+        """Serialized form, stored beside the model."""
+        return json.dumps({"features": self.features, "categories": self.categories}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Encoding":
+        """Read the stored form back."""
+        data = json.loads(text)
+        return cls(features=data["features"], categories=data["categories"])
+
+
+def fit_encoding(matrix: pd.DataFrame, spec: ProblemSpec) -> Encoding:
+    """Codes for every categorical feature: its values in the training data, sorted."""
+    categories = {
+        f.name: sorted({str(v) for v in matrix[f.name].dropna()})
+        for f in spec.features
+        if f.kind == "categorical"
+    }
+    return Encoding(features=[f.name for f in spec.features], categories=categories)
+
+
+def time_split(
+    training: pd.DataFrame, validation_days: int, timezone: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks: the newest ``validation_days`` local days validate, the rest train."""
+    local = pd.to_datetime(training[EVENT_TS], utc=True).dt.tz_convert(timezone).dt.date
+    days = sorted(local.unique())
+    if len(days) <= validation_days:
+        raise ValueError(
+            f"the training set spans {len(days)} day(s); it needs more than the "
+            f"{validation_days} validation day(s)"
+        )
+    valid = local.isin(days[-validation_days:]).to_numpy()
+    return ~valid, valid
+
+
+def base_params(seed: int) -> dict[str, Any]:
+    """LightGBM settings every trial and the final fit share."""
+    return {
+        "objective": "binary",
+        "metric": ["auc", "binary_logloss"],
+        "seed": seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": THREADS,
+        "verbosity": -1,
+        "feature_pre_filter": False,  # one Dataset serves trials with other min_child_samples
+    }
+
+
+def suggest(trial: "optuna.Trial", space: dict[str, SearchRange]) -> dict[str, Any]:
+    """Sample one point of the search space."""
+    params: dict[str, Any] = {}
+    for name, r in space.items():
+        if r.integer:
+            params[name] = trial.suggest_int(name, int(r.low), int(r.high), log=r.log)
+        else:
+            params[name] = trial.suggest_float(name, r.low, r.high, log=r.log)
+    return params
+
+
+@dataclass
+class Data:
+    """Training and validation datasets in LightGBM's form."""
+
+    train: "lgb.Dataset"
+    valid: "lgb.Dataset"
+    encoding: Encoding
+
+
+def datasets(
+    x: np.ndarray, y: np.ndarray, train: np.ndarray, valid: np.ndarray, encoding: Encoding
+) -> Data:
+    """LightGBM datasets of the two splits, categorical features marked."""
+    import lightgbm as lgb
+
+    common = {
+        "feature_name": encoding.features,
+        "categorical_feature": encoding.categorical_indices,
+        "free_raw_data": False,
+        "params": {"feature_pre_filter": False, "verbosity": -1},
+    }
+    dtrain = lgb.Dataset(x[train], label=y[train], **common)
+    dvalid = lgb.Dataset(x[valid], label=y[valid], reference=dtrain, **common)
+    return Data(dtrain, dvalid, encoding)
+
+
+@dataclass
+class Fit:
+    """One LightGBM fit with early stopping, and how many rounds it boosted."""
+
+    booster: "lgb.Booster"
+    rounds: int
+    auc: float
+    logloss: float
+
+
+def fit(
+    data: Data,
+    params: dict[str, Any],
+    cfg: TrainingSpec,
+    callbacks: list[Any] | None = None,
+    counter: dict[str, int] | None = None,
+) -> Fit:
+    """Boost on the training split, early-stopped on the validation split's AUC."""
+    import lightgbm as lgb
+
+    counted = counter if counter is not None else {}
+
+    def count(env: Any) -> None:
+        counted["rounds"] = env.iteration + 1
+
+    booster = lgb.train(
+        params,
+        data.train,
+        num_boost_round=cfg.max_rounds,
+        valid_sets=[data.valid],
+        valid_names=["valid"],
+        callbacks=[
+            count,
+            *(callbacks or []),
+            lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False),
+        ],
+    )
+    best = booster.best_score["valid"]
+    return Fit(booster, counted.get("rounds", 0), float(best["auc"]), float(best["binary_logloss"]))
+
+
+def make_pruner(cfg: TrainingSpec) -> "optuna.pruners.BasePruner":
+    """Hyperband or successive halving over boosting rounds, or no pruning."""
+    import optuna
+
+    if cfg.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=10, max_resource=cfg.max_rounds, reduction_factor=3
+        )
+    if cfg.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+@dataclass
+class SearchResult:
+    """The study after the search: best parameters and what the budget bought."""
+
+    study: "optuna.Study"
+    best_params: dict[str, Any]
+    counts: dict[str, int] = field(default_factory=dict)
+    rounds: int = 0
+
+
+def search(data: Data, cfg: TrainingSpec, storage_url: str, study_name: str) -> SearchResult:
+    """Run (or resume) the study until the trial budget is spent.
+
+    The study lives in ``storage_url`` with heartbeats, so a run killed mid-trial leaves
+    a trial that the next run marks failed, and the next run continues the same study
+    up to ``n_trials`` finished (complete or pruned) trials.
+    """
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+    from optuna_integration import LightGBMPruningCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=2, grace_period=6)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+        pruner=make_pruner(cfg),
+    )
+    optuna.storages.fail_stale_trials(study)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**base_params(cfg.seed), **suggest(trial, cfg.search_space)}
+        counter: dict[str, int] = {}
+        pruning = LightGBMPruningCallback(trial, "auc", valid_name="valid", report_interval=10)
+        try:
+            return fit(data, params, cfg, [pruning], counter).auc
+        finally:
+            trial.set_user_attr("rounds", counter.get("rounds", 0))
+
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < cfg.n_trials:
+        study.optimize(
+            objective,
+            n_trials=cfg.n_trials - done,
+            timeout=cfg.timeout_seconds,
+            n_jobs=1,
+            callbacks=[MaxTrialsCallback(cfg.n_trials, states=finished)],
+            gc_after_trial=False,
+        )
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    rounds = sum(int(t.user_attrs.get("rounds", 0)) for t in trials)
+    return SearchResult(study, dict(study.best_params), counts, rounds)
+
+
+def history(study: "optuna.Study") -> pd.DataFrame:
+    """One row per trial: number, state, value, rounds and parameters."""
+    rows = [
+        {
+            "trial": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "rounds": t.user_attrs.get("rounds"),
+            **t.params,
+        }
+        for t in study.get_trials(deepcopy=False)
+    ]
+    return pd.DataFrame(rows)

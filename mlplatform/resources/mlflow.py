@@ -1,0 +1,33 @@
+"""MLflow tracking and registry as a typed resource.
+
+dagster-mlflow's ``mlflow_tracking`` is a legacy-style resource: one MLflow run per
+Dagster run, process-wide tracking state, and runs left RUNNING unless every job carries
+its end hook. Assets here open and close their own run, so this resource only says where
+the tracking store is; ``lib.tracking`` does the rest.
+"""
+
+from pathlib import Path
+
+import dagster as dg
+
+from mlplatform.lib.tracking import Tracking
+from mlplatform.resources.lake import LakeResource
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """The MLflow store: SQLite backend and local artifacts under the data folder by default."""
+
+    lake: dg.ResourceDependency[LakeResource]
+    tracking_uri: str = ""
+    ui_url: str = "http://127.0.0.1:5000"
+
+    def tracking(self) -> Tracking:
+        """The tracking and registry store."""
+        root = self.lake.lake().root / "mlflow"
+        root.mkdir(parents=True, exist_ok=True)
+        uri = self.tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
+        return Tracking(tracking_uri=uri, artifact_root=Path(root / "artifacts"))
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """Link to a run in the MLflow UI (`make mlflow`)."""
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
