@@ -9,7 +9,7 @@ PROBLEM ?= flight_delay
 DEMO_START ?= 2013-01-01
 DEMO_END ?= 2013-01-14
 
-.PHONY: venv demo test lint dev constraints clean
+.PHONY: venv demo test lint dev mlflow constraints clean
 
 venv: $(STAMP)
 
@@ -23,9 +23,11 @@ demo: venv
 	$(BIN)/mlplatform land --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 	$(BIN)/mlplatform ingest --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 	$(BIN)/mlplatform features --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
+	$(BIN)/mlplatform train --problem $(PROBLEM)
 	$(BIN)/mlplatform status
 	@echo
 	@echo "Next: 'make dev' opens the Dagster UI on http://127.0.0.1:3000 (asset groups by stage);"
+	@echo "      'make mlflow' opens the MLflow UI on http://127.0.0.1:5000 (runs, registered model);"
 	@echo "      data/ holds the landing zone, warehouse, quarantine, Feast stores and reports;"
 	@echo "      '$(BIN)/mlplatform feast --problem $(PROBLEM) -- feature-views list' runs the feast CLI;"
 	@echo "      '$(BIN)/mlplatform status --json' is the same summary for scripts."
@@ -40,6 +42,9 @@ lint: venv
 
 dev: venv
 	$(BIN)/mlplatform dev
+
+mlflow: venv
+	$(BIN)/mlplatform mlflow
 
 constraints: venv
 	( sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable ) > constraints.txt.new

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from mlplatform.lib.storage import DataLake
+from mlplatform.lib.tracking import local_tracking, registered_versions
 from mlplatform.problems import Problem
 
 
@@ -21,6 +22,8 @@ def problem_status(
     registry = lake.read_latest(problem.name, "feature_registry") or {}
     online = lake.read_latest(problem.name, "online_features") or {}
     training = lake.read_latest(problem.name, "training_set")
+    tracking = local_tracking(lake.root)
+    has_registry = tracking.artifact_root.parent.joinpath("mlflow.db").exists()
     return {
         "landed_days": len(set.intersection(*landed)) if landed else 0,
         "ingested_partitions": len(set.intersection(*ingested)) if ingested else 0,
@@ -31,6 +34,9 @@ def problem_status(
             {"rows": training["rows"], "data_version": training["data_version"]}
             if training
             else None
+        ),
+        "registered_versions": (
+            registered_versions(tracking, problem.name) if has_registry else []
         ),
     }
 

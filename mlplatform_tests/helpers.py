@@ -13,6 +13,7 @@ from mlplatform.defs.jobs import (
     feature_store_job_name,
     features_job_name,
     reference_job_name,
+    training_job_name,
 )
 from mlplatform.lib.landing import land
 from mlplatform.lib.storage import DataLake
@@ -89,10 +90,19 @@ class Platform:
     def run_feature_store(self) -> dg.ExecuteInProcessResult:
         return self._run(feature_store_job_name(self.problem), None)
 
-    def _run(self, job_name: str, partition: str | None) -> dg.ExecuteInProcessResult:
+    def run_training(self, **config: object) -> dg.ExecuteInProcessResult:
+        op = f"{self.problem.name}__model_candidate"
+        return self._run(training_job_name(self.problem), None, {"ops": {op: {"config": config}}})
+
+    def _run(
+        self, job_name: str, partition: str | None, run_config: dict | None = None
+    ) -> dg.ExecuteInProcessResult:
         job = self.defs.resolve_job_def(job_name)
         return job.execute_in_process(
-            instance=self.instance, partition_key=partition, raise_on_error=False, run_config=QUIET
+            instance=self.instance,
+            partition_key=partition,
+            raise_on_error=False,
+            run_config={**QUIET, **(run_config or {})},
         )
 
     def landed_file(self, source: str, day: str) -> Path:

@@ -43,6 +43,7 @@ def test_land_writes_one_folder_per_source_per_day(
             "feature_views": [],
             "online_store_rows": 0,
             "training_set": None,
+            "registered_versions": [],
         }
     }
 

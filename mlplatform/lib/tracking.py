@@ -35,6 +35,33 @@ class Tracking:
         return client.create_experiment(name, artifact_location=location)
 
 
+def local_tracking(data: Path) -> Tracking:
+    """The embedded store under a data folder: SQLite backend, local artifact folder."""
+    root = data / "mlflow"
+    return Tracking(
+        tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=root / "artifacts"
+    )
+
+
+def registered_versions(tracking: Tracking, model: str) -> list[dict[str, str]]:
+    """Every version of a registered model with its lineage tags, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = tracking.client().search_model_versions(f"name='{model}'")
+    except MlflowException:
+        return []
+    return [
+        {
+            "version": str(v.version),
+            "mlflow_run_id": v.run_id,
+            "data_version": v.tags.get("data_version", ""),
+            "git_commit": v.tags.get("git_commit", ""),
+        }
+        for v in sorted(versions, key=lambda v: int(v.version))
+    ]
+
+
 def git_commit(root: Path) -> str:
     """The checkout's commit (with ``-dirty`` when it has changes), or ``unknown``."""
     try:
@@ -95,6 +122,8 @@ def log_training(
     when everything is logged, FAILED if anything raises.
     """
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.lightgbm import log_model
     from mlflow.models import infer_signature
 
     experiment_id = tracking.experiment_id(experiment)
@@ -103,9 +132,7 @@ def log_training(
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics(metrics)
-        data = mlflow.data.from_pandas(
-            dataset, source=dataset_source, name=dataset_name, digest=dataset_digest
-        )
+        data = from_pandas(dataset, source=dataset_source, name=dataset_name, digest=dataset_digest)
         mlflow.log_input(data, context="training")
         with tempfile.TemporaryDirectory() as tmp:
             encoding_path = Path(tmp) / "encoding.json"
@@ -116,7 +143,7 @@ def log_training(
             for name, fig in figures.items():
                 mlflow.log_figure(fig, f"{name}.png")
             signature = infer_signature(example, booster.predict(example.to_numpy()))
-            info = mlflow.lightgbm.log_model(
+            info = log_model(
                 booster,
                 name="model",
                 signature=signature,

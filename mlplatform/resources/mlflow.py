@@ -6,11 +6,9 @@ its end hook. Assets here open and close their own run, so this resource only sa
 the tracking store is; ``lib.tracking`` does the rest.
 """
 
-from pathlib import Path
-
 import dagster as dg
 
-from mlplatform.lib.tracking import Tracking
+from mlplatform.lib.tracking import Tracking, local_tracking
 from mlplatform.resources.lake import LakeResource
 
 
@@ -23,10 +21,11 @@ class MlflowResource(dg.ConfigurableResource):
 
     def tracking(self) -> Tracking:
         """The tracking and registry store."""
-        root = self.lake.lake().root / "mlflow"
-        root.mkdir(parents=True, exist_ok=True)
-        uri = self.tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
-        return Tracking(tracking_uri=uri, artifact_root=Path(root / "artifacts"))
+        local = local_tracking(self.lake.lake().root)
+        local.artifact_root.parent.mkdir(parents=True, exist_ok=True)
+        if self.tracking_uri:
+            return Tracking(tracking_uri=self.tracking_uri, artifact_root=local.artifact_root)
+        return local
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """Link to a run in the MLflow UI (`make mlflow`)."""
