@@ -111,7 +111,8 @@ def test_a_killed_training_run_resumes_its_study(featured: Platform) -> None:
         "from mlplatform.problems import get_problem\n"
         "from mlplatform_tests.helpers import Platform\n"
         "with dg.instance_for_test() as inst:\n"
-        f"    Platform(get_problem('flight_delay'), Path(sys.argv[1]), inst).run_training(**{budget!r})\n"
+        "    platform = Platform(get_problem('flight_delay'), Path(sys.argv[1]), inst)\n"
+        f"    platform.run_training(**{budget!r})\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(featured.lake.root)],
