@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import prepare
 
 from mlplatform.lib.feature_store import (
     apply,
@@ -33,8 +34,7 @@ from mlplatform.lib.feature_store import (
     service_of,
 )
 from mlplatform.lib.features import build_day, local_midnight
-from mlplatform.lib.ingest import ingest_batch, load_accepted
-from mlplatform.lib.landing import days, land
+from mlplatform.lib.landing import days
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tables import EVENT_TS
 from mlplatform.problems import Problem, get_problem
@@ -45,25 +45,6 @@ ONLINE_REQUESTS = 300
 
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def prepare(lake: DataLake, problem: Problem) -> None:
-    """Land, validate and featurize Jan-Mar through the platform's own functions."""
-    land(lake, problem, START, END)
-    tz = problem.spec.partitioning.timezone
-    for source, spec in problem.spec.sources.items():
-        stamps = [None] if spec.kind == "reference" else list(days(START, END))
-        for day in stamps:
-            ingest_batch(lake, problem.name, source, spec, problem.schema(source), day, tz)
-            lake.write_table(
-                problem.name,
-                source,
-                day,
-                load_accepted(lake, problem.name, source, problem.schema(source), day),
-            )
-    for day in days(START, END):
-        for table in problem.feature_tables():
-            build_day(lake, problem, table, day)
 
 
 def pandas_pit(rows: pd.DataFrame, lake: DataLake, problem: Problem) -> pd.DataFrame:
@@ -91,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lake = DataLake(Path(tmp) / "data")
         t0 = time.perf_counter()
-        prepare(lake, problem)
+        prepare(lake, problem, START, END)
         log(f"prepared {START}..{END} in {time.perf_counter() - t0:.0f} s")
 
         store = open_store(problem, lake.root)

@@ -22,7 +22,7 @@ def test_asset_keys_snapshot() -> None:
         "raw_flights", "flights", "raw_weather", "weather", "raw_planes", "planes",
         "raw_airports", "airports",
         "origin_weather", "carrier_delays", "route_delays", "origin_delays", "plane",
-        "feature_registry", "online_features", "training_set",
+        "feature_registry", "online_features", "training_set", "model_candidate",
     )  # fmt: skip
     assert keys == {f"flight_delay/{name}" for name in names}
 
@@ -34,6 +34,7 @@ def test_jobs_snapshot() -> None:
         "flight_delay_reference",
         "flight_delay_features",
         "flight_delay_feature_store",
+        "flight_delay_training",
     }
 
 
