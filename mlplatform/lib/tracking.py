@@ -123,7 +123,7 @@ def log_training(
     """
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
-    from mlflow.lightgbm import log_model
+    from mlflow.lightgbm import get_default_pip_requirements, log_model
     from mlflow.models import infer_signature
 
     experiment_id = tracking.experiment_id(experiment)
@@ -149,6 +149,8 @@ def log_training(
                 signature=signature,
                 input_example=example,
                 extra_files=[str(encoding_path)],
+                # stated, not inferred: inference re-imports the model in a subprocess (~3 s)
+                pip_requirements=get_default_pip_requirements(),
             )
         version = mlflow.register_model(info.model_uri, registered_model, tags=version_tags)
         return Logged(run.info.run_id, experiment_id, info.model_uri, str(version.version))
