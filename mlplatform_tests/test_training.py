@@ -142,3 +142,17 @@ def test_a_killed_training_run_resumes_its_study(featured: Platform) -> None:
     assert studies == 1, "the second run continued the same study"
     assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 40
     assert states.get("RUNNING", 0) == 0
+
+
+def test_fixed_parameters_from_the_launchpad_skip_the_search(featured: Platform) -> None:
+    params = {"learning_rate": 0.1, "num_leaves": 15.0}
+    result = featured.run_training(**{**FAST, "params": params})
+
+    assert result.success
+    (event,) = result.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    assert meta["best_params"].value == params
+    assert meta["trials"].value == {}
+    run = local_tracking(featured.lake.root).client().get_run(str(meta["mlflow_run_id"].value))
+    assert run.data.params["study"] == "none: fixed parameters"
+    assert not (featured.lake.root / "optuna" / "flight_delay.db").exists()

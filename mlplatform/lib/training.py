@@ -271,3 +271,63 @@ def history(study: "optuna.Study") -> pd.DataFrame:
         for t in study.get_trials(deepcopy=False)
     ]
     return pd.DataFrame(rows)
+
+
+@dataclass
+class Candidate:
+    """A trained candidate and how it came about."""
+
+    fit: Fit
+    encoding: Encoding
+    params: dict[str, Any]
+    search: SearchResult | None
+    example: pd.DataFrame
+    train_rows: int
+    valid_rows: int
+
+    def history(self) -> pd.DataFrame:
+        """The study's trials (empty when parameters were fixed)."""
+        return history(self.search.study) if self.search else pd.DataFrame()
+
+
+INTEGER_PARAMS = {
+    "num_leaves",
+    "min_child_samples",
+    "min_data_in_leaf",
+    "max_depth",
+    "max_bin",
+    "bagging_freq",
+}
+
+
+def typed_params(params: dict[str, Any], cfg: TrainingSpec) -> dict[str, Any]:
+    """Parameters typed as LightGBM wants them: integer ones as ``int``."""
+    integer = INTEGER_PARAMS | {n for n, r in cfg.search_space.items() if r.integer}
+    return {k: int(v) if k in integer else v for k, v in params.items()}
+
+
+def train_candidate(
+    training: pd.DataFrame,
+    spec: ProblemSpec,
+    cfg: TrainingSpec,
+    storage_url: str,
+    study_name: str,
+    fixed_params: dict[str, Any] | None = None,
+) -> Candidate:
+    """Encode, split by time, search (unless ``fixed_params``), and fit the final model."""
+    from mlplatform.lib.feature_store import feature_matrix
+
+    matrix = feature_matrix(training, spec)
+    encoding = fit_encoding(matrix, spec)
+    x, y = encoding.matrix(matrix), training[spec.target.name].to_numpy()
+    train, valid = time_split(training, cfg.validation_days, spec.partitioning.timezone)
+    data = datasets(x, y, train, valid, encoding)
+    result = None if fixed_params else search(data, cfg, storage_url, study_name)
+    params = (
+        typed_params(fixed_params, cfg)
+        if fixed_params
+        else dict(result.best_params if result else {})
+    )
+    final = fit(data, {**base_params(cfg.seed), **params}, cfg)
+    example = pd.DataFrame(x[:5], columns=encoding.features)
+    return Candidate(final, encoding, params, result, example, int(train.sum()), int(valid.sum()))

@@ -38,6 +38,8 @@ class ModelConfig(dg.Config):
     early_stopping_rounds: int | None = None
     pruner: str | None = None
     search_space: dict[str, SearchRangeConfig] | None = None
+    params: dict[str, float] | None = None
+    """Fixed LightGBM parameters: when set, no search runs and the final fit uses them."""
 
 
 def _png_md(png: bytes, title: str) -> dg.MetadataValue:
@@ -72,42 +74,37 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
 
         from mlplatform.lib import plots
         from mlplatform.lib import training as tr
-        from mlplatform.lib.feature_store import feature_matrix
         from mlplatform.lib.tracking import git_commit, log_training
         from mlplatform.settings import project_root
         from mlplatform.spec import TrainingSpec
 
-        overrides = {k: v for k, v in config.model_dump().items() if v is not None}
+        overrides = {
+            k: v for k, v in config.model_dump().items() if v is not None and k != "params"
+        }
         cfg = TrainingSpec.model_validate({**spec.training.model_dump(), **overrides})
         store = lake.lake()
         latest = store.read_latest(problem.name, "training_set")
         if latest is None:
             raise dg.Failure(f"{problem.name}: no training set yet; materialize training_set")
         training = pd.read_parquet(latest["path"])
-        matrix = feature_matrix(training, spec)
-        encoding = tr.fit_encoding(matrix, spec)
-        x, y = encoding.matrix(matrix), training[spec.target.name].to_numpy()
-        try:
-            train, valid = tr.time_split(training, cfg.validation_days, spec.partitioning.timezone)
-        except ValueError as exc:
-            raise dg.Failure(
-                f"{problem.name} training set {latest['data_version']}: {exc}"
-            ) from None
-        data = tr.datasets(x, y, train, valid, encoding)
-
         # the same data and settings give the same study: a rerun resumes or reuses it
         settings = json.dumps(cfg.model_dump(), sort_keys=True)
         digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
         study_name = f"{problem.name}-{latest['data_version']}-{digest}"
         (store.root / "optuna").mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{store.root / 'optuna' / f'{problem.name}.db'}"
-        result = tr.search(data, cfg, storage, study_name)
-        final = tr.fit(data, {**tr.base_params(cfg.seed), **result.best_params}, cfg)
-        history = tr.history(result.study)
-        figures = {
-            "feature_importance": plots.importance(final.booster),
-            "optimization_history": plots.optimization_history(history, spec.metric.name),
-        }
+        try:
+            candidate = tr.train_candidate(
+                training, spec, cfg, storage, study_name, fixed_params=config.params
+            )
+        except ValueError as exc:
+            raise dg.Failure(
+                f"{problem.name} training set {latest['data_version']}: {exc}"
+            ) from None
+        final, result, history = candidate.fit, candidate.search, candidate.history()
+        figures = {"feature_importance": plots.importance(final.booster)}
+        if result is not None:
+            figures["optimization_history"] = plots.optimization_history(history, spec.metric.name)
         commit = git_commit(project_root())
         lineage = {
             "data_version": latest["data_version"],
@@ -121,30 +118,36 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
             run_name=f"{problem.name}-{context.run_id[:8]}",
             registered_model=problem.name,
             params={
-                **result.best_params,
+                **candidate.params,
                 "search_space": json.dumps(cfg.model_dump()["search_space"]),
-                "n_trials": cfg.n_trials,
+                "n_trials": cfg.n_trials if result else 0,
                 "seed": cfg.seed,
                 "pruner": cfg.pruner,
                 "best_iteration": final.booster.best_iteration,
-                "study": study_name,
+                "study": study_name if result else "none: fixed parameters",
             },
             metrics={
                 "valid_auc": final.auc,
                 "valid_logloss": final.logloss,
-                "best_trial_auc": float(result.study.best_value),
-                "train_rows": float(train.sum()),
-                "valid_rows": float(valid.sum()),
-                **{f"trials_{k}": float(v) for k, v in result.counts.items() if v},
-                "search_rounds": float(result.rounds),
+                "train_rows": float(candidate.train_rows),
+                "valid_rows": float(candidate.valid_rows),
+                **(
+                    {
+                        "best_trial_auc": float(result.study.best_value),
+                        "search_rounds": float(result.rounds),
+                        **{f"trials_{k}": float(v) for k, v in result.counts.items() if v},
+                    }
+                    if result
+                    else {}
+                ),
             },
             tags={
                 "mlflow.source.git.commit": commit,
                 **{f"mlplatform.{k}": v for k, v in lineage.items()},
             },
             booster=final.booster,
-            encoding_json=encoding.to_json(),
-            example=pd.DataFrame(x[:5], columns=encoding.features),
+            encoding_json=candidate.encoding.to_json(),
+            example=candidate.example,
             dataset=training,
             dataset_source=latest["path"],
             dataset_digest=latest["data_version"],
@@ -167,14 +170,9 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
                 "valid_auc": final.auc,
                 "valid_logloss": final.logloss,
                 "best_iteration": final.booster.best_iteration,
-                "trials": dg.MetadataValue.json(result.counts),
-                "best_params": dg.MetadataValue.json(result.best_params),
-                "feature_importance": _png_md(
-                    plots.png(figures["feature_importance"]), "importance"
-                ),
-                "optimization_history": _png_md(
-                    plots.png(figures["optimization_history"]), "history"
-                ),
+                "trials": dg.MetadataValue.json(result.counts if result else {}),
+                "best_params": dg.MetadataValue.json(candidate.params),
+                **{name: _png_md(plots.png(fig), name) for name, fig in figures.items()},
             },
             data_version=dg.DataVersion(
                 hashlib.sha256(final.booster.model_to_string().encode()).hexdigest()[:16]
