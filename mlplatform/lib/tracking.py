@@ -2,6 +2,7 @@
 
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,6 +127,9 @@ def log_training(
     from mlflow.lightgbm import get_default_pip_requirements, log_model
     from mlflow.models import infer_signature
 
+    # MLflow's hints on inferring dataset sources and integer schemas are about its own
+    # guesses, which are right here; keep them out of the run's output
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow\..*")
     experiment_id = tracking.experiment_id(experiment)
     mlflow.set_tracking_uri(tracking.tracking_uri)
     mlflow.set_registry_uri(tracking.tracking_uri)

@@ -7,6 +7,7 @@ time. The same training set, spec and seed give the same model text.
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -221,6 +222,8 @@ def search(data: Data, cfg: TrainingSpec, storage_url: str, study_name: str) -> 
     from optuna_integration import LightGBMPruningCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # heartbeats are what lets a killed run's trial be failed and the study resumed
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=2, grace_period=6)
     study = optuna.create_study(
         study_name=study_name,
