@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tracking import local_tracking, registered_versions
 from mlplatform_tests.helpers import Platform, failure_messages
 
@@ -156,3 +157,26 @@ def test_fixed_parameters_from_the_launchpad_skip_the_search(featured: Platform)
     run = local_tracking(featured.lake.root).client().get_run(str(meta["mlflow_run_id"].value))
     assert run.data.params["study"] == "none: fixed parameters"
     assert not (featured.lake.root / "optuna" / "flight_delay.db").exists()
+
+
+def test_one_request_encodes_like_the_training_matrix(featured_base: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from mlplatform.lib.feature_store import feature_matrix
+    from mlplatform.lib.training import Encoding, fit_encoding
+    from mlplatform.problems import get_problem
+
+    spec = get_problem("flight_delay").spec
+    latest = DataLake(featured_base).read_latest("flight_delay", "training_set")
+    assert latest is not None
+    matrix = feature_matrix(pd.read_parquet(latest["path"]), spec)
+    encoding = Encoding.from_json(fit_encoding(matrix, spec).to_json())  # as stored with the model
+    encoded = encoding.matrix(matrix)
+
+    for i in (0, 17, len(matrix) - 1):
+        one = [None if pd.isna(v) else v for v in matrix.iloc[i].tolist()]
+        np.testing.assert_array_equal(np.array(encoding.row(one)), encoded[i])
+    unseen = matrix.iloc[0].tolist()
+    unseen[[f.name for f in spec.features].index("carrier")] = "ZZ"  # a carrier never trained on
+    assert np.isnan(encoding.row(unseen)[[f.name for f in spec.features].index("carrier")])
