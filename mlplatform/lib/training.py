@@ -9,6 +9,7 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -224,7 +225,9 @@ def search(data: Data, cfg: TrainingSpec, storage_url: str, study_name: str) -> 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # heartbeats are what lets a killed run's trial be failed and the study resumed
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=2, grace_period=6)
+    storage = optuna.storages.RDBStorage(
+        storage_url, heartbeat_interval=2, grace_period=GRACE_SECONDS
+    )
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
@@ -234,6 +237,7 @@ def search(data: Data, cfg: TrainingSpec, storage_url: str, study_name: str) -> 
         pruner=make_pruner(cfg),
     )
     optuna.storages.fail_stale_trials(study)
+    _fail_unstarted(study, storage, study_name)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
 
     def objective(trial: optuna.Trial) -> float:
@@ -259,6 +263,37 @@ def search(data: Data, cfg: TrainingSpec, storage_url: str, study_name: str) -> 
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     rounds = sum(int(t.user_attrs.get("rounds", 0)) for t in trials)
     return SearchResult(study, dict(study.best_params), counts, rounds)
+
+
+GRACE_SECONDS = 6
+
+
+def _fail_unstarted(study: "optuna.Study", storage: Any, study_name: str) -> None:
+    """Fail trials a killed run left RUNNING before their first heartbeat.
+
+    Optuna creates a trial (and samples its parameters) before the heartbeat thread
+    starts, so a kill in that window leaves a trial that ``fail_stale_trials`` never
+    sees. A trial with no heartbeat well past the grace period has no live runner. Optuna
+    offers no public view of heartbeats, so this reads its ``trial_heartbeats`` table.
+    """
+    import sqlalchemy
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(study_name)
+    query = sqlalchemy.text(
+        "select t.number, t.datetime_start from trials t left join trial_heartbeats h "
+        "on h.trial_id = t.trial_id where t.study_id = :study and t.state = 'RUNNING' "
+        "and h.trial_id is null"
+    )
+    with storage.engine.connect() as conn:
+        rows = conn.execute(query, {"study": study_id}).fetchall()
+    now = datetime.now()  # optuna stores naive local times
+    for number, started in rows:
+        started = (
+            datetime.fromisoformat(str(started)) if not isinstance(started, datetime) else started
+        )
+        if (now - started).total_seconds() > GRACE_SECONDS:
+            study.tell(number, state=TrialState.FAIL)
 
 
 def history(study: "optuna.Study") -> pd.DataFrame:
