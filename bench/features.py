@@ -33,10 +33,10 @@ from mlplatform.lib.feature_store import (
     open_store,
     service_of,
 )
-from mlplatform.lib.features import build_day, local_midnight
+from mlplatform.lib.features import build_day
 from mlplatform.lib.landing import days
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tables import EVENT_TS
+from mlplatform.lib.tables import EVENT_TS, local_midnight
 from mlplatform.problems import Problem, get_problem
 
 START, END = date(2013, 1, 1), date(2013, 3, 31)

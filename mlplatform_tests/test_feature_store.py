@@ -12,8 +12,8 @@ from mlplatform.lib.feature_store import (
     feature_vectors,
     online_vector,
 )
-from mlplatform.lib.features import local_midnight
 from mlplatform.lib.storage import DataLake
+from mlplatform.lib.tables import local_midnight
 from mlplatform.lib.training_set import (
     data_version,
     leakage_audit,

@@ -8,14 +8,13 @@ Parquet file per day, which a Feast ``FileSource`` reads. Every table carries it
 """
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, timedelta
 
 import pandas as pd
 
 from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tables import EVENT_TS, FeatureTable
+from mlplatform.lib.tables import EVENT_TS, FeatureTable, local_midnight
 from mlplatform.problems import Problem
 from mlplatform.spec import TargetSpec
 
@@ -36,13 +35,7 @@ class FeatureInputs:
 
     def day_start(self, offset_days: int = 0) -> pd.Timestamp:
         """Local midnight starting ``day + offset_days``, in UTC."""
-        return local_midnight(self.day + timedelta(days=offset_days), self.timezone)
-
-
-def local_midnight(day: date, timezone: str) -> pd.Timestamp:
-    """Midnight at the start of ``day`` in ``timezone``, as a UTC timestamp."""
-    start = datetime.combine(day, time(), tzinfo=ZoneInfo(timezone))
-    return pd.Timestamp(start.astimezone(ZoneInfo("UTC")))
+        return pd.Timestamp(local_midnight(self.day + timedelta(days=offset_days), self.timezone))
 
 
 def window(day: date, days: int) -> list[date]:

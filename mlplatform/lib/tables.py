@@ -1,9 +1,15 @@
 """What a problem declares about its feature tables (import-light: read at definitions load)."""
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 EVENT_TS = "event_timestamp"
+
+
+def local_midnight(day: date, timezone: str) -> datetime:
+    """Midnight at the start of ``day`` in ``timezone``, in UTC: where partitions begin."""
+    return datetime.combine(day, time(), tzinfo=ZoneInfo(timezone)).astimezone(UTC)
 
 
 @dataclass(frozen=True)

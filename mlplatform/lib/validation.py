@@ -5,16 +5,16 @@ and JSON-able details. Dagster assets turn outcomes into asset check results; th
 quarantine stores them as the batch's report.
 """
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from statistics import median
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pandera.pandas as pa
 
 from mlplatform.lib.checks import CheckOutcome
 from mlplatform.lib.names import DUPLICATES, NULL_RATES, SCHEMA, TIMESTAMPS, VOLUME
+from mlplatform.lib.tables import local_midnight
 
 
 def _records(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
@@ -108,11 +108,7 @@ def check_duplicates(frame: pd.DataFrame, key: list[str], max_cases: int = 20) -
 
 def day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
     """Start (inclusive) and end (exclusive) of a calendar day in ``timezone``, as UTC."""
-    tz = ZoneInfo(timezone)
-    start = datetime.combine(day, time(), tzinfo=tz)
-    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
-    utc = ZoneInfo("UTC")
-    return start.astimezone(utc), end.astimezone(utc)
+    return local_midnight(day, timezone), local_midnight(day + timedelta(days=1), timezone)
 
 
 def check_timestamps(

@@ -130,8 +130,8 @@ def build_online_asset(problem: Problem) -> dg.AssetsDefinition:
     )
     def _online(lake: LakeResource, feast: FeastResource) -> dg.MaterializeResult:
         from mlplatform.lib.feature_store import materialize, online_row_counts, rows_between
-        from mlplatform.lib.features import local_midnight
         from mlplatform.lib.landing import days as day_range
+        from mlplatform.lib.tables import local_midnight
 
         days = complete_days(lake, problem)
         if not days:
