@@ -108,6 +108,15 @@ class FeatureSpec(_Strict):
     kind: Literal["numeric", "categorical"]
     description: str
     default: float | str | None = None
+    monotone: Literal["increasing", "decreasing"] | None = Field(
+        default=None, description="Constrain the model's response to this numeric feature"
+    )
+
+    @model_validator(mode="after")
+    def _monotone_numeric(self) -> Self:
+        if self.monotone and self.kind != "numeric":
+            raise ValueError(f"monotone: {self.name!r} is {self.kind}; only numeric features")
+        return self
 
 
 class MetricSpec(_Strict):
@@ -165,6 +174,8 @@ class GatesSpec(_Strict):
     min_slice_rows: int = Field(default=200, ge=1)
     known_failures: list[str] = Field(default_factory=list)
     p99_latency_ms: float = Field(gt=0)
+    holdout_days: int = Field(default=7, ge=1, description="Days after the training window")
+    latency_requests: int = Field(default=300, ge=20, description="Requests timed for p99")
 
 
 class RolloutSpec(_Strict):

@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from mlplatform.lib.storage import DataLake
+from mlplatform.lib.registry import aliases, last_verdict
 from mlplatform.lib.tracking import local_tracking, registered_versions
 from mlplatform.problems import Problem
 
@@ -38,6 +39,8 @@ def problem_status(
         "registered_versions": (
             registered_versions(tracking, problem.name) if has_registry else []
         ),
+        "aliases": aliases(tracking, problem.name) if has_registry else {},
+        "last_verdict": last_verdict(tracking, problem.name) if has_registry else None,
     }
 
 

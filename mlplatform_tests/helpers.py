@@ -10,6 +10,7 @@ import dagster as dg
 from mlplatform.definitions import build_definitions
 from mlplatform.defs.jobs import (
     daily_job_name,
+    evaluation_job_name,
     feature_store_job_name,
     features_job_name,
     reference_job_name,
@@ -20,6 +21,7 @@ from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
 from mlplatform.resources import FeastResource, LakeResource, MlflowResource
 
+HOLDOUT_DAYS = 2  # the test lakes hold a week; the spec's 7 holdout days would leave none
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -87,15 +89,42 @@ class Platform:
     def run_features(self, day: str) -> dg.ExecuteInProcessResult:
         return self._run(features_job_name(self.problem), day)
 
-    def run_feature_store(self) -> dg.ExecuteInProcessResult:
-        return self._run(feature_store_job_name(self.problem), None)
+    def run_feature_store(self, **config: object) -> dg.ExecuteInProcessResult:
+        """Registry, online store, training and holdout sets; the test data holds 2 days out."""
+        op = f"{self.problem.name}__training_set"
+        config = {"holdout_days": HOLDOUT_DAYS, **config}
+        return self._run(
+            feature_store_job_name(self.problem), None, {"ops": {op: {"config": config}}}
+        )
 
     def run_training(self, **config: object) -> dg.ExecuteInProcessResult:
+        """Only the model candidate: tune, train, track, register."""
         op = f"{self.problem.name}__model_candidate"
-        return self._run(training_job_name(self.problem), None, {"ops": {op: {"config": config}}})
+        return self._run(
+            training_job_name(self.problem), None, {"ops": {op: {"config": config}}}, [op]
+        )
+
+    def run_gated_training(
+        self, evaluation: dict | None = None, **config: object
+    ) -> dg.ExecuteInProcessResult:
+        """The training job: candidate, evaluation against the champion, promotion."""
+        ops = {
+            f"{self.problem.name}__model_candidate": {"config": config},
+            f"{self.problem.name}__evaluation_report": {"config": evaluation or {}},
+        }
+        return self._run(training_job_name(self.problem), None, {"ops": ops})
+
+    def run_evaluation(self, **config: object) -> dg.ExecuteInProcessResult:
+        """Evaluate a registered version (``version=...``) and promote it if it passes."""
+        op = f"{self.problem.name}__evaluation_report"
+        return self._run(evaluation_job_name(self.problem), None, {"ops": {op: {"config": config}}})
 
     def _run(
-        self, job_name: str, partition: str | None, run_config: dict | None = None
+        self,
+        job_name: str,
+        partition: str | None,
+        run_config: dict | None = None,
+        op_selection: list[str] | None = None,
     ) -> dg.ExecuteInProcessResult:
         job = self.defs.resolve_job_def(job_name)
         return job.execute_in_process(
@@ -103,6 +132,7 @@ class Platform:
             partition_key=partition,
             raise_on_error=False,
             run_config={**QUIET, **(run_config or {})},
+            op_selection=op_selection,
         )
 
     def landed_file(self, source: str, day: str) -> Path:

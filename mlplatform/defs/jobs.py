@@ -29,8 +29,13 @@ def feature_store_job_name(problem: Problem) -> str:
 
 
 def training_job_name(problem: Problem) -> str:
-    """Name of the job that trains, tracks and registers a model candidate."""
+    """Name of the job that trains a candidate and takes it through the gates."""
     return f"{problem.name}_training"
+
+
+def evaluation_job_name(problem: Problem) -> str:
+    """Name of the job that (re-)evaluates a registered version and promotes it if it passes."""
+    return f"{problem.name}_evaluation"
 
 
 def _source_keys(problem: Problem, kind: str) -> list[dg.AssetKey]:
@@ -47,8 +52,9 @@ def build_jobs(problem: Problem) -> list[Any]:  # the unresolved job type is pri
     feature_keys = [dg.AssetKey([problem.name, t.name]) for t in problem.feature_tables()]
     store_keys = [
         dg.AssetKey([problem.name, name])
-        for name in ("feature_registry", "online_features", "training_set")
+        for name in ("feature_registry", "online_features", "training_set", "holdout_set")
     ]
+    gated = [dg.AssetKey([problem.name, name]) for name in ("evaluation_report", "promotion")]
     return [
         dg.define_asset_job(
             daily_job_name(problem),
@@ -69,11 +75,20 @@ def build_jobs(problem: Problem) -> list[Any]:  # the unresolved job type is pri
             feature_store_job_name(problem),
             selection=dg.AssetSelection.assets(*store_keys),
             description=f"Apply {problem.name}'s Feast registry, materialize the online store "
-            "and build the training set.",
+            "and build the training and holdout sets.",
         ),
         dg.define_asset_job(
             training_job_name(problem),
-            selection=dg.AssetSelection.assets(dg.AssetKey([problem.name, "model_candidate"])),
-            description=f"Tune, train, track and register a {problem.name} model candidate.",
+            selection=dg.AssetSelection.assets(
+                dg.AssetKey([problem.name, "model_candidate"]), *gated
+            ),
+            description=f"Tune, train, track and register a {problem.name} model candidate, "
+            "evaluate it against the champion, and promote it if every gate passes.",
+        ),
+        dg.define_asset_job(
+            evaluation_job_name(problem),
+            selection=dg.AssetSelection.assets(*gated),
+            description=f"Evaluate a registered {problem.name} version (config: version, "
+            "override) and promote it if every gate passes.",
         ),
     ]

@@ -51,3 +51,28 @@ def column_drift(
         t["metric_config"]["params"]["column"] for t in result["tests"] if t["status"] != "SUCCESS"
     }
     return [ColumnDrift(c, scores[c], c in failed) for c in columns]
+
+
+def classification_report(
+    current: pd.DataFrame, reference: pd.DataFrame | None, html_path: Path
+) -> None:
+    """Evidently's classification report (``target``, ``prediction`` columns) as HTML.
+
+    ``current`` holds the candidate's predictions; ``reference`` the champion's on the same
+    rows, when there is one, so the report shows both side by side.
+    """
+    from evidently import BinaryClassification, DataDefinition, Dataset, Report
+    from evidently.presets import ClassificationPreset
+
+    definition = DataDefinition(
+        classification=[BinaryClassification(target="target", prediction_probas="prediction")]
+    )
+
+    def dataset(frame: pd.DataFrame) -> Dataset:
+        return Dataset.from_pandas(frame[["target", "prediction"]], data_definition=definition)
+
+    snapshot = Report([ClassificationPreset()]).run(
+        dataset(current), dataset(reference) if reference is not None else None
+    )
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    snapshot.save_html(str(html_path))

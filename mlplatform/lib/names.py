@@ -24,3 +24,19 @@ def raw_table(source: str) -> str:
 def features_table(table: "FeatureTable") -> str:
     """Warehouse folder of a feature table's daily files."""
     return f"features/{table.name}"
+
+# promotion gates: one blocking check each on the evaluation report
+MIN_METRIC = "min_metric"
+NO_REGRESSION = "no_regression"
+NO_SLICE_REGRESSION = "no_slice_regression"
+BEHAVIOURAL_CASES = "behavioural_cases"
+P99_LATENCY = "p99_latency"
+TRAINING_SET_CHECKS = "training_set_checks"
+GATES = (
+    MIN_METRIC,
+    NO_REGRESSION,
+    NO_SLICE_REGRESSION,
+    BEHAVIOURAL_CASES,
+    P99_LATENCY,
+    TRAINING_SET_CHECKS,
+)

@@ -7,6 +7,7 @@ import pandas as pd
 
 if TYPE_CHECKING:
     import lightgbm as lgb
+    import numpy as np
     from matplotlib.figure import Figure
 
 
@@ -51,3 +52,37 @@ def optimization_history(history: pd.DataFrame, metric: str) -> "Figure":
 def png(fig: "Figure") -> bytes:
     """The figure as PNG bytes."""
     return _png(fig)
+
+
+def roc(y: "np.ndarray", predictions: dict[str, "np.ndarray"]) -> "Figure":
+    """ROC curve of each model on the same labels."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    for name, p in predictions.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC on the holdout")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def calibration(tables: dict[str, pd.DataFrame]) -> "Figure":
+    """Observed rate against mean prediction per probability bin, for each model."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    for name, table in tables.items():
+        ax.plot(table["predicted"], table["observed"], marker="o", label=name)
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed rate")
+    ax.set_title("Calibration on the holdout")
+    ax.legend(loc="upper left")
+    return fig

@@ -95,9 +95,17 @@ def time_split(
     return ~valid, valid
 
 
-def base_params(seed: int) -> dict[str, Any]:
+def monotone_constraints(spec: ProblemSpec) -> list[int]:
+    """LightGBM's per-feature constraint (spec order): +1 increasing, -1 decreasing, 0 free."""
+    sign = {"increasing": 1, "decreasing": -1, None: 0}
+    return [sign[f.monotone] for f in spec.features]
+
+
+def base_params(seed: int, monotone: list[int] | None = None) -> dict[str, Any]:
     """LightGBM settings every trial and the final fit share."""
+    constrained = {"monotone_constraints": monotone} if monotone and any(monotone) else {}
     return {
+        **constrained,
         "objective": "binary",
         "metric": ["auc", "binary_logloss"],
         "seed": seed,
@@ -210,7 +218,13 @@ class SearchResult:
     rounds: int = 0
 
 
-def search(data: Data, cfg: TrainingSpec, storage_url: str, study_name: str) -> SearchResult:
+def search(
+    data: Data,
+    cfg: TrainingSpec,
+    storage_url: str,
+    study_name: str,
+    monotone: list[int] | None = None,
+) -> SearchResult:
     """Run (or resume) the study until the trial budget is spent.
 
     The study lives in ``storage_url`` with heartbeats, so a run killed mid-trial leaves
@@ -241,7 +255,7 @@ def search(data: Data, cfg: TrainingSpec, storage_url: str, study_name: str) -> 
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**base_params(cfg.seed), **suggest(trial, cfg.search_space)}
+        params = {**base_params(cfg.seed, monotone), **suggest(trial, cfg.search_space)}
         counter: dict[str, int] = {}
         pruning = LightGBMPruningCallback(trial, "auc", valid_name="valid", report_interval=10)
         try:
@@ -360,12 +374,13 @@ def train_candidate(
     x, y = encoding.matrix(matrix), training[spec.target.name].to_numpy()
     train, valid = time_split(training, cfg.validation_days, spec.partitioning.timezone)
     data = datasets(x, y, train, valid, encoding)
-    result = None if fixed_params else search(data, cfg, storage_url, study_name)
+    monotone = monotone_constraints(spec)
+    result = None if fixed_params else search(data, cfg, storage_url, study_name, monotone)
     params = (
         typed_params(fixed_params, cfg)
         if fixed_params
         else dict(result.best_params if result else {})
     )
-    final = fit(data, {**base_params(cfg.seed), **params}, cfg)
+    final = fit(data, {**base_params(cfg.seed, monotone), **params}, cfg)
     example = pd.DataFrame(x[:5], columns=encoding.features)
     return Candidate(final, encoding, params, result, example, int(train.sum()), int(valid.sum()))

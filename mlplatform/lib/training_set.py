@@ -1,7 +1,7 @@
 """Training sets: labelled rows joined point-in-time, and the checks that audit them."""
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pandas as pd
 
@@ -16,6 +16,27 @@ def row_keys(spec: ProblemSpec) -> list[str]:
     """Columns identifying a training row: the target source's natural key, time as event time."""
     source = spec.sources[spec.target.source]
     return [EVENT_TS if k == source.event_timestamp else k for k in source.natural_key]
+
+
+def split_days(
+    ready: list[date], spec: ProblemSpec, window_days: int = 0, holdout_days: int = 0
+) -> tuple[list[date], list[date]]:
+    """Training days and the holdout days after them, from the days ready to use.
+
+    The newest ``holdout_days`` ready days are held out for evaluation; the training
+    window is the ``window_days`` calendar days before them. Zero takes the spec's value.
+    """
+    holdout_n = holdout_days or spec.gates.holdout_days
+    window = window_days or spec.training_window_days
+    if len(ready) <= holdout_n:
+        raise ValueError(
+            f"{len(ready)} ready day(s) ({ready[0] if ready else '-'}..{ready[-1] if ready else '-'}) "
+            f"leave nothing to train on after holding out {holdout_n} for evaluation"
+        )
+    holdout = ready[-holdout_n:]
+    end = ready[-holdout_n - 1]
+    start = max(spec.partitioning.start, end - timedelta(days=window - 1))
+    return [d for d in ready[:-holdout_n] if d >= start], holdout
 
 
 def labelled(frame: pd.DataFrame, spec: ProblemSpec) -> pd.DataFrame:

@@ -8,6 +8,8 @@ A problem folder ``problems/<name>/`` contains
 - ``feature_tables.py``: ``FEATURE_TABLES``, the problem's feature tables (import-light);
 - ``features.py``: one builder per feature table, and ``entity_row(request, timezone)``,
   the single mapping from a request (or a historical row) to its feature lookup;
+- ``evaluation.py`` (optional): ``SLICES``, derived slice columns by name, and ``CASES``,
+  the behavioural cases (``lib.evaluation.BehaviouralCase``) the spec's gates name;
 - ``feature_repo/``: the Feast repository (``feature_store.yaml`` per profile, and
   ``repo.py`` whose ``definitions(data_dir)`` returns every Feast object by name, the
   feature service under ``"service"``).
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pandera.pandas as pa
 
+    from mlplatform.lib.evaluation import BehaviouralCase
     from mlplatform.lib.features import FeatureInputs
     from mlplatform.lib.tables import FeatureTable
 
@@ -98,6 +101,40 @@ class Problem:
         frame = pd.DataFrame.from_records(rows, index=requests.index)
         frame[EVENT_TS] = pd.to_datetime(frame[EVENT_TS], utc=True)
         return frame
+
+    def _evaluation(self) -> Any:
+        if not (self.folder / "evaluation.py").exists():
+            return None
+        return self._module("evaluation")
+
+    def slices(self, frame: "pd.DataFrame") -> "pd.DataFrame":
+        """The spec's slice columns of ``frame``: its own columns or the problem's derived ones."""
+        import pandas as pd
+
+        derived = getattr(self._evaluation(), "SLICES", {})
+        out = pd.DataFrame(index=frame.index)
+        for name in self.spec.gates.slices:
+            if name in derived:
+                out[name] = derived[name](frame)
+            elif name in frame.columns:
+                out[name] = frame[name]
+            else:
+                raise SpecError(
+                    f"{self.folder / 'spec.yaml'}: gates.slices: {name!r} is neither a column "
+                    f"of the evaluation set nor in SLICES of {self.folder / 'evaluation.py'}"
+                )
+        return out
+
+    def behavioural_cases(self) -> "list[BehaviouralCase]":
+        """The cases the spec's ``gates.known_failures`` names, in that order."""
+        cases = {c.name: c for c in getattr(self._evaluation(), "CASES", [])}
+        unknown = [n for n in self.spec.gates.known_failures if n not in cases]
+        if unknown:
+            raise SpecError(
+                f"{self.folder / 'spec.yaml'}: gates.known_failures: no case {unknown} in "
+                f"CASES of {self.folder / 'evaluation.py'} (defined: {sorted(cases)})"
+            )
+        return [cases[n] for n in self.spec.gates.known_failures]
 
     @property
     def feature_repo(self) -> Path:

@@ -1,10 +1,11 @@
-"""The training set: labelled rows of a rolling window, joined point-in-time through Feast.
+"""The training and holdout sets: labelled rows joined point-in-time through Feast.
 
-Its checks are blocking gates for everything trained on it: the point-in-time audit,
-the leakage guard, and offline/online parity of the feature store.
+One step builds both from the same ready days, so the holdout always lies after the
+training window. Their checks are blocking gates for everything built on them: the
+point-in-time audit, the leakage guard, and offline/online parity of the feature store.
 """
 
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 
@@ -22,11 +23,17 @@ def training_set_key(problem: Problem) -> dg.AssetKey:
     return dg.AssetKey([problem.name, "training_set"])
 
 
+def holdout_set_key(problem: Problem) -> dg.AssetKey:
+    """Key of the problem's holdout set asset (the days after the training window)."""
+    return dg.AssetKey([problem.name, "holdout_set"])
+
+
 class TrainingSetConfig(dg.Config):
-    """Which window to build; the defaults take the spec's window up to the newest day."""
+    """Which days to use; zero or empty takes the spec's values and the newest ready day."""
 
     end_day: str = ""
     window_days: int = 0
+    holdout_days: int = 0
 
 
 _CHECKS = {
@@ -38,36 +45,49 @@ _CHECKS = {
 
 
 def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
-    """The training set of ``problem`` with its blocking audits."""
-    key = training_set_key(problem)
+    """The training and holdout sets of ``problem`` with their blocking audits."""
+    train_key, holdout_key = training_set_key(problem), holdout_set_key(problem)
     spec = problem.spec
     tables = problem.feature_tables()
+    deps = [
+        registry_key(problem),
+        online_key(problem),
+        dg.AssetKey([problem.name, spec.target.source]),
+        *(dg.AssetKey([problem.name, t.name]) for t in tables),
+    ]
+    common = {"deps": deps, "group_name": GROUP, "kinds": {"feast", "parquet"}}
+    common |= {"owners": [spec.owner], "tags": {"mlplatform/problem": problem.name}}
 
-    @dg.asset(
-        key=key,
-        deps=[
-            registry_key(problem),
-            online_key(problem),
-            dg.AssetDep(dg.AssetKey([problem.name, spec.target.source])),
-            *(dg.AssetKey([problem.name, t.name]) for t in tables),
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                train_key,
+                description=f"Labelled {spec.target.source} of the {spec.training_window_days} "
+                "days before the holdout, with their features joined point-in-time through Feast.",
+                **common,
+            ),
+            dg.AssetSpec(
+                holdout_key,
+                description=f"Labelled {spec.target.source} of the newest "
+                f"{spec.gates.holdout_days} days, after the training window: what the "
+                "evaluation gates score candidates and the champion on.",
+                **common,
+            ),
         ],
-        group_name=GROUP,
-        description=f"Labelled {spec.target.source} of the last {spec.training_window_days} "
-        "days with their features, joined point-in-time through Feast.",
-        kinds={"feast", "parquet"},
-        owners=[spec.owner],
         check_specs=[
             dg.AssetCheckSpec(name, asset=key, blocking=True, description=text)
+            for key in (train_key, holdout_key)
             for name, text in _CHECKS.items()
+            if key == train_key or name != ONLINE_PARITY
         ],
-        tags={"mlplatform/problem": problem.name},
+        name=f"{problem.name}__training_set",
     )
     def _training_set(
         context: dg.AssetExecutionContext,
         config: TrainingSetConfig,
         lake: LakeResource,
         feast: FeastResource,
-    ) -> dg.MaterializeResult:
+    ):
         from mlplatform.defs.features.assets import complete_days
         from mlplatform.defs.metadata import check_result
         from mlplatform.lib import training_set as ts
@@ -77,7 +97,6 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
             parity_sample,
         )
         from mlplatform.lib.features import label, window
-        from mlplatform.lib.landing import days as day_range
         from mlplatform.lib.names import features_table
 
         store = lake.lake()
@@ -87,67 +106,74 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
             if store.table_path(problem.name, spec.target.source, d).exists()
             and (not config.end_day or d <= date.fromisoformat(config.end_day))
         ]
-        if not ready:
-            raise dg.Failure(
-                f"{problem.name}: no day has both {spec.target.source} and every feature table"
+        try:
+            train_days, holdout_days = ts.split_days(
+                ready, spec, config.window_days, config.holdout_days
             )
-        end = ready[-1]
-        start = max(
-            spec.partitioning.start,
-            end - timedelta(days=(config.window_days or spec.training_window_days) - 1),
-        )
-        days = list(day_range(start, end))
-        requests = ts.labelled(store.read_days(problem.name, spec.target.source, days), spec)
-        if requests.empty:
-            raise dg.Failure(f"{problem.name}: no labelled {spec.target.source} in {start}..{end}")
+        except ValueError as exc:
+            raise dg.Failure(f"{problem.name}: {exc}") from None
         fs = feast.store(problem)
         service = feast.service(problem, fs)
-        vectors = feature_vectors(problem, fs, service, requests, online=False)
-        training = ts.assemble(requests, vectors, spec)
-        version = ts.data_version(training)
-        path = store.write_table(problem.name, "training_set", version, training)
-        store.write_latest(
-            problem.name,
-            "training_set",
-            {
-                "data_version": version,
-                "rows": len(training),
-                "path": str(path),
-                "start": start.isoformat(),
-                "end": end.isoformat(),
-            },
-        )
-
         # the audit recomputes every pick from the offline rows the join could have seen
         reach = max(t.ttl for t in tables).days + 1
+        span = (holdout_days[-1] - train_days[0]).days + 1
         offline = {
-            t.name: store.read_days(problem.name, features_table(t), window(end, len(days) + reach))
+            t.name: store.read_days(
+                problem.name, features_table(t), window(holdout_days[-1], span + reach)
+            )
             for t in tables
         }
         try:
             online, newest = parity_sample(fs, store, problem, PARITY_SAMPLE)
         except NotMaterializedError as exc:
             raise dg.Failure(str(exc)) from None
-        outcomes = [
-            ts.point_in_time_audit(training, tables, offline, ts.row_keys(spec)),
-            ts.leakage_audit(training, spec),
-            ts.parity_audit(online, newest, tables),
-        ]
+        parity = ts.parity_audit(online, newest, tables)
         features = [f.name for f in spec.features]
-        context.log.info(f"training set {version}: {len(training)} rows, {start}..{end}")
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": len(training),
-                "data_version": version,
-                "path": dg.MetadataValue.path(str(path)),
-                "window": f"{start}..{end}",
-                "label_prevalence": float(label(requests, spec.target).mean()),
-                "feature_null_rates": dg.MetadataValue.json(
-                    {f: round(float(training[f].isna().mean()), 4) for f in features}
-                ),
-            },
-            check_results=[check_result(o, key) for o in outcomes],
-            data_version=dg.DataVersion(version),
-        )
+        for key, days in ((train_key, train_days), (holdout_key, holdout_days)):
+            name = key.path[-1]
+            source = store.read_days(problem.name, spec.target.source, days)
+            requests = ts.labelled(source, spec)
+            if requests.empty:
+                raise dg.Failure(f"{problem.name}: no labelled {spec.target.source} for {name}")
+            vectors = feature_vectors(problem, fs, service, requests, online=False)
+            frame = ts.assemble(requests, vectors, spec)
+            if key == holdout_key:  # the request as it arrived, for replaying it
+                frame[spec.prediction_time] = requests[spec.prediction_time].to_numpy()
+            version = ts.data_version(frame)
+            path = store.write_table(problem.name, name, version, frame)
+            window_text = f"{days[0]}..{days[-1]}"
+            store.write_latest(
+                problem.name,
+                name,
+                {
+                    "data_version": version,
+                    "rows": len(frame),
+                    "path": str(path),
+                    "start": days[0].isoformat(),
+                    "end": days[-1].isoformat(),
+                },
+            )
+            outcomes = [
+                ts.point_in_time_audit(frame, tables, offline, ts.row_keys(spec)),
+                ts.leakage_audit(frame, spec),
+                *([parity] if key == train_key else []),
+            ]
+            context.log.info(f"{name} {version}: {len(frame)} rows, {window_text}")
+            yield dg.MaterializeResult(
+                asset_key=key,
+                metadata={
+                    "dagster/row_count": len(frame),
+                    "data_version": version,
+                    "path": dg.MetadataValue.path(str(path)),
+                    "window": window_text,
+                    "days": len(days),
+                    "label_prevalence": float(label(requests, spec.target).mean()),
+                    "feature_null_rates": dg.MetadataValue.json(
+                        {f: round(float(frame[f].isna().mean()), 4) for f in features}
+                    ),
+                },
+                check_results=[check_result(o, key) for o in outcomes],
+                data_version=dg.DataVersion(version),
+            )
 
     return _training_set

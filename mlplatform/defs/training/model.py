@@ -109,13 +109,14 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         lineage = {
             "data_version": latest["data_version"],
             "git_commit": commit,
-            "dagster_run_id": context.run_id,
+            "dagster_run_id": context.run.run_id,
             "spec_version": str(spec.version),
+            "training_window": f"{latest['start']}..{latest['end']}",
         }
         logged = log_training(
             mlflow.tracking(),
             experiment=problem.name,
-            run_name=f"{problem.name}-{context.run_id[:8]}",
+            run_name=f"{problem.name}-{context.run.run_id[:8]}",
             registered_model=problem.name,
             params={
                 **candidate.params,

@@ -1,0 +1,236 @@
+"""The evaluation report: a candidate against the champion on the holdout after its window.
+
+Its checks are the promotion gates, blocking and one per gate. The step records the
+verdict on the model version in the registry; moving an alias is the promotion asset's
+job, which the blocking checks stop when any gate fails.
+"""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from mlplatform.defs.training.assets import holdout_set_key, training_set_key
+from mlplatform.defs.training.model import model_key
+from mlplatform.lib.names import (
+    BEHAVIOURAL_CASES,
+    GATES,
+    MIN_METRIC,
+    NO_LEAKAGE,
+    NO_REGRESSION,
+    NO_SLICE_REGRESSION,
+    ONLINE_PARITY,
+    P99_LATENCY,
+    POINT_IN_TIME,
+    TRAINING_SET_CHECKS,
+)
+from mlplatform.problems import Problem
+from mlplatform.resources import FeastResource, LakeResource, MlflowResource
+
+GROUP = "evaluation"
+CASE_EXAMPLES = 300  # holdout flights each behavioural case perturbs
+
+_GATES = {
+    MIN_METRIC: "The candidate's success metric on the holdout meets the spec's minimum.",
+    NO_REGRESSION: "No regression against the champion beyond the spec's tolerance.",
+    NO_SLICE_REGRESSION: "No slice named in the spec regresses beyond the slice tolerance.",
+    BEHAVIOURAL_CASES: "Every known-failure case of the problem holds.",
+    P99_LATENCY: "p99 of one prediction through the serving path within the budget.",
+    TRAINING_SET_CHECKS: "The checks of the training set the candidate learned from passed.",
+}
+assert set(_GATES) == set(GATES)
+
+
+def evaluation_key(problem: Problem) -> dg.AssetKey:
+    """Key of the problem's evaluation report."""
+    return dg.AssetKey([problem.name, "evaluation_report"])
+
+
+class EvaluationConfig(dg.Config):
+    """Which version to evaluate, and an explicit override of named gates (never implied)."""
+
+    version: str = ""
+    """Registered version to evaluate; empty takes the newest model_candidate."""
+    override_gates: list[str] = []
+    """Failed gates to let pass as warnings; needs override_by and override_reason."""
+    override_by: str = ""
+    override_reason: str = ""
+
+
+def _candidate_version(context: dg.AssetExecutionContext, problem: Problem, config_version: str):
+    if config_version:
+        return config_version
+    event = context.instance.get_latest_materialization_event(model_key(problem))
+    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    if "registered_version" not in meta:
+        raise dg.Failure(f"{problem.name}: no model candidate yet; materialize model_candidate")
+    return str(meta["registered_version"].value)
+
+
+def _training_check_statuses(
+    instance: dg.DagsterInstance, problem: Problem, data_version: str
+) -> dict[str, bool | None]:
+    """Pass/fail of each training-set check in the run that built ``data_version``."""
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+
+    key = training_set_key(problem)
+    names = [POINT_IN_TIME, NO_LEAKAGE, ONLINE_PARITY]
+    records = instance.fetch_materializations(key, limit=100).records
+    runs = [
+        r.run_id
+        for r in records
+        if r.asset_materialization
+        and (dv := r.asset_materialization.metadata.get("data_version")) is not None
+        and dv.value == data_version
+    ]
+    statuses: dict[str, bool | None] = dict.fromkeys(names)
+    if not runs:
+        return statuses
+    for name in names:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(key, name), limit=100
+        )
+        found = [h for h in history if h.run_id == runs[0]]
+        if found:
+            statuses[name] = found[0].status == AssetCheckExecutionRecordStatus.SUCCEEDED
+    return statuses
+
+
+def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
+    """The problem's evaluation report, its gates as blocking checks."""
+    key = evaluation_key(problem)
+    spec = problem.spec
+
+    @dg.asset(
+        key=key,
+        deps=[model_key(problem), holdout_set_key(problem)],
+        group_name=GROUP,
+        description=f"The newest {problem.name} candidate against the champion on the holdout "
+        "days after its training window: metrics, slices, behavioural cases and serving "
+        "latency. Its checks are the promotion gates.",
+        kinds={"mlflow", "evidently"},
+        owners=[spec.owner],
+        check_specs=[
+            dg.AssetCheckSpec(name, asset=key, blocking=True, description=text)
+            for name, text in _GATES.items()
+        ],
+        tags={"mlplatform/problem": problem.name},
+    )
+    def _evaluation_report(
+        context: dg.AssetExecutionContext,
+        config: EvaluationConfig,
+        lake: LakeResource,
+        feast: FeastResource,
+        mlflow: MlflowResource,
+    ) -> dg.MaterializeResult:
+        import pandas as pd
+
+        from mlplatform.defs.evaluation.report import log_evaluation, report_metadata
+        from mlplatform.defs.metadata import check_result
+        from mlplatform.lib import evaluation as ev
+        from mlplatform.lib import gates
+        from mlplatform.lib import registry as reg
+        from mlplatform.lib.feature_store import feature_matrix
+        from mlplatform.lib.scoring import OnlineScorer, offline_score
+
+        tracking, store = mlflow.tracking(), lake.lake()
+        version = _candidate_version(context, problem, config.version)
+        tags = reg.version_tags(tracking, problem.name, version)
+        latest = store.read_latest(problem.name, "holdout_set")
+        if latest is None:
+            raise dg.Failure(f"{problem.name}: no holdout set yet; materialize holdout_set")
+        trained_until = tags.get("training_window", "..").split("..")[-1]
+        if trained_until and latest["start"] <= trained_until:
+            raise dg.Failure(
+                f"{problem.name} version {version} was trained on days up to {trained_until}; "
+                f"the holdout {latest['start']}..{latest['end']} overlaps it. Rebuild the "
+                "training and holdout sets, then train again."
+            )
+        holdout = pd.read_parquet(latest["path"])
+        champion_version = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
+        models = {"candidate": reg.load_version(tracking, problem.name, version)}
+        if champion_version:
+            models["champion"] = reg.load_version(tracking, problem.name, champion_version)
+
+        y = holdout[spec.target.name].to_numpy()
+        matrix = feature_matrix(holdout, spec)
+        predictions = {n: m.predict_matrix(m.encoding.matrix(matrix)) for n, m in models.items()}
+        summaries = {n: ev.summary(y, p) for n, p in predictions.items()}
+        slices = ev.slice_metrics(
+            problem.slices(holdout), y, predictions, spec.metric.name, spec.gates.min_slice_rows
+        )
+        candidate = models["candidate"]
+        seed = spec.training.seed
+        cases = ev.run_cases(
+            problem.behavioural_cases(),
+            ev.sample_records(holdout, CASE_EXAMPLES, seed),
+            lambda record: offline_score(problem, candidate, record),
+        )
+        fs = feast.store(problem)
+        scorer = OnlineScorer(problem, fs, feast.service(problem, fs))
+        requests = ev.sample_records(holdout, spec.gates.latency_requests, seed + 1)
+        latency = ev.time_calls(lambda request: scorer.score(candidate, request), requests)
+
+        value = summaries["candidate"][spec.metric.name]
+        champion_value = summaries["champion"][spec.metric.name] if champion_version else None
+        outcomes = [
+            gates.min_metric(value, spec.metric, spec.gates),
+            gates.no_regression(value, champion_value, spec.metric, spec.gates),
+            gates.no_slice_regression(slices, bool(champion_version), spec.metric, spec.gates),
+            gates.behavioural_cases(cases),
+            gates.p99_latency(latency, spec.gates),
+            gates.training_set_checks(
+                _training_check_statuses(context.instance, problem, tags.get("data_version", "")),
+                tags.get("data_version", "unknown"),
+            ),
+        ]
+        try:
+            outcomes, overridden = ev.override(
+                outcomes, config.override_gates, config.override_by, config.override_reason
+            )
+        except ValueError as exc:
+            raise dg.Failure(f"{problem.name} evaluation config: {exc}") from None
+        verdict, failed = ev.verdict(outcomes)
+        result = ev.Evaluation(summaries, predictions, y, slices, cases, latency)
+        evaluated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        verdict_tags = {
+            "verdict": verdict,
+            "failed_gates": ",".join(failed),
+            "compared_with": champion_version or "none (bootstrap)",
+            "holdout_version": latest["data_version"],
+            "evaluation_run": context.run.run_id,
+            "evaluated_at": evaluated_at,
+        }
+        if overridden:
+            verdict_tags |= {
+                "override_by": config.override_by,
+                "override_reason": config.override_reason,
+                "overridden_gates": ",".join(overridden),
+            }
+        reg.set_version_tags(tracking, problem.name, version, verdict_tags)
+        html, run_url = log_evaluation(
+            tracking, mlflow, store, problem, version, tags, result, outcomes, verdict
+        )
+        context.log.info(
+            f"{problem.name} version {version}: {verdict}"
+            + (f" (failed: {', '.join(failed)})" if failed else "")
+        )
+        return dg.MaterializeResult(
+            metadata=report_metadata(
+                problem,
+                version,
+                champion_version,
+                latest,
+                result,
+                outcomes,
+                verdict,
+                verdict_tags,
+                html,
+                run_url,
+            ),
+            check_results=[check_result(o, key) for o in outcomes],
+            data_version=dg.DataVersion(f"{version}-{latest['data_version']}-{verdict}"),
+        )
+
+    return _evaluation_report
