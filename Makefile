@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 PROBLEM ?= flight_delay
 DEMO_START ?= 2013-01-01
-DEMO_END ?= 2013-01-14
+DEMO_END ?= 2013-01-28
 
 .PHONY: venv demo test lint dev mlflow constraints clean
 

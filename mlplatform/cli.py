@@ -49,8 +49,13 @@ def cmd_land(args: argparse.Namespace) -> int:
 _QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
-def _run_jobs(runs: list[tuple[str, str | None]]) -> int:
-    """Run (job, partition) pairs in order on the project's instance, one line each."""
+def _run_jobs(
+    runs: list[tuple[str, str | None]], ops: dict | None = None, results: list | None = None
+) -> int:
+    """Run (job, partition) pairs in order on the project's instance, one line each.
+
+    ``ops`` is op config for every run; each run's result is appended to ``results``.
+    """
     from mlplatform.definitions import defs
 
     instance, definitions = _instance(), defs()
@@ -58,8 +63,13 @@ def _run_jobs(runs: list[tuple[str, str | None]]) -> int:
     for job_name, partition in runs:
         job = definitions.resolve_job_def(job_name)
         result = job.execute_in_process(
-            instance=instance, partition_key=partition, raise_on_error=False, run_config=_QUIET
+            instance=instance,
+            partition_key=partition,
+            raise_on_error=False,
+            run_config={**_QUIET, **({"ops": ops} if ops else {})},
         )
+        if results is not None:
+            results.append(result)
         failed_checks = sorted(
             f"{e.asset_key.path[-1]}.{e.check_name}"
             for e in result.get_asset_check_evaluations()
@@ -109,12 +119,70 @@ def cmd_features(args: argparse.Namespace) -> int:
     return _run_jobs(runs)
 
 
+def _print_verdict(result) -> None:
+    """The evaluation's verdict and one line per gate, from a run that evaluated."""
+    report = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key and e.asset_key.path[-1] == "evaluation_report"
+    ]
+    if not report:
+        return
+    meta = report[0].materialization.metadata
+    against = meta["champion_version"].value
+    _out(
+        f"verdict: version {meta['registered_version'].value} "
+        f"{str(meta['verdict'].value).upper()} against "
+        f"{'champion ' + str(against) if against != 'none' else 'no champion (bootstrap)'}"
+    )
+    for e in result.get_asset_check_evaluations():
+        if e.asset_key.path[-1] == "evaluation_report":
+            mark = "pass" if e.passed else ("WARN" if e.severity.value == "WARN" else "FAIL")
+            _out(f"  {mark:<5} {e.check_name:<20} {e.description}")
+    promoted = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key and e.asset_key.path[-1] == "promotion"
+    ]
+    if promoted:
+        pm = promoted[0].materialization.metadata
+        _out(
+            f"promoted: version {pm['version'].value} is now {pm['alias'].value} "
+            f"({pm['reason'].value})"
+        )
+    else:
+        _out("promoted: nothing; no alias moved, the champion keeps serving")
+    _out(f"report: {meta['evidently_report'].value}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """Tune, train, track and register a model candidate on the newest training set."""
+    """Train a candidate, evaluate it against the champion, promote it if every gate passes."""
     from mlplatform.defs.jobs import training_job_name
     from mlplatform.problems import get_problem
 
-    return _run_jobs([(training_job_name(get_problem(args.problem)), None)])
+    results: list = []
+    code = _run_jobs([(training_job_name(get_problem(args.problem)), None)], results=results)
+    _print_verdict(results[0])
+    return code
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a registered version against the champion; promote it if it passes."""
+    from mlplatform.defs.jobs import evaluation_job_name
+    from mlplatform.problems import get_problem
+
+    problem = get_problem(args.problem)
+    config = {
+        "version": args.version or "",
+        "override_gates": args.override_gate or [],
+        "override_by": args.by or "",
+        "override_reason": args.reason or "",
+    }
+    results: list = []
+    ops = {f"{problem.name}__evaluation_report": {"config": config}}
+    code = _run_jobs([(evaluation_job_name(problem), None)], ops=ops, results=results)
+    _print_verdict(results[0])
+    return code
 
 
 def cmd_mlflow(args: argparse.Namespace) -> int:
@@ -205,9 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--end", type=_day, required=True, help="last day (included)")
         p.set_defaults(fn=fn)
 
-    p = sub.add_parser("train", help="tune, train, track and register a model candidate")
+    p = sub.add_parser(
+        "train", help="train a candidate, take it through the gates, promote it if it passes"
+    )
     p.add_argument("--problem", required=True)
     p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a registered version against the champion")
+    p.add_argument("--problem", required=True)
+    p.add_argument("--version", help="registered version (default: the newest candidate)")
+    p.add_argument(
+        "--override-gate",
+        action="append",
+        metavar="GATE",
+        help="let this failed gate pass as a warning (repeatable); needs --by and --reason",
+    )
+    p.add_argument("--by", help="who overrides (recorded in the registry and the report)")
+    p.add_argument("--reason", help="why (recorded in the registry and the report)")
+    p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("mlflow", help="open the MLflow UI on the project's tracking store")
     p.add_argument("--host", default="127.0.0.1")

@@ -44,6 +44,8 @@ def test_land_writes_one_folder_per_source_per_day(
             "online_store_rows": 0,
             "training_set": None,
             "registered_versions": [],
+            "aliases": {},
+            "last_verdict": None,
         }
     }
 

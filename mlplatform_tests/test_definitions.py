@@ -22,7 +22,8 @@ def test_asset_keys_snapshot() -> None:
         "raw_flights", "flights", "raw_weather", "weather", "raw_planes", "planes",
         "raw_airports", "airports",
         "origin_weather", "carrier_delays", "route_delays", "origin_delays", "plane",
-        "feature_registry", "online_features", "training_set", "model_candidate",
+        "feature_registry", "online_features", "training_set", "holdout_set", "model_candidate",
+        "evaluation_report", "promotion",
     )  # fmt: skip
     assert keys == {f"flight_delay/{name}" for name in names}
 
@@ -35,6 +36,7 @@ def test_jobs_snapshot() -> None:
         "flight_delay_features",
         "flight_delay_feature_store",
         "flight_delay_training",
+        "flight_delay_evaluation",
     }
 
 
@@ -43,7 +45,7 @@ def test_every_asset_has_group_kinds_owner_and_description() -> None:
     assert specs
     for spec in specs:
         name = spec.key.to_user_string()
-        assert spec.group_name in {"ingestion", "features", "training"}, name
+        assert spec.group_name in {"ingestion", "features", "training", "evaluation"}, name
         assert spec.kinds, name
         assert spec.owners == ["team:ml-platform"], name
         assert spec.description and len(spec.description) > 20, name
@@ -63,6 +65,17 @@ def test_raw_checks_are_blocking_and_drift_is_not() -> None:
     assert checks[("flights", "ingestion_drift")] is False
     for name in ("point_in_time", "no_leakage", "online_parity"):
         assert checks[("training_set", name)] is True
+    for name in ("point_in_time", "no_leakage"):
+        assert checks[("holdout_set", name)] is True
+    gates = {n: b for (asset, n), b in checks.items() if asset == "evaluation_report"}
+    assert gates == {
+        "min_metric": True,
+        "no_regression": True,
+        "no_slice_regression": True,
+        "behavioural_cases": True,
+        "p99_latency": True,
+        "training_set_checks": True,
+    }
 
 
 def test_importing_definitions_does_not_import_the_heavy_stack() -> None:

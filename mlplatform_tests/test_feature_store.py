@@ -20,6 +20,7 @@ from mlplatform.lib.training_set import (
     point_in_time_audit,
     row_keys,
 )
+from mlplatform.lib.tables import EVENT_TS
 from mlplatform.problems import Problem
 from mlplatform_tests.helpers import Platform, checks, materialized
 
@@ -41,14 +42,24 @@ def _offline(root: Path, problem: Problem) -> dict[str, pd.DataFrame]:
     }
 
 
-def test_training_set_holds_every_labelled_flight_with_its_features(
+def test_training_and_holdout_sets_split_every_labelled_flight_by_day(
     featured_base: Path, problem: Problem
 ) -> None:
     training = _training(featured_base)
     lake = DataLake(featured_base)
+    train_meta = lake.read_latest("flight_delay", "training_set")
+    holdout_meta = lake.read_latest("flight_delay", "holdout_set")
+    assert train_meta and holdout_meta
+    assert (train_meta["start"], train_meta["end"]) == ("2013-01-01", "2013-01-05")
+    assert (holdout_meta["start"], holdout_meta["end"]) == ("2013-01-06", "2013-01-07")
+    holdout = pd.read_parquet(holdout_meta["path"])
     days = lake.partitions("flight_delay", "flights")
     flights = lake.read_days("flight_delay", "flights", days)
-    assert len(training) == flights["arr_delay"].notna().sum() > 5000
+    assert len(training) + len(holdout) == flights["arr_delay"].notna().sum() > 5000
+    last_trained = pd.to_datetime(training[EVENT_TS], utc=True).max()
+    assert pd.to_datetime(holdout[EVENT_TS], utc=True).min() > last_trained
+    # the holdout keeps each request's prediction time, to replay it through serving
+    assert (pd.to_datetime(holdout["time_hour"], utc=True) == holdout[EVENT_TS]).all()
     assert training["is_delayed"].isin([0, 1]).all()
     assert set(f.name for f in problem.spec.features) <= set(training.columns)
     assert not training.duplicated(row_keys(problem.spec)).any()
