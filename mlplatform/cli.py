@@ -46,7 +46,8 @@ def cmd_land(args: argparse.Namespace) -> int:
 
 
 # The run's events are in the instance (and the UI); the terminal gets one line per run.
-_QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+# Failures are summarized below each run, so the console logger stays silent.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def _run_jobs(
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Library deprecation notices are for us, not for the person at the terminal.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return args.fn(args)
     except (KeyError, ValueError) as exc:

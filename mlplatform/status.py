@@ -7,8 +7,8 @@ from typing import Any
 
 import dagster as dg
 
-from mlplatform.lib.storage import DataLake
 from mlplatform.lib.registry import aliases, last_verdict
+from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tracking import local_tracking, registered_versions
 from mlplatform.problems import Problem
 

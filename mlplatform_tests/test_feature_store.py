@@ -13,14 +13,13 @@ from mlplatform.lib.feature_store import (
     online_vector,
 )
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tables import local_midnight
+from mlplatform.lib.tables import EVENT_TS, local_midnight
 from mlplatform.lib.training_set import (
     data_version,
     leakage_audit,
     point_in_time_audit,
     row_keys,
 )
-from mlplatform.lib.tables import EVENT_TS
 from mlplatform.problems import Problem
 from mlplatform_tests.helpers import Platform, checks, materialized
 

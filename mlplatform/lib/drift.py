@@ -1,9 +1,18 @@
 """Column drift between a current batch and a reference window, computed with Evidently."""
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+
+def _quiet_import() -> None:
+    # Evidently's import warns about its own dependencies (numpy.core, litestar): not ours
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import evidently  # noqa: F401
+        import evidently.presets  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,7 @@ def column_drift(
     Numeric columns are those with a numeric dtype in ``reference``; the rest are
     categorical. When ``html_path`` is given, the Evidently report is saved there.
     """
+    _quiet_import()
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
@@ -61,6 +71,7 @@ def classification_report(
     ``current`` holds the candidate's predictions; ``reference`` the champion's on the same
     rows, when there is one, so the report shows both side by side.
     """
+    _quiet_import()
     from evidently import BinaryClassification, DataDefinition, Dataset, Report
     from evidently.presets import ClassificationPreset
 

@@ -49,7 +49,9 @@ def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
     edges = np.linspace(0.0, 1.0, bins + 1)
     index = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
     frame = pd.DataFrame({"bin": index, "p": p, "y": y})
-    table = frame.groupby("bin").agg(rows=("y", "size"), predicted=("p", "mean"), observed=("y", "mean"))
+    table = frame.groupby("bin").agg(
+        rows=("y", "size"), predicted=("p", "mean"), observed=("y", "mean")
+    )
     table["low"], table["high"] = edges[table.index], edges[table.index + 1]
     return table.reset_index(drop=True)[["low", "high", "rows", "predicted", "observed"]]
 

@@ -25,6 +25,7 @@ def features_table(table: "FeatureTable") -> str:
     """Warehouse folder of a feature table's daily files."""
     return f"features/{table.name}"
 
+
 # promotion gates: one blocking check each on the evaluation report
 MIN_METRIC = "min_metric"
 NO_REGRESSION = "no_regression"

@@ -40,7 +40,8 @@ class LoadedModel:
         """Probability for one encoded row: numpy in, one thread, no DataFrame."""
         import numpy as np
 
-        return float(self.booster.predict(np.asarray([row], dtype=float), num_threads=1)[0])
+        out = self.booster.predict(np.asarray([row], dtype=float), num_threads=1)
+        return float(np.asarray(out).ravel()[0])
 
 
 def load_version(tracking: Tracking, name: str, version: str) -> LoadedModel:

@@ -29,9 +29,10 @@ def split_days(
     holdout_n = holdout_days or spec.gates.holdout_days
     window = window_days or spec.training_window_days
     if len(ready) <= holdout_n:
+        span = f"{ready[0]}..{ready[-1]}" if ready else "none"
         raise ValueError(
-            f"{len(ready)} ready day(s) ({ready[0] if ready else '-'}..{ready[-1] if ready else '-'}) "
-            f"leave nothing to train on after holding out {holdout_n} for evaluation"
+            f"{len(ready)} ready day(s) ({span}) leave nothing to train on after holding "
+            f"out {holdout_n} for evaluation"
         )
     holdout = ready[-holdout_n:]
     end = ready[-holdout_n - 1]

@@ -50,7 +50,7 @@ class EvaluationConfig(dg.Config):
 
     version: str = ""
     """Registered version to evaluate; empty takes the newest model_candidate."""
-    override_gates: list[str] = []
+    override_gates: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
     """Failed gates to let pass as warnings; needs override_by and override_reason."""
     override_by: str = ""
     override_reason: str = ""
