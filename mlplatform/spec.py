@@ -187,6 +187,7 @@ class RolloutSpec(_Strict):
     max_metric_drop: float = Field(default=0.02, ge=0)
     max_error_rate: Ratio = 0.01
     max_p99_latency_ms: float = Field(default=50.0, gt=0)
+    min_outcomes: int = Field(default=200, ge=1, description="Outcomes before judging the metric")
 
 
 class MonitoringSpec(_Strict):

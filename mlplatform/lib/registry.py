@@ -80,6 +80,12 @@ def set_alias(tracking: Tracking, name: str, alias: str, version: str) -> None:
     tracking.client().set_registered_model_alias(name, alias, version)
 
 
+def delete_alias(tracking: Tracking, name: str, alias: str) -> None:
+    """Remove ``alias`` if it is set."""
+    if alias in aliases(tracking, name):
+        tracking.client().delete_registered_model_alias(name, alias)
+
+
 def version_tags(tracking: Tracking, name: str, version: str) -> dict[str, str]:
     """Tags of one version."""
     return dict(tracking.client().get_model_version(name, version).tags)

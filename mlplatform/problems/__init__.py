@@ -8,6 +8,8 @@ A problem folder ``problems/<name>/`` contains
 - ``feature_tables.py``: ``FEATURE_TABLES``, the problem's feature tables (import-light);
 - ``features.py``: one builder per feature table, and ``entity_row(request, timezone)``,
   the single mapping from a request (or a historical row) to its feature lookup;
+- ``request.py``: ``Request``, the pydantic model of one prediction request (the HTTP
+  service validates against it and publishes it in its OpenAPI schema);
 - ``evaluation.py`` (optional): ``SLICES``, derived slice columns by name, and ``CASES``,
   the behavioural cases (``lib.evaluation.BehaviouralCase``) the spec's gates name;
 - ``feature_repo/``: the Feast repository (``feature_store.yaml`` per profile, and
@@ -101,6 +103,10 @@ class Problem:
         frame = pd.DataFrame.from_records(rows, index=requests.index)
         frame[EVENT_TS] = pd.to_datetime(frame[EVENT_TS], utc=True)
         return frame
+
+    def request_model(self) -> type:
+        """The pydantic model of one prediction request."""
+        return self._module("request").Request
 
     def _evaluation(self) -> Any:
         if not (self.folder / "evaluation.py").exists():

@@ -1,0 +1,165 @@
+"""Staged rollout: canary routing, the transitions, and the rules that decide the next one.
+
+Transitions move registry aliases (the single source of truth for versions) and append
+to the deployment log (stage, share, who, why). ``decide`` is the pure rule a sensor
+applies to the challenger's online figures.
+"""
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mlplatform.lib import registry as reg
+from mlplatform.lib.deployment import DeploymentLog, Transition, plan
+from mlplatform.lib.tracking import Tracking
+from mlplatform.spec import ProblemSpec, RolloutSpec
+
+
+class RolloutError(ValueError):
+    """A transition that the current state does not allow; nothing was changed."""
+
+
+def request_key(spec: ProblemSpec, request: Mapping[str, Any]) -> str:
+    """The request's natural key (the target source's), as one string; times in UTC."""
+    import pandas as pd
+
+    source = spec.sources[spec.target.source]
+    parts = []
+    for column in source.natural_key:
+        value = request.get(column)
+        if column == source.event_timestamp and value is not None:
+            stamp = pd.Timestamp(value)
+            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+            value = stamp.isoformat()
+        parts.append(str(value))
+    return "|".join(parts)
+
+
+def canary_fraction(key: str) -> float:
+    """A stable number in [0, 1) per request key: the same flight always routes the same."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def routes_to_challenger(key: str, share: float) -> bool:
+    """Whether the canary answers this request."""
+    return canary_fraction(key) < share
+
+
+def _state(tracking: Tracking, log: DeploymentLog, name: str):
+    aliases = reg.aliases(tracking, name)
+    return aliases, log.current(), plan(aliases, log.current())
+
+
+def start(
+    tracking: Tracking,
+    log: DeploymentLog,
+    name: str,
+    stage: str,
+    share: float,
+    reason: str,
+    actor: str,
+) -> Transition:
+    """Put the challenger in ``shadow`` or ``canary`` (share of requests it answers)."""
+    aliases, current, p = _state(tracking, log, name)
+    if p.challenger is None:
+        raise RolloutError(f"{name}: no challenger alias to roll out")
+    if p.champion is None:
+        raise RolloutError(f"{name}: no champion; the first model is promoted by the gates")
+    if stage == "canary" and p.stage != "shadow":
+        raise RolloutError(f"{name}: canary follows shadow; version {p.challenger} is {p.stage}")
+    if stage not in ("shadow", "canary"):
+        raise RolloutError(f"{name}: unknown stage {stage!r}")
+    return log.append(
+        Transition(stage, p.challenger, p.champion, share if stage == "canary" else 0.0, reason, actor)  # type: ignore[arg-type]
+    )
+
+
+def promote(tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: str) -> Transition:
+    """Full traffic: the canary becomes ``champion``, the old champion ``previous``."""
+    _, _, p = _state(tracking, log, name)
+    if p.stage != "canary" or p.challenger is None or p.champion is None:
+        raise RolloutError(f"{name}: only a canary is promoted (stage: {p.stage})")
+    reg.set_alias(tracking, name, reg.PREVIOUS, p.champion)
+    reg.set_alias(tracking, name, reg.CHAMPION, p.challenger)
+    reg.delete_alias(tracking, name, reg.CHALLENGER)
+    return log.append(Transition("full", p.challenger, p.challenger, 1.0, reason, actor))
+
+
+def rollback(tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: str) -> Transition:
+    """Undo the latest change, in one alias move.
+
+    With a challenger in shadow or canary, the challenger loses its alias (all traffic
+    is the champion's). Otherwise the champion alias goes back to ``previous``.
+    """
+    aliases, _, p = _state(tracking, log, name)
+    if p.challenger_active and p.challenger is not None and p.champion is not None:
+        reg.delete_alias(tracking, name, reg.CHALLENGER)
+        return log.append(Transition("rolled_back", p.challenger, p.champion, 0.0, reason, actor))
+    previous = aliases.get(reg.PREVIOUS)
+    if previous is None or previous == p.champion:
+        raise RolloutError(f"{name}: nothing to roll back to (no `previous` alias)")
+    reg.set_alias(tracking, name, reg.CHAMPION, previous)  # the move that shifts traffic
+    reg.delete_alias(tracking, name, reg.PREVIOUS)
+    bad = p.champion or ""
+    return log.append(Transition("rolled_back", bad, previous, 0.0, reason, actor))
+
+
+def kill(tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: str) -> Transition:
+    """The kill switch: every request to the champion at once; the challenger keeps its alias."""
+    _, _, p = _state(tracking, log, name)
+    if p.champion is None:
+        raise RolloutError(f"{name}: no champion to send traffic to")
+    return log.append(Transition("killed", p.challenger or "", p.champion, 0.0, reason, actor))
+
+
+@dataclass(frozen=True)
+class OnlineFigures:
+    """The challenger's live figures since its rollout started, beside the champion's."""
+
+    scored: int  # requests the challenger scored (shadow and canary)
+    answered: int  # requests the challenger's answer was returned for (canary)
+    errors: int
+    p99_ms: float
+    labelled: int  # scored requests whose outcome is known
+    challenger_metric: float
+    champion_metric: float
+
+
+def decide(stage: str, figures: OnlineFigures, rollout: RolloutSpec, metric: str, direction: str):
+    """The next transition for an active challenger: (action, reason) or None to wait."""
+    failures = []
+    if figures.scored:
+        rate = figures.errors / figures.scored
+        if rate > rollout.max_error_rate:
+            failures.append(f"error rate {rate:.3f} > {rollout.max_error_rate}")
+    if figures.answered and figures.p99_ms > rollout.max_p99_latency_ms:
+        failures.append(f"p99 {figures.p99_ms:.1f} ms > {rollout.max_p99_latency_ms} ms")
+    judged = figures.labelled >= rollout.min_outcomes and not math.isnan(figures.challenger_metric)
+    if judged:
+        drop = figures.champion_metric - figures.challenger_metric
+        drop = drop if direction == "maximize" else -drop
+        if drop > rollout.max_metric_drop:
+            failures.append(
+                f"online {metric} {figures.challenger_metric:.4f} vs champion "
+                f"{figures.champion_metric:.4f} on {figures.labelled} outcomes: drop {drop:.4f} "
+                f"> {rollout.max_metric_drop}"
+            )
+    if failures:
+        return "rollback", "; ".join(failures)
+    if stage == "shadow" and figures.scored >= rollout.shadow_requests:
+        return "canary", f"shadow scored {figures.scored} requests within every criterion"
+    if stage == "canary" and figures.answered >= rollout.canary_requests and judged:
+        return "full", (
+            f"canary answered {figures.answered} requests; online {metric} "
+            f"{figures.challenger_metric:.4f} vs champion {figures.champion_metric:.4f} "
+            f"on {figures.labelled} outcomes"
+        )
+    return None
+
+
+def since(transition: Transition) -> datetime:
+    """When a transition happened."""
+    return datetime.fromisoformat(transition.time)
