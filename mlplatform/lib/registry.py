@@ -5,6 +5,7 @@ traffic; version tags carry lineage and the evaluation verdict. Models load from
 native LightGBM files (no pickle), with the encoding stored beside them.
 """
 
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +52,14 @@ def load_version(tracking: Tracking, name: str, version: str) -> LoadedModel:
 
     from mlplatform.lib.training import Encoding
 
+    # resolved through this store's client: a ``models:/`` URI would use the process's
+    # global registry URI, whatever store this tracking points at
+    location = tracking.client().get_model_version_download_uri(name, version)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # not a terminal job
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
             download_artifacts(
-                artifact_uri=f"models:/{name}/{version}",
-                dst_path=tmp,
-                tracking_uri=tracking.tracking_uri,
+                artifact_uri=location, dst_path=tmp, tracking_uri=tracking.tracking_uri
             )
         )
         booster = lgb.Booster(model_file=str(local / "model.lgb"))
