@@ -186,6 +186,75 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a problem's champion (and challenger, by rollout stage) over HTTP."""
+    from mlplatform.lib.tracking import local_tracking
+    from mlplatform.problems import get_problem
+    from mlplatform.serving.server import build_runtime, serve
+
+    problem, root = get_problem(args.problem), settings.data_dir()
+    runtime = build_runtime(problem, root, local_tracking(root), refresh_seconds=args.refresh)
+    _out(f"serving {problem.name} on http://{args.host}:{args.port} (docs at /docs)")
+    serve(runtime, root, args.host, args.port)
+    return 0
+
+
+def _transition(problem_name: str, action: str, reason: str, actor: str, share: float = 0.0):
+    """Apply one rollout transition now, record it as a materialization, tell the service."""
+    import time
+
+    import dagster as dg
+
+    from mlplatform.defs.deployment.assets import (
+        apply_action,
+        deployment_key,
+        transition_metadata,
+    )
+    from mlplatform.lib import registry as reg
+    from mlplatform.lib.rollout import RolloutError
+    from mlplatform.lib.tracking import local_tracking
+    from mlplatform.problems import get_problem
+    from mlplatform.serving.server import call, service_url
+
+    started = time.perf_counter()
+    problem, root = get_problem(problem_name), settings.data_dir()
+    tracking = local_tracking(root)
+    try:
+        done = apply_action(problem, root, tracking, action, reason, actor, share)
+    except RolloutError as exc:
+        _out(f"{action}: {exc}")
+        return 1
+    moved = time.perf_counter() - started
+    url = service_url(root, problem.name)
+    served = call(url, "/refresh", method="POST") if url else None
+    switched = time.perf_counter() - started
+    _out(f"{problem.name}: {done.stage} version {done.version}; champion {done.champion}")
+    _out(f"  reason: {done.reason} (by {done.actor})")
+    _out(f"  registry and deployment log updated in {moved:.3f} s")
+    if served is not None:
+        _out(f"  service {url} serves champion {served['champion']} after {switched:.3f} s")
+    else:
+        _out("  no running service answered; it picks the change up when it starts")
+    instance = _instance()
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=deployment_key(problem),
+            metadata=transition_metadata(done, reg.aliases(tracking, problem.name)),
+        )
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Undo the latest change: drop an active challenger, or champion back to previous."""
+    return _transition(args.problem, "rollback", args.reason, args.by)
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """Move the challenger by hand: shadow, canary, full, or the kill switch."""
+    return _transition(args.problem, args.action, args.reason, args.by, args.share or 0.0)
+
+
 def cmd_mlflow(args: argparse.Namespace) -> int:
     """Open the MLflow UI on the project's tracking store (replaces this process)."""
     root = settings.data_dir() / "mlflow"
@@ -292,6 +361,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", help="who overrides (recorded in the registry and the report)")
     p.add_argument("--reason", help="why (recorded in the registry and the report)")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="serve predictions over HTTP (FastAPI)")
+    p.add_argument("--problem", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--refresh", type=float, default=0.5, help="seconds between registry reads")
+    p.set_defaults(fn=cmd_serve)
+
+    user = os.environ.get("USER", "operator")
+    p = sub.add_parser("rollback", help="undo the latest deployment change (one alias move)")
+    p.add_argument("--problem", required=True)
+    p.add_argument("--reason", required=True, help="why (recorded in the deployment log)")
+    p.add_argument("--by", default=user, help="who (default: $USER)")
+    p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("rollout", help="move the challenger by hand, or the kill switch")
+    p.add_argument("action", choices=["shadow", "canary", "full", "kill"])
+    p.add_argument("--problem", required=True)
+    p.add_argument("--reason", required=True, help="why (recorded in the deployment log)")
+    p.add_argument("--by", default=user, help="who (default: $USER)")
+    p.add_argument("--share", type=float, help="canary share (default: the spec's)")
+    p.set_defaults(fn=cmd_rollout)
 
     p = sub.add_parser("mlflow", help="open the MLflow UI on the project's tracking store")
     p.add_argument("--host", default="127.0.0.1")

@@ -7,10 +7,13 @@ from typing import Any
 
 import dagster as dg
 
+from mlplatform.lib.deployment import DeploymentLog
+from mlplatform.lib.deployment import status as deployment_status
 from mlplatform.lib.registry import aliases, last_verdict
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tracking import local_tracking, registered_versions
 from mlplatform.problems import Problem
+from mlplatform.serving.server import service_status
 
 
 def problem_status(
@@ -25,6 +28,8 @@ def problem_status(
     training = lake.read_latest(problem.name, "training_set")
     tracking = local_tracking(lake.root)
     has_registry = tracking.artifact_root.parent.joinpath("mlflow.db").exists()
+    held = aliases(tracking, problem.name) if has_registry else {}
+    current = DeploymentLog(lake.root, problem.name).current()
     return {
         "landed_days": len(set.intersection(*landed)) if landed else 0,
         "ingested_partitions": len(set.intersection(*ingested)) if ingested else 0,
@@ -39,8 +44,10 @@ def problem_status(
         "registered_versions": (
             registered_versions(tracking, problem.name) if has_registry else []
         ),
-        "aliases": aliases(tracking, problem.name) if has_registry else {},
+        "aliases": held,
         "last_verdict": last_verdict(tracking, problem.name) if has_registry else None,
+        "deployment": deployment_status(held, current),
+        "service": service_status(lake.root, problem.name),
     }
 
 

@@ -1,6 +1,7 @@
 """A test platform over a temporary lake, and small readers of run results."""
 
 import json
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,27 @@ def quarantine_reports(root: Path, problem: str) -> list[dict[str, Any]]:
     """Every quarantined batch's report, oldest first."""
     reports = sorted((root / "quarantine" / problem).glob("*/*/*/report.json"))
     return [json.loads(p.read_text()) for p in reports]
+
+
+FAST: dict[str, Any] = {"validation_days": 2, "max_rounds": 120, "early_stopping_rounds": 15}
+# Fixed parameters, chosen on the test lake (2013-01-01..05 train, 06..07 hold out): the
+# outcomes below are deterministic, since training and sampling are seeded.
+STUMP = {"learning_rate": 0.01, "num_leaves": 2, "min_child_samples": 200}  # AUC 0.563
+BETTER = {"learning_rate": 0.05, "num_leaves": 8, "min_child_samples": 50}  # 0.625, no slice worse
+CONSTANT = {"learning_rate": 0.01, "num_leaves": 2, "min_child_samples": 2000}  # no split: 0.5
+STUMP_TRAINING = {**FAST, "max_rounds": 10, "early_stopping_rounds": 5}
+# better overall than the stump (0.587) but far worse for one carrier (UA: -0.088)
+UNEVEN = {"learning_rate": 0.01, "num_leaves": 2, "min_child_samples": 200}
+
+
+def tuned_problem(problem: Problem, rollout: dict | None = None, **gates: object) -> Problem:
+    """The problem with some gates changed: five training days reach an AUC of ~0.62 only."""
+    changed = problem.spec.gates.model_copy(update={"min_metric": 0.55, **gates})
+    plan = problem.spec.rollout.model_copy(update=rollout or {})
+    return replace(
+        problem, spec=problem.spec.model_copy(update={"gates": changed, "rollout": plan})
+    )
+
 
 
 class Platform:
@@ -118,6 +140,32 @@ class Platform:
         """Evaluate a registered version (``version=...``) and promote it if it passes."""
         op = f"{self.problem.name}__evaluation_report"
         return self._run(evaluation_job_name(self.problem), None, {"ops": {op: {"config": config}}})
+
+    def tick_rollout(self) -> tuple[str, str] | None:
+        """Evaluate the rollout sensor once; run the transition it asks for.
+
+        Returns (action, reason) of the transition, or None when the sensor waits.
+        """
+        from mlplatform.defs.deployment.assets import deployment_job_name
+        from mlplatform.defs.deployment.sensors import rollout_sensor_name
+
+        sensor = self.defs.resolve_sensor_def(rollout_sensor_name(self.problem))
+        resources = {"lake": self.feast.lake, "mlflow": self.mlflow}
+        with dg.build_sensor_context(instance=self.instance, resources=resources) as context:
+            data = sensor.evaluate_tick(context)
+        if not data.run_requests:
+            return None
+        (request,) = data.run_requests
+        job = self.defs.resolve_job_def(deployment_job_name(self.problem))
+        result = job.execute_in_process(
+            instance=self.instance,
+            raise_on_error=False,
+            run_config={**QUIET, **request.run_config},
+        )
+        assert result.success, failure_messages(result)
+        (event,) = result.get_asset_materialization_events()
+        meta = event.materialization.metadata
+        return str(meta["stage"].value), str(meta["reason"].value)
 
     def _run(
         self,

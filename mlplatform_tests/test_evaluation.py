@@ -6,9 +6,7 @@ each later candidate is judged against it on the holdout (the last two test days
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
@@ -16,22 +14,19 @@ import pytest
 from mlplatform.lib import registry as reg
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import Problem
-from mlplatform_tests.helpers import Platform, checks, failure_messages, materialized
-
-FAST: dict[str, Any] = {"validation_days": 2, "max_rounds": 120, "early_stopping_rounds": 15}
-# Fixed parameters, chosen on the test lake (2013-01-01..05 train, 06..07 hold out): the
-# outcomes below are deterministic, since training and sampling are seeded.
-STUMP = {"learning_rate": 0.01, "num_leaves": 2, "min_child_samples": 200}  # AUC 0.563
-BETTER = {"learning_rate": 0.05, "num_leaves": 8, "min_child_samples": 50}  # 0.625, no slice worse
-CONSTANT = {"learning_rate": 0.01, "num_leaves": 2, "min_child_samples": 2000}  # no split: 0.5
-# better overall than the stump (0.587) but far worse for one carrier (UA: -0.088)
-UNEVEN = {"learning_rate": 0.01, "num_leaves": 2, "min_child_samples": 200}
-
-
-def test_problem(problem: Problem, **gates: object) -> Problem:
-    """The problem with some gates changed: five training days reach an AUC of ~0.62 only."""
-    changed = problem.spec.gates.model_copy(update={"min_metric": 0.55, **gates})
-    return replace(problem, spec=problem.spec.model_copy(update={"gates": changed}))
+from mlplatform_tests.helpers import (
+    BETTER,
+    CONSTANT,
+    FAST,
+    STUMP,
+    STUMP_TRAINING,
+    UNEVEN,
+    Platform,
+    checks,
+    failure_messages,
+    materialized,
+    tuned_problem,
+)
 
 
 def _gates(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -67,10 +62,9 @@ def gated(
     root = tmp_path_factory.mktemp("gated") / "data"
     shutil.copytree(featured_base, root)
     with dg.instance_for_test() as instance:
-        platform = Platform(test_problem(problem), root, instance)
+        platform = Platform(tuned_problem(problem), root, instance)
         assert platform.run_feature_store().success  # the training set's checks, on record
-        stump = {**FAST, "max_rounds": 10, "early_stopping_rounds": 5}
-        result = platform.run_gated_training(params=STUMP, **stump)
+        result = platform.run_gated_training(params=STUMP, **STUMP_TRAINING)
         yield platform, result
 
 
@@ -150,7 +144,7 @@ def test_a_slow_model_keeps_the_champion_and_names_p99_latency(
     # test misses the real 20 ms budget: the budget shrinks below what any model can do
     platform, _ = gated
     strict = Platform(
-        test_problem(problem, p99_latency_ms=0.05), platform.lake.root, platform.instance
+        tuned_problem(problem, p99_latency_ms=0.05), platform.lake.root, platform.instance
     )
 
     result = strict.run_gated_training(params=BETTER, **FAST)

@@ -110,8 +110,14 @@ def plan(aliases: dict[str, str], current: Transition) -> Plan:
 def status(aliases: dict[str, str], current: Transition) -> dict[str, Any]:
     """The ``deployment`` block of ``mlplatform status``."""
     p = plan(aliases, current)
+    if p.challenger_active:
+        stage = p.stage
+    elif p.challenger is not None and p.challenger != p.champion and current.version != p.challenger:
+        stage = "pending"  # a challenger waits for the rollout sensor to start its shadow
+    else:
+        stage = current.stage  # full, rolled_back, killed, or none
     return {
-        "stage": p.stage if p.challenger_active or current.stage in ("none",) else current.stage,
+        "stage": stage,
         "champion": p.champion,
         "challenger": p.challenger,
         "canary_share": p.share,

@@ -30,17 +30,19 @@ def build_runtime(
     return Runtime(problem, root, tracking, scorer, predictions, refresh_seconds)
 
 
-def serve(runtime: Runtime, host: str, port: int) -> None:
+def serve(runtime: Runtime, root: Path, host: str, port: int) -> None:
     """Serve until interrupted (uvicorn handles SIGINT/SIGTERM), then flush the log."""
     import uvicorn
 
     from mlplatform.serving.app import create_app
 
     runtime.start()
+    announced = announce(root, runtime.problem.name, f"http://{host}:{port}")
     try:
         uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
     finally:
         runtime.stop()
+        announced.unlink(missing_ok=True)
 
 
 @dataclass
@@ -82,3 +84,53 @@ def serve_in_background(runtime: Runtime, host: str = "127.0.0.1", port: int = 0
             raise RuntimeError(f"the service did not start on {host}:{port}")
         time.sleep(0.02)
     return Background(runtime, server, thread, f"http://{host}:{port}")
+
+
+def service_file(root: Path, problem: str) -> Path:
+    """Where a running service announces its URL (written by ``mlplatform serve``)."""
+    return root / "deployments" / problem / "service.json"
+
+
+def announce(root: Path, problem: str, url: str) -> Path:
+    """Record the service's URL and process for ``status`` and ``rollback``."""
+    import json
+    import os
+
+    path = service_file(root, problem)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+    return path
+
+
+def service_url(root: Path, problem: str) -> str | None:
+    """The URL a service announced, if any."""
+    import json
+
+    path = service_file(root, problem)
+    if not path.exists():
+        return None
+    try:
+        return str(json.loads(path.read_text())["url"])
+    except (ValueError, KeyError):
+        return None
+
+
+def call(url: str, path: str, method: str = "GET", timeout: float = 2.0) -> dict[str, Any] | None:
+    """One JSON call to a service; None when it does not answer."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url + path, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def service_status(root: Path, problem: str) -> dict[str, Any]:
+    """The ``service`` block of ``mlplatform status``: its URL and whether it answers."""
+    url = service_url(root, problem)
+    health = call(url, "/health", timeout=1.0) if url else None
+    return {"url": url, "up": bool(health and health.get("status") == "ok")}
