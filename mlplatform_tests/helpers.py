@@ -78,7 +78,6 @@ def tuned_problem(problem: Problem, rollout: dict | None = None, **gates: object
     )
 
 
-
 class Platform:
     """The ingestion stage of one problem over a lake in a temporary folder."""
 

@@ -23,7 +23,7 @@ def test_asset_keys_snapshot() -> None:
         "raw_airports", "airports",
         "origin_weather", "carrier_delays", "route_delays", "origin_delays", "plane",
         "feature_registry", "online_features", "training_set", "holdout_set", "model_candidate",
-        "evaluation_report", "promotion",
+        "evaluation_report", "promotion", "deployment",
     )  # fmt: skip
     assert keys == {f"flight_delay/{name}" for name in names}
 
@@ -37,6 +37,7 @@ def test_jobs_snapshot() -> None:
         "flight_delay_feature_store",
         "flight_delay_training",
         "flight_delay_evaluation",
+        "flight_delay_deployment",
     }
 
 
@@ -45,7 +46,13 @@ def test_every_asset_has_group_kinds_owner_and_description() -> None:
     assert specs
     for spec in specs:
         name = spec.key.to_user_string()
-        assert spec.group_name in {"ingestion", "features", "training", "evaluation"}, name
+        assert spec.group_name in {
+            "ingestion",
+            "features",
+            "training",
+            "evaluation",
+            "deployment",
+        }, name
         assert spec.kinds, name
         assert spec.owners == ["team:ml-platform"], name
         assert spec.description and len(spec.description) > 20, name
@@ -100,3 +107,9 @@ def test_workspace_loads_with_the_dagster_cli(tmp_path: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_rollout_sensor_is_on_by_default() -> None:
+    (sensor,) = defs().sensors or []
+    assert sensor.name == "flight_delay_rollout"
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

@@ -9,6 +9,7 @@ sensor, the kill switch, and a rollback with requests in flight.
 import shutil
 import threading
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +60,20 @@ def served(
 
 def _requests(platform: Platform, n: int, skip: int = 0) -> list[dict[str, Any]]:
     """Real flights of the holdout days (their outcomes are known), as requests."""
-    flights = platform.lake.read_days("flight_delay", "flights", ["2013-01-06", "2013-01-07"])
+    days = [date(2013, 1, 6), date(2013, 1, 7)]
+    flights = platform.lake.read_days("flight_delay", "flights", days)
     flights = flights[flights["arr_delay"].notna()].iloc[skip : skip + n]
+    columns = ["carrier", "flight", "origin", "dest", "distance", "tailnum", "time_hour"]
+    rows: list[dict[str, Any]] = flights[columns].astype(object).to_dict("records")  # pyright: ignore[reportAssignmentType]
     return [
         {
-            "carrier": r.carrier,
-            "flight": int(r.flight),
-            "origin": r.origin,
-            "dest": r.dest,
-            "distance": float(r.distance),
-            "tailnum": None if pd.isna(r.tailnum) else r.tailnum,
-            "time_hour": pd.Timestamp(r.time_hour).isoformat(),
+            **r,
+            "flight": int(r["flight"]),
+            "distance": float(r["distance"]),
+            "tailnum": None if pd.isna(r["tailnum"]) else r["tailnum"],
+            "time_hour": pd.Timestamp(r["time_hour"]).isoformat(),
         }
-        for r in flights.itertuples()
+        for r in rows
     ]
 
 
@@ -127,7 +129,7 @@ def test_the_champion_answers_one_flight_or_a_batch(served: tuple[Platform, Back
         unknown_plane = client.post("/predict", json={**requests[0], "tailnum": "N0NE"}).json()
 
     assert one["version"] == "1" and one["route"] == "champion" and 0 < one["prediction"] < 1
-    assert [p["prediction"] for p in batch["predictions"]][0] == one["prediction"]
+    assert batch["predictions"][0]["prediction"] == one["prediction"]
     assert len(batch["predictions"]) == 3 and health == {**health, "status": "ok", "champion": "1"}
     # an aircraft the store has never seen: its features fall back to the spec's defaults
     assert unknown_plane["version"] == "1"
@@ -310,3 +312,59 @@ def test_status_shows_the_deployment_and_the_service(served: tuple[Platform, Bac
         "killed",
         "pending",
     )
+
+
+def test_a_killed_service_loses_no_request_answered_before_the_last_flush(
+    served: tuple[Platform, Background],
+) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    platform, _ = served
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MLPLATFORM_DATA_DIR": str(platform.lake.root)}
+    cli = Path(sys.executable).with_name("mlplatform")
+    proc = subprocess.Popen(
+        [str(cli), "serve", "--problem", "flight_delay", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        answered = _send(Background(None, None, None, url), _requests(platform, 50))  # type: ignore[arg-type]
+        time.sleep(1.0)  # two flush intervals (0.5 s): these must be on disk
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    logged = read_predictions(platform.lake.root, "flight_delay")
+    ids = {a["request_id"] for a in answered}
+    assert len(ids & set(logged["request_id"])) == 50
+    assert not list((platform.lake.root / "predictions").glob("*/*/.*.tmp"))  # no torn file
+
+
+def test_the_prediction_log_flushes_a_full_buffer_at_once(tmp_path: Path) -> None:
+    from mlplatform.lib.prediction_log import PredictionLog
+
+    log = PredictionLog(tmp_path, "p", flush_rows=3, flush_seconds=3600)  # no timer started
+    for i in range(2):
+        log.write({"request_id": str(i), "status": "ok", "latency_ms": 1.0})
+    assert read_predictions(tmp_path, "p").empty  # two wait in memory: what a crash may lose
+    log.write({"request_id": "2", "status": "ok", "latency_ms": 1.0})
+    assert sorted(read_predictions(tmp_path, "p")["request_id"]) == ["0", "1", "2"]

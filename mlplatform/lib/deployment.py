@@ -112,7 +112,9 @@ def status(aliases: dict[str, str], current: Transition) -> dict[str, Any]:
     p = plan(aliases, current)
     if p.challenger_active:
         stage = p.stage
-    elif p.challenger is not None and p.challenger != p.champion and current.version != p.challenger:
+    elif (
+        p.challenger is not None and p.challenger != p.champion and current.version != p.challenger
+    ):
         stage = "pending"  # a challenger waits for the rollout sensor to start its shadow
     else:
         stage = current.stage  # full, rolled_back, killed, or none

@@ -11,7 +11,7 @@ def _quiet_import() -> None:
     # Evidently's import warns about its own dependencies (numpy.core, litestar): not ours
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import evidently  # noqa: F401
+        import evidently
         import evidently.presets  # noqa: F401
 
 

@@ -31,7 +31,9 @@ def outcome_keys(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
     return out
 
 
-def outcomes(lake: "DataLake", problem: str, spec: ProblemSpec, event_times: pd.Series) -> pd.Series:
+def outcomes(
+    lake: "DataLake", problem: str, spec: ProblemSpec, event_times: pd.Series
+) -> pd.Series:
     """Known labels by request key, for the local days the requests fall on."""
     local = pd.to_datetime(event_times, utc=True).dt.tz_convert(spec.partitioning.timezone)
     days = sorted(set(local.dt.date.dropna()))

@@ -63,7 +63,7 @@ def start(
     actor: str,
 ) -> Transition:
     """Put the challenger in ``shadow`` or ``canary`` (share of requests it answers)."""
-    aliases, current, p = _state(tracking, log, name)
+    _, _, p = _state(tracking, log, name)
     if p.challenger is None:
         raise RolloutError(f"{name}: no challenger alias to roll out")
     if p.champion is None:
@@ -73,11 +73,15 @@ def start(
     if stage not in ("shadow", "canary"):
         raise RolloutError(f"{name}: unknown stage {stage!r}")
     return log.append(
-        Transition(stage, p.challenger, p.champion, share if stage == "canary" else 0.0, reason, actor)  # type: ignore[arg-type]
+        Transition(
+            stage, p.challenger, p.champion, share if stage == "canary" else 0.0, reason, actor
+        )  # type: ignore[arg-type]
     )
 
 
-def promote(tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: str) -> Transition:
+def promote(
+    tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: str
+) -> Transition:
     """Full traffic: the canary becomes ``champion``, the old champion ``previous``."""
     _, _, p = _state(tracking, log, name)
     if p.stage != "canary" or p.challenger is None or p.champion is None:
@@ -88,7 +92,9 @@ def promote(tracking: Tracking, log: DeploymentLog, name: str, reason: str, acto
     return log.append(Transition("full", p.challenger, p.challenger, 1.0, reason, actor))
 
 
-def rollback(tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: str) -> Transition:
+def rollback(
+    tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: str
+) -> Transition:
     """Undo the latest change, in one alias move.
 
     With a challenger in shadow or canary, the challenger loses its alias (all traffic

@@ -44,7 +44,7 @@ def create_app(runtime: Runtime, max_body_bytes: int = MAX_BODY_BYTES) -> FastAP
     request_model: Any = problem.request_model()
     batch_model: Any = create_model(
         "Batch",
-        instances=(list[request_model], Field(min_length=1, max_length=MAX_BATCH)),
+        instances=(list[request_model], Field(min_length=1, max_length=MAX_BATCH)),  # pyright: ignore[reportInvalidTypeForm]
     )
     app = FastAPI(
         title=f"mlplatform: {problem.name}",
@@ -86,7 +86,7 @@ def create_app(runtime: Runtime, max_body_bytes: int = MAX_BODY_BYTES) -> FastAP
             raise HTTPException(status_code=503, detail=str(exc)) from None
 
     @app.post("/predict", response_model=Prediction | Predictions)
-    async def predict(body: request_model | batch_model) -> Any:  # pyright: ignore[reportInvalidTypeForm]
+    async def predict(body: request_model | batch_model) -> Any:  # pyright: ignore
         """Score one request, or a batch as ``{"instances": [...]}``."""
         if isinstance(body, batch_model):
             return {"predictions": [answer(item) for item in body.instances]}  # pyright: ignore[reportAttributeAccessIssue]

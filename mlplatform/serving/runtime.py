@@ -151,7 +151,11 @@ class Runtime:
                     challenger_p = _score(snap.challenger, features.vector)
                     record["challenger_prediction"] = challenger_p
                     if snap.plan.stage == "canary" and routes_to_challenger(key, snap.plan.share):
-                        route, served, prediction = "challenger", snap.challenger.version, challenger_p
+                        route, served, prediction = (
+                            "challenger",
+                            snap.challenger.version,
+                            challenger_p,
+                        )
                 except Exception as exc:  # the champion answers; the error counts against it
                     record["challenger_error"] = f"{type(exc).__name__}: {exc}"
             record |= {"route": route, "served_version": served, "prediction": prediction}

@@ -52,7 +52,13 @@ def transition_metadata(transition: Any, aliases: dict[str, str]) -> dict[str, A
 
 
 def apply_action(
-    problem: Problem, lake_root: Any, tracking: Any, action: str, reason: str, actor: str, share: float
+    problem: Problem,
+    lake_root: Any,
+    tracking: Any,
+    action: str,
+    reason: str,
+    actor: str,
+    share: float,
 ) -> Any:
     """Apply one transition through ``lib.rollout``; returns the log entry."""
     from mlplatform.lib import rollout
