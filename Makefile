@@ -8,6 +8,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 PROBLEM ?= flight_delay
 DEMO_START ?= 2013-01-01
 DEMO_END ?= 2013-01-28
+DEMO_PORT ?= 8765
 
 .PHONY: venv demo test lint dev mlflow constraints clean
 
@@ -24,9 +25,14 @@ demo: venv
 	$(BIN)/mlplatform ingest --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 	$(BIN)/mlplatform features --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 	$(BIN)/mlplatform train --problem $(PROBLEM)
+	@# the service in the background, five real flights of the last day, then stop it
+	$(BIN)/mlplatform serve --problem $(PROBLEM) --port $(DEMO_PORT) & pid=$$!; \
+	  trap 'kill $$pid 2>/dev/null; wait $$pid' EXIT; \
+	  $(BIN)/mlplatform predict --problem $(PROBLEM) --url http://127.0.0.1:$(DEMO_PORT) --wait 120 -n 5
 	$(BIN)/mlplatform status
 	@echo
 	@echo "Next: 'make dev' opens the Dagster UI on http://127.0.0.1:3000 (asset groups by stage);"
+	@echo "      '$(BIN)/mlplatform serve --problem $(PROBLEM)' serves predictions on :8000 (docs at /docs);"
 	@echo "      'make mlflow' opens the MLflow UI on http://127.0.0.1:5000 (runs, registered model);"
 	@echo "      data/ holds the landing zone, warehouse, quarantine, Feast stores and reports;"
 	@echo "      '$(BIN)/mlplatform feast --problem $(PROBLEM) -- feature-views list' runs the feast CLI;"

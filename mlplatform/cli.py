@@ -199,6 +199,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Send real flights of a day to the running service and print its answers."""
+    from mlplatform.problems import get_problem
+    from mlplatform.serving.client import post, sample_requests, wait_until_up
+    from mlplatform.serving.server import service_url
+
+    problem, lake = get_problem(args.problem), _lake()
+    url = args.url or service_url(lake.root, problem.name)
+    if url is None:
+        _out(f"no running service for {problem.name}: start `mlplatform serve` or pass --url")
+        return 1
+    if not wait_until_up(url, args.wait):
+        _out(f"{url} did not answer with a champion within {args.wait:.0f} s")
+        return 1
+    days = lake.partitions(problem.name, problem.spec.target.source)
+    day = args.day or (days[-1] if days else None)
+    if day is None:
+        _out(f"no {problem.spec.target.source} ingested yet to take requests from")
+        return 1
+    requests = sample_requests(lake, problem, day, args.n)
+    answers = post(url + "/predict", {"instances": requests})["predictions"]
+    _out(f"{len(answers)} requests from {day} answered by {url}:")
+    for request, answer in zip(requests, answers, strict=True):
+        what = " ".join(str(request.get(k, "")) for k in ("carrier", "flight", "origin", "dest"))
+        _out(
+            f"  {what:<22} {str(request.get('time_hour', ''))[:16]:<17} "
+            f"p={answer['prediction']:.3f}  version {answer['version']} ({answer['route']}, "
+            f"stage {answer['stage']})"
+            + (f" defaults: {answer['defaulted_features']}" if answer["defaulted_features"] else "")
+        )
+    return 0
+
+
 def _transition(problem_name: str, action: str, reason: str, actor: str, share: float = 0.0):
     """Apply one rollout transition now, record it as a materialization, tell the service."""
     import time
@@ -368,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--refresh", type=float, default=0.5, help="seconds between registry reads")
     p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("predict", help="send real flights of a day to the running service")
+    p.add_argument("--problem", required=True)
+    p.add_argument("--day", type=_day, help="day to take flights from (default: the newest)")
+    p.add_argument("-n", type=int, default=5, help="how many requests (one batch)")
+    p.add_argument("--url", help="service URL (default: the one `mlplatform serve` announced)")
+    p.add_argument("--wait", type=float, default=0, help="seconds to wait for the service")
+    p.set_defaults(fn=cmd_predict)
 
     user = os.environ.get("USER", "operator")
     p = sub.add_parser("rollback", help="undo the latest deployment change (one alias move)")

@@ -1,0 +1,58 @@
+"""A small client: real flights of a day as requests, sent to a running service."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from mlplatform.problems import Problem
+
+if TYPE_CHECKING:
+    from mlplatform.lib.storage import DataLake
+
+
+def sample_requests(
+    lake: "DataLake", problem: Problem, day: date, n: int, skip: int = 0
+) -> list[dict[str, Any]]:
+    """``n`` rows of the day's target source, as the request model's JSON (no outcomes)."""
+    import pandas as pd
+
+    frame = lake.read_days(problem.name, problem.spec.target.source, [day]).iloc[skip : skip + n]
+    fields = list(problem.request_model().model_fields)
+    out = []
+    for row in frame[fields].astype(object).to_dict("records"):
+        request = {}
+        for name, value in row.items():
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                request[name] = None
+            elif isinstance(value, pd.Timestamp):
+                request[name] = value.isoformat()
+            else:
+                request[name] = value.item() if hasattr(value, "item") else value
+        out.append(json.loads(problem.request_model()(**request).model_dump_json()))
+    return out
+
+
+def wait_until_up(url: str, seconds: float) -> bool:
+    """Poll ``/health`` until the service answers with a champion, or time runs out."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as resp:
+                if json.loads(resp.read()).get("status") == "ok":
+                    return True
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def post(url: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+    """POST JSON, return JSON (raises ``urllib.error.HTTPError`` on 4xx/5xx)."""
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
