@@ -10,8 +10,10 @@ counted from that time, so queueing shows.
 1. p50/p99 and errors at 50, 200 and 500 requests per second (features included), beside
    a raw ``Booster.predict`` of one encoded row of the same model in this process.
 2. An alias swap under 200 rps: failed requests and p99 around the swap against steady.
-3. ``mlplatform rollback`` under load: seconds from starting the command to the last
-   response from the rolled-back version.
+3. ``mlplatform rollback`` under load: seconds from starting the command (a new Python
+   process: its imports count) to the last response from the rolled-back version
+   (``rollback_s``); and the command's own figure from its alias move to the service
+   confirming the previous champion (``rollback_switch_s``).
 
 Last line: one JSON object with p99_ms_at_200rps, raw_predict_p99_ms, swap_failed_requests,
 swap_p99_ratio, rollback_s (and the figures per rate).
@@ -20,6 +22,7 @@ swap_p99_ratio, rollback_s (and the figures per rate).
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -189,6 +192,7 @@ def main() -> None:
         reg.set_alias(tracking, "flight_delay", reg.PREVIOUS, versions[0])
         log = []
         started: list[float] = []
+        printed: list[str] = []
 
         async def rollback() -> None:
             await asyncio.sleep(2)
@@ -201,9 +205,10 @@ def main() -> None:
                 "--reason",
                 "bench",
                 env=env,
-                stdout=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
             )
-            await proc.wait()
+            out, _ = await proc.communicate()
+            printed.append(out.decode())
 
         async def under_load() -> None:
             await asyncio.gather(load(url, requests, 200, SECONDS + 4, log), rollback())
@@ -211,6 +216,10 @@ def main() -> None:
         asyncio.run(under_load())
         last_old = max((r[0] + r[1] for r in log if r[3] == versions[1]), default=started[0])
         rollback_s = round(last_old - started[0], 3)
+        # the command's own figure: from its start of work (imports done) to the service
+        # confirming the previous champion
+        found = re.search(r"serves champion \S+ after ([0-9.]+) s", printed[0] if printed else "")
+        rollback_switch_s = float(found.group(1)) if found else float("nan")
         print(
             f"rollback: {summary(log)}, last old answer {rollback_s} s after the command",
             file=sys.stderr,
@@ -228,6 +237,7 @@ def main() -> None:
                 "swap_failed_requests": swap_failed,
                 "swap_p99_ratio": round(swap_p99 / steady, 2),
                 "rollback_s": rollback_s,
+                "rollback_switch_s": rollback_switch_s,
                 "rates": {str(k): v for k, v in rates.items()},
             }
         )

@@ -236,15 +236,9 @@ def _transition(problem_name: str, action: str, reason: str, actor: str, share: 
     """Apply one rollout transition now, record it as a materialization, tell the service."""
     import time
 
-    import dagster as dg
-
-    from mlplatform.defs.deployment.assets import (
-        apply_action,
-        deployment_key,
-        transition_metadata,
-    )
+    # the alias move and the service's refresh first; Dagster loads after traffic moved
     from mlplatform.lib import registry as reg
-    from mlplatform.lib.rollout import RolloutError
+    from mlplatform.lib.rollout import RolloutError, apply
     from mlplatform.lib.tracking import local_tracking
     from mlplatform.problems import get_problem
     from mlplatform.serving.server import call, service_url
@@ -253,7 +247,7 @@ def _transition(problem_name: str, action: str, reason: str, actor: str, share: 
     problem, root = get_problem(problem_name), settings.data_dir()
     tracking = local_tracking(root)
     try:
-        done = apply_action(problem, root, tracking, action, reason, actor, share)
+        done = apply(problem.name, problem.spec, root, tracking, action, reason, actor, share)
     except RolloutError as exc:
         _out(f"{action}: {exc}")
         return 1
@@ -268,6 +262,10 @@ def _transition(problem_name: str, action: str, reason: str, actor: str, share: 
         _out(f"  service {url} serves champion {served['champion']} after {switched:.3f} s")
     else:
         _out("  no running service answered; it picks the change up when it starts")
+    import dagster as dg
+
+    from mlplatform.defs.deployment.assets import deployment_key, transition_metadata
+
     instance = _instance()
     instance.report_runless_asset_event(
         dg.AssetMaterialization(

@@ -9,12 +9,12 @@ from typing import Any
 
 import dagster as dg
 
-from mlplatform.defs import deployment, evaluation, features, ingestion, training
+from mlplatform.defs import deployment, evaluation, features, ingestion, monitoring, training
 from mlplatform.defs.jobs import build_jobs
 from mlplatform.problems import Problem, problems
 from mlplatform.resources import build_resources
 
-STAGES = (ingestion, features, training, evaluation, deployment)
+STAGES = (ingestion, features, training, evaluation, deployment, monitoring)
 
 
 def build_definitions(selected: Iterable[Problem], resources: dict[str, Any]) -> dg.Definitions:

@@ -14,6 +14,7 @@ from mlplatform.defs.jobs import (
     evaluation_job_name,
     feature_store_job_name,
     features_job_name,
+    monitoring_job_name,
     reference_job_name,
     training_job_name,
 )
@@ -139,6 +140,10 @@ class Platform:
         """Evaluate a registered version (``version=...``) and promote it if it passes."""
         op = f"{self.problem.name}__evaluation_report"
         return self._run(evaluation_job_name(self.problem), None, {"ops": {op: {"config": config}}})
+
+    def run_monitoring(self, day: str) -> dg.ExecuteInProcessResult:
+        """One day of monitoring."""
+        return self._run(monitoring_job_name(self.problem), day)
 
     def tick_rollout(self) -> tuple[str, str] | None:
         """Evaluate the rollout sensor once; run the transition it asks for.

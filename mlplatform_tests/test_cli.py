@@ -46,6 +46,14 @@ def test_land_writes_one_folder_per_source_per_day(
             "registered_versions": [],
             "aliases": {},
             "last_verdict": None,
+            "deployment": {
+                "stage": "none",
+                "champion": None,
+                "challenger": None,
+                "canary_share": 0.0,
+                "last_transition": None,
+            },
+            "service": {"url": None, "up": False},
         }
     }
 

@@ -9,6 +9,7 @@ import dagster as dg
 from mlplatform.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[1]
+STAGES = {"ingestion", "features", "training", "evaluation", "deployment", "monitoring"}
 HEAVY = ("feast", "evidently", "mlflow", "lightgbm", "optuna", "sklearn")
 
 
@@ -24,6 +25,7 @@ def test_asset_keys_snapshot() -> None:
         "origin_weather", "carrier_delays", "route_delays", "origin_delays", "plane",
         "feature_registry", "online_features", "training_set", "holdout_set", "model_candidate",
         "evaluation_report", "promotion", "deployment",
+        "served_predictions", "online_outcomes", "online_performance", "drift_report",
     )  # fmt: skip
     assert keys == {f"flight_delay/{name}" for name in names}
 
@@ -38,6 +40,7 @@ def test_jobs_snapshot() -> None:
         "flight_delay_training",
         "flight_delay_evaluation",
         "flight_delay_deployment",
+        "flight_delay_monitoring",
     }
 
 
@@ -46,13 +49,7 @@ def test_every_asset_has_group_kinds_owner_and_description() -> None:
     assert specs
     for spec in specs:
         name = spec.key.to_user_string()
-        assert spec.group_name in {
-            "ingestion",
-            "features",
-            "training",
-            "evaluation",
-            "deployment",
-        }, name
+        assert spec.group_name in STAGES, name
         assert spec.kinds, name
         assert spec.owners == ["team:ml-platform"], name
         assert spec.description and len(spec.description) > 20, name

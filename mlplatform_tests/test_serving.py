@@ -127,12 +127,20 @@ def test_the_champion_answers_one_flight_or_a_batch(served: tuple[Platform, Back
         batch = client.post("/predict", json={"instances": requests}).json()
         health = client.get("/health").json()
         unknown_plane = client.post("/predict", json={**requests[0], "tailnum": "N0NE"}).json()
+        unknown_origin = client.post("/predict", json={**requests[0], "origin": "XYZ"}).json()
 
     assert one["version"] == "1" and one["route"] == "champion" and 0 < one["prediction"] < 1
     assert batch["predictions"][0]["prediction"] == one["prediction"]
     assert len(batch["predictions"]) == 3 and health == {**health, "status": "ok", "champion": "1"}
-    # an aircraft the store has never seen: its features fall back to the spec's defaults
-    assert unknown_plane["version"] == "1"
+    # entities the store has never seen: features with a default in the spec fall back to it
+    assert unknown_plane["version"] == "1" and unknown_plane["defaulted_features"] == []
+    assert unknown_origin["defaulted_features"] == [
+        "humid",
+        "precip",
+        "temp",
+        "visib",
+        "wind_speed",
+    ]  # weather is per origin; pressure has no default and stays missing
     _sync(service)
     logged = read_predictions(platform.lake.root, "flight_delay")
     row = logged[logged["request_id"] == one["request_id"]].iloc[0]
@@ -234,7 +242,7 @@ def test_a_challenger_worse_online_is_rolled_back_by_the_sensor(
 def test_the_kill_switch_sends_every_request_to_the_champion(
     served: tuple[Platform, Background],
 ) -> None:
-    from mlplatform.defs.deployment.assets import apply_action
+    from mlplatform.lib.rollout import apply
 
     platform, service = served
     assert platform.run_gated_training(params=BETTER, **FAST).success  # same model as v2
@@ -249,7 +257,8 @@ def test_the_kill_switch_sends_every_request_to_the_champion(
     assert any(a["route"] == "challenger" for a in _send(service, requests))
 
     tracking = local_tracking(platform.lake.root)
-    apply_action(platform.problem, platform.lake.root, tracking, "kill", "pager", "oncall", 0.0)
+    spec = platform.problem.spec
+    apply("flight_delay", spec, platform.lake.root, tracking, "kill", "pager", "oncall")
     _sync(service)
 
     assert {(a["version"], a["route"]) for a in _send(service, requests)} == {("2", "champion")}
@@ -298,6 +307,13 @@ def test_rollback_with_requests_in_flight_fails_none_and_switches_all(
     assert {v for v, _ in seen[:100]} == {"2"} and {v for v, _ in seen[after + 10 :]} == {"1"}
     assert _aliases(platform)["champion"] == "1"
     assert DeploymentLog(platform.lake.root, "flight_delay").current().stage == "rolled_back"
+    with dg.DagsterInstance.get() as cli_instance:  # the command's own instance (DAGSTER_HOME)
+        event = cli_instance.get_latest_materialization_event(
+            dg.AssetKey(["flight_delay", "deployment"])
+        )
+    assert event and event.asset_materialization
+    recorded = event.asset_materialization.metadata
+    assert recorded["reason"].value == "test" and recorded["actor"].value == "t"
 
 
 def test_status_shows_the_deployment_and_the_service(served: tuple[Platform, Background]) -> None:
@@ -368,3 +384,34 @@ def test_the_prediction_log_flushes_a_full_buffer_at_once(tmp_path: Path) -> Non
     assert read_predictions(tmp_path, "p").empty  # two wait in memory: what a crash may lose
     log.write({"request_id": "2", "status": "ok", "latency_ms": 1.0})
     assert sorted(read_predictions(tmp_path, "p")["request_id"]) == ["0", "1", "2"]
+
+
+def test_monitoring_joins_a_day_of_served_requests_to_outcomes_and_scores_drift(
+    served: tuple[Platform, Background],
+) -> None:
+    platform, service = served
+    service.runtime.predictions.flush()
+    logged = read_predictions(platform.lake.root, "flight_delay")
+    local = pd.to_datetime(logged["event_time"], utc=True).dt.tz_convert("America/New_York")
+    of_day = logged[local.dt.date == date(2013, 1, 6)]
+
+    result = platform.run_monitoring("2013-01-06")
+
+    assert result.success
+    meta = {
+        e.asset_key.path[-1]: {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+        if e.asset_key
+    }
+    assert meta["served_predictions"]["dagster/row_count"] == len(of_day) > 500
+    ok = of_day[of_day["status"] == "ok"]
+    # every request was a real flight of that day, except the unknown-airport probe
+    assert meta["online_outcomes"]["labelled"] == ok["key"].str.contains("XYZ").eq(False).sum()
+    perf = meta["online_performance"]
+    assert 0.5 < float(perf["online_roc_auc"]) < 1  # type: ignore[arg-type]
+    assert perf["requests"] == len(of_day)
+    assert "| version |" in str(perf["versions"])
+    drift = meta["drift_report"]
+    assert 0 <= float(drift["drift_share"]) <= 1  # type: ignore[arg-type]
+    assert Path(str(drift["evidently_report"])).exists()
+    assert "month" in drift["feature_scores"]  # type: ignore[operator]

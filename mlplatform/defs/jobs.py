@@ -38,6 +38,11 @@ def evaluation_job_name(problem: Problem) -> str:
     return f"{problem.name}_evaluation"
 
 
+def monitoring_job_name(problem: Problem) -> str:
+    """Name of the job that computes one day of monitoring."""
+    return f"{problem.name}_monitoring"
+
+
 def _source_keys(problem: Problem, kind: str) -> list[dg.AssetKey]:
     return [
         dg.AssetKey([problem.name, table])
@@ -84,6 +89,18 @@ def build_jobs(problem: Problem) -> list[Any]:  # the unresolved job type is pri
             ),
             description=f"Tune, train, track and register a {problem.name} model candidate, "
             "evaluate it against the champion, and promote it if every gate passes.",
+        ),
+        dg.define_asset_job(
+            monitoring_job_name(problem),
+            selection=dg.AssetSelection.assets(
+                *(
+                    dg.AssetKey([problem.name, n])
+                    for n in ("served_predictions", "online_outcomes", "online_performance")
+                ),
+                dg.AssetKey([problem.name, "drift_report"]),
+            ),
+            description=f"One day of {problem.name} monitoring: served predictions, outcomes, "
+            "online performance per version, feature and prediction drift.",
         ),
         dg.define_asset_job(
             evaluation_job_name(problem),

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from mlplatform.lib import registry as reg
@@ -119,6 +120,29 @@ def kill(tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: 
     if p.champion is None:
         raise RolloutError(f"{name}: no champion to send traffic to")
     return log.append(Transition("killed", p.challenger or "", p.champion, 0.0, reason, actor))
+
+
+def apply(
+    name: str,
+    spec: ProblemSpec,
+    root: Path,
+    tracking: Tracking,
+    action: str,
+    reason: str,
+    actor: str,
+    share: float = 0.0,
+) -> Transition:
+    """Apply one named transition (shadow, canary, full, rollback, kill); returns its entry."""
+    log = DeploymentLog(root, name)
+    if action in ("shadow", "canary"):
+        return start(tracking, log, name, action, share or spec.rollout.canary_share, reason, actor)
+    if action == "full":
+        return promote(tracking, log, name, reason, actor)
+    if action == "rollback":
+        return rollback(tracking, log, name, reason, actor)
+    if action == "kill":
+        return kill(tracking, log, name, reason, actor)
+    raise RolloutError(f"{name}: unknown action {action!r}")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def sample_requests(
             elif isinstance(value, pd.Timestamp):
                 request[name] = value.isoformat()
             else:
-                request[name] = value.item() if hasattr(value, "item") else value
+                request[name] = getattr(value, "item", lambda v=value: v)()  # numpy → python
         out.append(json.loads(problem.request_model()(**request).model_dump_json()))
     return out
 

@@ -51,33 +51,6 @@ def transition_metadata(transition: Any, aliases: dict[str, str]) -> dict[str, A
     }
 
 
-def apply_action(
-    problem: Problem,
-    lake_root: Any,
-    tracking: Any,
-    action: str,
-    reason: str,
-    actor: str,
-    share: float,
-) -> Any:
-    """Apply one transition through ``lib.rollout``; returns the log entry."""
-    from mlplatform.lib import rollout
-    from mlplatform.lib.deployment import DeploymentLog
-
-    log = DeploymentLog(lake_root, problem.name)
-    name = problem.name
-    if action in ("shadow", "canary"):
-        share = share or problem.spec.rollout.canary_share
-        return rollout.start(tracking, log, name, action, share, reason, actor)
-    if action == "full":
-        return rollout.promote(tracking, log, name, reason, actor)
-    if action == "rollback":
-        return rollout.rollback(tracking, log, name, reason, actor)
-    if action == "kill":
-        return rollout.kill(tracking, log, name, reason, actor)
-    raise ValueError(f"unknown action {action!r}")
-
-
 def build_deployment_asset(problem: Problem) -> dg.AssetsDefinition:
     """The problem's deployment: which version takes how much traffic, and why."""
 
@@ -99,12 +72,13 @@ def build_deployment_asset(problem: Problem) -> dg.AssetsDefinition:
         mlflow: MlflowResource,
     ) -> dg.MaterializeResult:
         from mlplatform.lib import registry as reg
-        from mlplatform.lib.rollout import RolloutError
+        from mlplatform.lib.rollout import RolloutError, apply
 
         tracking = mlflow.tracking()
         try:
-            done = apply_action(
-                problem,
+            done = apply(
+                problem.name,
+                problem.spec,
                 lake.lake().root,
                 tracking,
                 config.action,

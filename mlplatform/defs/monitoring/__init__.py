@@ -1,0 +1,11 @@
+"""The monitoring stage: served predictions, outcomes, online performance and drift per day."""
+
+import dagster as dg
+
+from mlplatform.defs.monitoring.assets import build_monitoring_assets
+from mlplatform.problems import Problem
+
+
+def build_defs(problem: Problem) -> dg.Definitions:
+    """The monitoring stage of ``problem``."""
+    return dg.Definitions(assets=build_monitoring_assets(problem))

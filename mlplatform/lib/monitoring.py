@@ -1,0 +1,113 @@
+"""Monitoring: one day of served predictions, their outcomes, online performance, drift.
+
+A "day" is the local calendar day of the requests' prediction time (the flight's day),
+so a day's predictions meet that day's outcomes when the day's data lands.
+"""
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.lib.evaluation import expected_calibration_error, metric
+from mlplatform.lib.features import label
+from mlplatform.lib.online import outcome_keys
+from mlplatform.spec import ProblemSpec
+
+if TYPE_CHECKING:
+    from datetime import date
+
+
+def of_day(predictions: pd.DataFrame, day: "date", timezone: str) -> pd.DataFrame:
+    """The logged requests whose prediction time falls on ``day`` (local)."""
+    if predictions.empty:
+        return predictions
+    local = pd.to_datetime(predictions["event_time"], utc=True).dt.tz_convert(timezone).dt.date
+    return predictions[local == day].reset_index(drop=True)
+
+
+def with_outcomes(served: pd.DataFrame, flights: pd.DataFrame, spec: ProblemSpec) -> pd.DataFrame:
+    """Each answered request with its label (NaN while the outcome is unknown)."""
+    labels = label(flights, spec.target)
+    known = pd.Series(labels.to_numpy(), index=outcome_keys(flights, spec).to_numpy())
+    known = known[~known.index.duplicated(keep="last")]
+    out = served[served["status"] == "ok"].copy()
+    out["label"] = known.reindex(out["key"]).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def performance(
+    joined: pd.DataFrame, served: pd.DataFrame, metric_name: str
+) -> list[dict[str, Any]]:
+    """Per version that answered: volume, errors, latency, and metric on known outcomes."""
+    rows = []
+    for version, answered in served.groupby(served["served_version"].fillna("none")):
+        labelled = joined[(joined["served_version"] == version) & joined["label"].notna()]
+        y = labelled["label"].to_numpy(dtype=float)
+        p = labelled["prediction"].to_numpy(dtype=float)
+        rows.append(
+            {
+                "version": str(version),
+                "requests": len(answered),
+                "errors": int((answered["status"] == "error").sum()),
+                "error_rate": float((answered["status"] == "error").mean()),
+                "p99_latency_ms": float(np.percentile(answered["latency_ms"], 99)),
+                "labelled": len(labelled),
+                metric_name: metric(metric_name, y, p) if len(y) else math.nan,
+                "calibration_error": expected_calibration_error(y, p) if len(y) else math.nan,
+                "mean_prediction": float(p.mean()) if len(p) else math.nan,
+                "observed_rate": float(y.mean()) if len(y) else math.nan,
+            }
+        )
+    return rows
+
+
+def served_features(served: pd.DataFrame, spec: ProblemSpec) -> pd.DataFrame:
+    """The model inputs of the answered requests, one column per feature (spec order)."""
+    ok = served[(served["status"] == "ok") & served["features"].notna()]
+    names = [f.name for f in spec.features]
+    rows = [json.loads(v) for v in ok["features"]]
+    frame = pd.DataFrame(rows, columns=names)
+    for f in spec.features:
+        if f.kind == "numeric":
+            frame[f.name] = pd.to_numeric(frame[f.name], errors="coerce")
+    return frame
+
+
+def drift(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    current_predictions: np.ndarray,
+    reference_predictions: np.ndarray,
+    spec: ProblemSpec,
+    html_path: Path,
+) -> dict[str, Any]:
+    """Feature and prediction drift with the spec's test and threshold (Evidently)."""
+    from mlplatform.lib.drift import column_drift
+
+    names = [f.name for f in spec.features]
+    rule = spec.monitoring
+    both_current = current[names].assign(prediction=current_predictions)
+    both_reference = reference[names].assign(prediction=reference_predictions)
+    drifts = column_drift(
+        both_current,
+        both_reference,
+        [*names, "prediction"],
+        rule.stattest,
+        rule.threshold,
+        html_path,
+    )
+    features = [d for d in drifts if d.column != "prediction"]
+    (prediction,) = [d for d in drifts if d.column == "prediction"]
+    share = sum(d.drifted for d in features) / max(1, len(features))
+    return {
+        "drift_share": share,
+        "drifted": share >= rule.drift_share,
+        "drifted_features": [d.column for d in features if d.drifted],
+        "scores": {d.column: round(d.score, 4) for d in features},
+        "prediction_drift_score": prediction.score,
+        "prediction_drifted": prediction.drifted,
+    }
