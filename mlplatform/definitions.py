@@ -9,7 +9,15 @@ from typing import Any
 
 import dagster as dg
 
-from mlplatform.defs import deployment, evaluation, features, ingestion, monitoring, training
+from mlplatform.defs import (
+    automation,
+    deployment,
+    evaluation,
+    features,
+    ingestion,
+    monitoring,
+    training,
+)
 from mlplatform.defs.jobs import build_jobs
 from mlplatform.problems import Problem, problems
 from mlplatform.resources import build_resources
@@ -22,7 +30,29 @@ def build_definitions(selected: Iterable[Problem], resources: dict[str, Any]) ->
     selected = list(selected)
     stages = [stage.build_defs(problem) for problem in selected for stage in STAGES]
     jobs = [job for problem in selected for job in build_jobs(problem)]
-    return dg.Definitions.merge(*stages, dg.Definitions(jobs=jobs, resources=resources))
+    triggers = [t for problem in selected for t in automation.build_retraining(problem)]
+    sensors = [automation.build_landing_sensor(problem) for problem in selected]
+    merged = dg.Definitions.merge(
+        *stages,
+        dg.Definitions(
+            jobs=[
+                *jobs,
+                *(
+                    t
+                    for t in triggers
+                    if not isinstance(t, dg.SensorDefinition | dg.ScheduleDefinition)
+                ),
+            ],
+            schedules=[t for t in triggers if isinstance(t, dg.ScheduleDefinition)],
+            sensors=[
+                *sensors,
+                *(t for t in triggers if isinstance(t, dg.SensorDefinition)),
+                automation.automation_sensor(),
+            ],
+            resources=resources,
+        ),
+    )
+    return automation.apply(merged, selected)
 
 
 @dg.definitions

@@ -41,6 +41,7 @@ def test_jobs_snapshot() -> None:
         "flight_delay_evaluation",
         "flight_delay_deployment",
         "flight_delay_monitoring",
+        "flight_delay_retraining",
     }
 
 
@@ -106,7 +107,20 @@ def test_workspace_loads_with_the_dagster_cli(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
 
 
-def test_the_rollout_sensor_is_on_by_default() -> None:
-    (sensor,) = defs().sensors or []
-    assert sensor.name == "flight_delay_rollout"
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+def test_sensors_and_schedules_are_on_by_default() -> None:
+    d = defs()
+    sensors = {s.name: s.default_status for s in d.sensors or []}
+    assert sensors == dict.fromkeys(
+        [
+            "flight_delay_rollout",
+            "flight_delay_landing",
+            "flight_delay_labeled_volume",
+            "flight_delay_drift",
+            "automation",
+        ],
+        dg.DefaultSensorStatus.RUNNING,
+    )
+    (schedule,) = d.schedules or []
+    assert isinstance(schedule, dg.ScheduleDefinition)
+    assert schedule.cron_schedule == "0 6 * * 1"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING

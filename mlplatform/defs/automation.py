@@ -1,0 +1,266 @@
+"""Automation across stages: conditions, freshness policies, the landing sensor, retraining.
+
+- Landing a day's files starts its ingestion run (``<problem>_landing`` sensor); the
+  feature tables of any day whose inputs updated follow by declarative automation, and
+  the online store after them (Dagster's ``default_automation_condition_sensor``-style
+  sensor, on by default).
+- Freshness policies say how old raw data, features and the model may get.
+- Retraining: a schedule, a labelled-volume sensor and a drift sensor launch the retrain
+  job (training set → candidate → gates → promotion; the rollout sensor takes over),
+  each behind the spec's rails (minimum new labels, cool-down, daily cap).
+"""
+
+import warnings
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+
+from mlplatform.lib.names import raw_table
+from mlplatform.problems import Problem
+from mlplatform.resources import LakeResource, MlflowResource
+
+AC = dg.AutomationCondition
+LANDING_INTERVAL = 30
+RETRAIN_INTERVAL = 300
+
+# eager() without its "latest time window only": any day whose inputs updated, behind the
+# blocking checks of its inputs (a rejected batch never feeds a feature table)
+ANY_DAY = (
+    (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
+    & ~AC.any_deps_missing()
+    & ~AC.any_deps_in_progress()
+    & ~AC.in_progress()
+    & AC.all_deps_blocking_checks_passed()
+).with_label("any day whose inputs updated")
+# the online store depends on every day of every table: never wait for a missing day
+AFTER_ANY_UPDATE = (
+    AC.any_deps_updated().since_last_handled() & ~AC.any_deps_in_progress() & ~AC.in_progress()
+).with_label("after any input updated")
+
+# once, when never materialized (on_missing() only acts on what goes missing later)
+ONCE = (AC.missing() & ~AC.in_progress() & ~AC.execution_failed()).with_label("once")
+
+
+def retrain_job_name(problem: Problem) -> str:
+    """Name of the job a retraining trigger launches."""
+    return f"{problem.name}_retraining"
+
+
+def conditions(problem: Problem) -> dict[dg.AssetKey, dg.AutomationCondition]:
+    """Which assets automation keeps up to date, and when."""
+    out: dict[dg.AssetKey, dg.AutomationCondition] = {
+        dg.AssetKey([problem.name, t.name]): ANY_DAY for t in problem.feature_tables()
+    }
+    out[dg.AssetKey([problem.name, "feature_registry"])] = ONCE
+    out[dg.AssetKey([problem.name, "online_features"])] = AFTER_ANY_UPDATE
+    return out
+
+
+def freshness(problem: Problem) -> dict[dg.AssetKey, Any]:
+    """How stale raw data, features and the model may get before the UI flags them."""
+    day = dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=48), warn_window=timedelta(hours=26)
+    )
+    week = dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(days=8), warn_window=timedelta(days=7)
+    )
+    out: dict[dg.AssetKey, Any] = {
+        dg.AssetKey([problem.name, raw_table(s)]): day for s in problem.spec.daily_sources()
+    }
+    out |= {dg.AssetKey([problem.name, t.name]): day for t in problem.feature_tables()}
+    out[dg.AssetKey([problem.name, "model_candidate"])] = week
+    return out
+
+
+def apply(defs: dg.Definitions, problems: list[Problem]) -> dg.Definitions:
+    """The definitions with every problem's conditions and freshness policies attached."""
+    wanted: dict[dg.AssetKey, dict[str, Any]] = {}
+    for problem in problems:
+        for key, condition in conditions(problem).items():
+            wanted.setdefault(key, {})["automation_condition"] = condition
+        for key, policy in freshness(problem).items():
+            wanted.setdefault(key, {})["freshness_policy"] = policy
+    # map_asset_specs is marked preview in 1.13; it is the one place that shows every
+    # condition and policy, rather than scattering them over the stages' decorators
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return defs.map_asset_specs(
+            func=lambda spec: (
+                spec.replace_attributes(**wanted[spec.key]) if spec.key in wanted else spec
+            )
+        )
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates every asset's automation condition; on by default."""
+    return dg.AutomationConditionSensorDefinition(
+        "automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=LANDING_INTERVAL,
+        description="Keeps feature tables and the online store up to date after ingestion.",
+    )
+
+
+def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
+    """Starts the ingestion of each day whose files all landed, and of the snapshots."""
+    daily = list(problem.spec.daily_sources())
+    references = [s for s, spec in problem.spec.sources.items() if spec.kind == "reference"]
+
+    def keys(sources: list[str]) -> list[dg.AssetKey]:
+        return [dg.AssetKey([problem.name, t]) for s in sources for t in (raw_table(s), s)]
+
+    @dg.sensor(
+        name=f"{problem.name}_landing",
+        target=dg.AssetSelection.assets(*keys(daily), *keys(references)),
+        minimum_interval_seconds=LANDING_INTERVAL,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Ingests each {problem.name} day once every daily source has landed, "
+        "and the reference snapshots once.",
+    )
+    def _landing(context: dg.SensorEvaluationContext, lake: LakeResource):
+        store = lake.lake()
+        landed = set.intersection(*(set(store.landed_days(problem.name, s)) for s in daily))
+        done = context.instance.get_materialized_partitions(
+            dg.AssetKey([problem.name, raw_table(daily[0])])
+        )
+        requests: list[dg.RunRequest] = []
+        if references and not all(
+            context.instance.get_latest_materialization_event(dg.AssetKey([problem.name, r]))
+            for r in references
+        ):
+            requests.append(dg.RunRequest(run_key="reference", asset_selection=keys(references)))
+        for day in sorted(str(d) for d in landed if str(d) not in done)[:10]:
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"ingest-{day}", partition_key=day, asset_selection=keys(daily)
+                )
+            )
+        return requests or dg.SkipReason("no newly landed day")
+
+    return _landing
+
+
+def _retrain_request(trigger: str, reason: str, key: str) -> dg.RunRequest:
+    return dg.RunRequest(
+        run_key=f"{trigger}-{key}",
+        tags={"mlplatform/retrain": trigger, "mlplatform/reason": reason[:200]},
+    )
+
+
+def _retrain_decision(
+    problem: Problem, instance: dg.DagsterInstance, lake: LakeResource, mlflow: MlflowResource
+) -> tuple[str | None, int, str | None]:
+    """(why not, new labels, champion) under the rails, from the registry and past runs."""
+    from mlplatform.lib import registry as reg
+    from mlplatform.lib.retraining import labels_after, rails, window_end
+
+    tracking = mlflow.tracking()
+    champion = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
+    cutoff = window_end(reg.version_tags(tracking, problem.name, champion)) if champion else None
+    # the holdout days after the window were seen by the gates, not by the model: they count
+    new = labels_after(lake.lake(), problem.name, problem.spec, cutoff)
+    now = datetime.now(UTC)
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=retrain_job_name(problem), created_after=now - timedelta(days=2))
+    )
+    recent = [r.create_timestamp for r in records]
+    return rails(problem.spec.retraining, now, recent, new), new, champion
+
+
+def build_retraining(problem: Problem) -> list[Any]:
+    """The retrain job, its schedule, and the labelled-volume and drift sensors."""
+    rule = problem.spec.retraining
+    job = dg.define_asset_job(
+        retrain_job_name(problem),
+        selection=dg.AssetSelection.assets(
+            *(
+                dg.AssetKey([problem.name, n])
+                for n in ("training_set", "holdout_set", "model_candidate")
+            ),
+            dg.AssetKey([problem.name, "evaluation_report"]),
+            dg.AssetKey([problem.name, "promotion"]),
+        ),
+        description=f"Retrain {problem.name}: new training and holdout sets, a candidate, the "
+        "gates, and promotion to challenger; the rollout sensor takes it from there.",
+    )
+    out: list[Any] = [job]
+    tz = problem.spec.partitioning.timezone
+
+    if rule.schedule:
+
+        @dg.schedule(
+            name=f"{problem.name}_retrain_schedule",
+            cron_schedule=rule.schedule,
+            execution_timezone=tz,
+            job_name=retrain_job_name(problem),
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description=f"Retrain {problem.name} on the spec's calendar, behind its rails.",
+        )
+        def _schedule(
+            context: dg.ScheduleEvaluationContext, lake: LakeResource, mlflow: MlflowResource
+        ):
+            blocked, new, _ = _retrain_decision(problem, context.instance, lake, mlflow)
+            if blocked:
+                return dg.SkipReason(blocked)
+            stamp = context.scheduled_execution_time.isoformat()
+            return _retrain_request("schedule", f"{new} new labelled rows; calendar", stamp)
+
+        out.append(_schedule)
+
+    if rule.labeled_volume:
+        volume = rule.labeled_volume
+
+        @dg.sensor(
+            name=f"{problem.name}_labeled_volume",
+            job_name=retrain_job_name(problem),
+            minimum_interval_seconds=RETRAIN_INTERVAL,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            description=f"Retrain {problem.name} once {volume} labelled rows arrived after "
+            "the champion's training window.",
+        )
+        def _volume(
+            context: dg.SensorEvaluationContext, lake: LakeResource, mlflow: MlflowResource
+        ):
+            blocked, new, champion = _retrain_decision(problem, context.instance, lake, mlflow)
+            if new < volume:
+                return dg.SkipReason(f"{new} new labelled rows of {volume}")
+            if blocked:
+                return dg.SkipReason(blocked)
+            return _retrain_request(
+                "labeled_volume", f"{new} new labelled rows", f"{champion}-{new // volume}"
+            )
+
+        out.append(_volume)
+
+    if rule.on_drift != "off":
+
+        @dg.sensor(
+            name=f"{problem.name}_drift",
+            job_name=retrain_job_name(problem),
+            minimum_interval_seconds=RETRAIN_INTERVAL,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            description=f"On drift of {problem.name}'s served features: "
+            f"{'retrain' if rule.on_drift == 'retrain' else 'alert only'}.",
+        )
+        def _drift(context: dg.SensorEvaluationContext, lake: LakeResource, mlflow: MlflowResource):
+            event = context.instance.get_latest_materialization_event(
+                dg.AssetKey([problem.name, "drift_report"])
+            )
+            report = event.asset_materialization if event else None
+            if report is None or not report.metadata["drifted"].value:
+                return dg.SkipReason("no drift in the latest drift report")
+            day = report.partition
+            share = report.metadata["drift_share"].value
+            message = f"drift on {day}: share {share:.2f} of features"
+            if rule.on_drift == "alert":
+                context.log.warning(f"ALERT {problem.name}: {message} (alert only, no retrain)")
+                return dg.SkipReason(f"alert only: {message}")
+            blocked, _, champion = _retrain_decision(problem, context.instance, lake, mlflow)
+            if blocked:
+                return dg.SkipReason(f"{message}; not retraining: {blocked}")
+            return _retrain_request("drift", message, f"{champion}-{day}")
+
+        out.append(_drift)
+    return out

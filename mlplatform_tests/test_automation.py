@@ -1,0 +1,127 @@
+"""Automation: landing starts ingestion, features follow by declarative automation, and
+retraining triggers respect their rails, on real Dagster instances and the real data."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from mlplatform.defs.automation import retrain_job_name
+from mlplatform.lib.retraining import rails
+from mlplatform.problems import Problem
+from mlplatform.spec import RetrainingSpec
+from mlplatform_tests.helpers import FAST, QUIET, STUMP, Platform, failure_messages, tuned_problem
+
+
+def _tick(platform: Platform, name: str) -> tuple[list[dg.RunRequest], str | None]:
+    sensor = platform.defs.resolve_sensor_def(name)
+    resources = {"lake": platform.feast.lake, "mlflow": platform.mlflow}
+    with dg.build_sensor_context(
+        instance=platform.instance, resources=resources, definitions=platform.defs
+    ) as context:
+        data = sensor.evaluate_tick(context)
+    return list(data.run_requests or []), data.skip_message
+
+
+def test_landing_starts_the_ingestion_of_each_landed_day_once(platform: Platform) -> None:
+    requests, _ = _tick(platform, "flight_delay_landing")
+    keys = [r.run_key for r in requests]
+    assert keys == ["reference", *(f"ingest-2013-01-0{d}" for d in range(1, 8))]
+    assert requests[1].partition_key == "2013-01-01"
+
+    assert platform.run_reference().success
+    assert platform.run_day("2013-01-07").success
+    requests, _ = _tick(platform, "flight_delay_landing")
+    assert [r.run_key for r in requests] == [f"ingest-2013-01-0{d}" for d in range(1, 7)]
+
+
+def test_features_and_the_online_store_follow_ingestion_without_a_click(
+    platform: Platform,
+) -> None:
+    plane = dg.AssetKey(["flight_delay", "plane"])
+    online = dg.AssetKey(["flight_delay", "online_features"])
+    # the automation sensor's first tick: nothing has happened yet
+    start = dg.evaluate_automation_conditions(defs=platform.defs, instance=platform.instance)
+    assert start.get_num_requested(plane) == 0  # no input yet
+    assert start.get_num_requested(dg.AssetKey(["flight_delay", "feature_registry"])) == 1
+    assert platform.run_reference().success
+    for day in range(1, 8):
+        assert platform.run_day(f"2013-01-0{day}").success
+
+    first = dg.evaluate_automation_conditions(
+        defs=platform.defs, instance=platform.instance, cursor=start.cursor
+    )
+
+    assert "2013-01-07" in first.get_requested_partitions(plane)
+    assert first.get_num_requested(online) == 1  # in the same run, after the tables
+
+    for day in range(1, 8):
+        assert platform.run_features(f"2013-01-0{day}").success
+    assert platform.run_feature_store().success  # what the first tick asked for, done
+    settled = dg.evaluate_automation_conditions(
+        defs=platform.defs, instance=platform.instance, cursor=first.cursor
+    )
+    assert "2013-01-07" not in settled.get_requested_partitions(plane)  # handled already
+
+    assert platform.run_features("2013-01-07").success  # a day recomputed
+    after = dg.evaluate_automation_conditions(
+        defs=platform.defs, instance=platform.instance, cursor=settled.cursor
+    )
+    assert after.get_num_requested(online) == 1  # the online store follows
+
+
+def test_the_rails_stop_a_retrain_without_labels_in_cool_down_or_over_the_cap() -> None:
+    rule = RetrainingSpec(min_new_labels=100, cooldown_hours=24, daily_cap=1)
+    now = datetime(2013, 3, 1, 6, tzinfo=UTC)
+
+    assert rails(rule, now, [], 5000) is None
+    assert "only 99 new labelled rows" in (rails(rule, now, [], 99) or "")
+    assert "cool-down" in (rails(rule, now, [now - timedelta(hours=3)], 5000) or "")
+    capped = RetrainingSpec(min_new_labels=0, cooldown_hours=0, daily_cap=2)
+    two = [now - timedelta(hours=5), now - timedelta(hours=1)]
+    assert "daily cap: 2" in (rails(capped, now, two, 5000) or "")
+    assert rails(capped, now, two[1:], 5000) is None
+
+
+def test_labelled_volume_retrains_through_the_gates_then_cools_down(
+    featured: Platform, problem: Problem
+) -> None:
+    tuned = tuned_problem(problem)
+    retraining = tuned.spec.retraining.model_copy(
+        update={"labeled_volume": 1000, "min_new_labels": 500, "cooldown_hours": 24}
+    )
+    from dataclasses import replace
+
+    tuned = replace(tuned, spec=tuned.spec.model_copy(update={"retraining": retraining}))
+    platform = Platform(tuned, featured.lake.root, featured.instance)
+    assert platform.run_feature_store().success  # training-set checks on this instance
+
+    (request,), _ = _tick(platform, "flight_delay_labeled_volume")
+    assert request.tags["mlplatform/retrain"] == "labeled_volume"
+    assert "new labelled rows" in request.tags["mlplatform/reason"]
+
+    job = platform.defs.resolve_job_def(retrain_job_name(tuned))
+    ops = {
+        "flight_delay__training_set": {"config": {"holdout_days": 2}},
+        "flight_delay__model_candidate": {"config": {**FAST, "params": STUMP}},
+    }
+    result = job.execute_in_process(
+        instance=platform.instance,
+        run_config={**QUIET, "ops": ops},
+        tags=request.tags,
+        raise_on_error=False,
+    )
+    assert result.success, failure_messages(result)
+    done = {e.asset_key.path[-1] for e in result.get_asset_materialization_events() if e.asset_key}
+    assert {
+        "training_set",
+        "holdout_set",
+        "model_candidate",
+        "evaluation_report",
+        "promotion",
+    } <= done
+
+    requests, skipped = _tick(platform, "flight_delay_labeled_volume")
+    assert requests == []
+    # the new champion's window ends on 01-05: the two holdout days' labels are new, but
+    # the retrain a moment ago holds the next one back
+    assert skipped and "cool-down" in skipped
