@@ -48,6 +48,23 @@ def problem_status(
         "last_verdict": last_verdict(tracking, problem.name) if has_registry else None,
         "deployment": deployment_status(held, current),
         "service": service_status(lake.root, problem.name),
+        "monitoring": monitoring_status(problem, instance, lake),
+    }
+
+
+def monitoring_status(
+    problem: Problem, instance: dg.DagsterInstance, lake: DataLake
+) -> dict[str, Any]:
+    """Newest drift partition, retrain runs and rollbacks so far."""
+    drift = instance.get_materialized_partitions(dg.AssetKey([problem.name, "drift_report"]))
+    retrains = instance.get_run_records(dg.RunsFilter(job_name=f"{problem.name}_retraining"))
+    rollbacks = [
+        e for e in DeploymentLog(lake.root, problem.name).entries() if e.stage == "rolled_back"
+    ]
+    return {
+        "last_drift_partition": max(drift) if drift else None,
+        "retrains": len(retrains),
+        "rollbacks": len(rollbacks),
     }
 
 

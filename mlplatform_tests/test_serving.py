@@ -415,3 +415,8 @@ def test_monitoring_joins_a_day_of_served_requests_to_outcomes_and_scores_drift(
     assert 0 <= float(drift["drift_share"]) <= 1  # type: ignore[arg-type]
     assert Path(str(drift["evidently_report"])).exists()
     assert "month" in drift["feature_scores"]  # type: ignore[operator]
+    from mlplatform.status import problem_status
+
+    watched = problem_status(platform.problem, platform.lake, platform.instance)["monitoring"]
+    assert watched["last_drift_partition"] == "2013-01-06"
+    assert watched["rollbacks"] == 2  # the sensor's (bad challenger) and the command's
