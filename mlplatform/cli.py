@@ -190,12 +190,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a problem's champion (and challenger, by rollout stage) over HTTP."""
     from mlplatform.lib.tracking import local_tracking
     from mlplatform.problems import get_problem
-    from mlplatform.serving.server import build_runtime, serve
+    from mlplatform.serving.server import serve
 
     problem, root = get_problem(args.problem), settings.data_dir()
-    runtime = build_runtime(problem, root, local_tracking(root), refresh_seconds=args.refresh)
-    _out(f"serving {problem.name} on http://{args.host}:{args.port} (docs at /docs)")
-    serve(runtime, root, args.host, args.port)
+    _out(
+        f"serving {problem.name} on http://{args.host}:{args.port} (docs at /docs), "
+        f"{args.workers} worker(s)"
+    )
+    serve(problem, root, local_tracking(root), args.host, args.port, args.refresh, args.workers)
     return 0
 
 
@@ -398,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--refresh", type=float, default=0.5, help="seconds between registry reads")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("predict", help="send real flights of a day to the running service")

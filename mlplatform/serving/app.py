@@ -5,6 +5,8 @@ SQLite read and a one-row predict), and one thread keeps the online store's conn
 and the model snapshot free of races.
 """
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -79,15 +81,25 @@ class BodyTooLarge(Exception):
     """A streamed body passed the limit."""
 
 
-def create_app(runtime: Runtime, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
-    """The service of one problem."""
+def create_app(
+    runtime: Runtime, max_body_bytes: int = MAX_BODY_BYTES, stop_on_shutdown: bool = False
+) -> FastAPI:
+    """The service of one problem; ``stop_on_shutdown`` when the app owns its runtime."""
     problem = runtime.problem
     request_model: Any = problem.request_model()
     batch_model: Any = create_model(
         "Batch",
         instances=(list[request_model], Field(min_length=1, max_length=MAX_BATCH)),  # pyright: ignore[reportInvalidTypeForm]
     )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if stop_on_shutdown:
+            runtime.stop()  # flush the prediction log
+
     app = FastAPI(
+        lifespan=lifespan,
         title=f"mlplatform: {problem.name}",
         description=problem.spec.description,
         version=str(problem.spec.version),

@@ -30,19 +30,74 @@ def build_runtime(
     return Runtime(problem, root, tracking, scorer, predictions, refresh_seconds)
 
 
-def serve(runtime: Runtime, root: Path, host: str, port: int) -> None:
-    """Serve until interrupted (uvicorn handles SIGINT/SIGTERM), then flush the log."""
+def serve(
+    problem: Problem,
+    root: Path,
+    tracking: Tracking,
+    host: str,
+    port: int,
+    refresh_seconds: float = 0.5,
+    workers: int = 1,
+) -> None:
+    """Serve until interrupted (uvicorn handles SIGINT/SIGTERM), then flush the log.
+
+    With ``workers`` > 1, uvicorn forks that many processes, each with its own runtime
+    (models, Feast connection, prediction log files, registry follower).
+    """
+    import os
+
     import uvicorn
 
     from mlplatform.serving.app import create_app
 
-    runtime.start()
-    announced = announce(root, runtime.problem.name, f"http://{host}:{port}")
+    announced = announce(root, problem.name, f"http://{host}:{port}")
     try:
-        uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+        if workers > 1:
+            os.environ |= {
+                WORKER_PROBLEM: problem.name,
+                WORKER_REFRESH: str(refresh_seconds),
+                "MLPLATFORM_DATA_DIR": str(root),
+            }
+            uvicorn.run(
+                f"{__name__}:worker_app",
+                factory=True,
+                workers=workers,
+                host=host,
+                port=port,
+                log_level="warning",
+            )
+            return
+        runtime = build_runtime(problem, root, tracking, refresh_seconds=refresh_seconds)
+        runtime.start()
+        try:
+            uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
+        finally:
+            runtime.stop()
     finally:
-        runtime.stop()
         announced.unlink(missing_ok=True)
+
+
+WORKER_PROBLEM = "MLPLATFORM_SERVE_PROBLEM"
+WORKER_REFRESH = "MLPLATFORM_SERVE_REFRESH"
+
+
+def worker_app() -> Any:
+    """The app of one uvicorn worker process (``serve(..., workers=N)``)."""
+    import os
+
+    from mlplatform.lib.tracking import local_tracking
+    from mlplatform.problems import get_problem
+    from mlplatform.serving.app import create_app
+    from mlplatform.settings import data_dir
+
+    root = data_dir()
+    runtime = build_runtime(
+        get_problem(os.environ[WORKER_PROBLEM]),
+        root,
+        local_tracking(root),
+        refresh_seconds=float(os.environ.get(WORKER_REFRESH, "0.5")),
+    )
+    return create_app(runtime.start(), stop_on_shutdown=True)
 
 
 @dataclass
