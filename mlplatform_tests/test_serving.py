@@ -420,3 +420,47 @@ def test_monitoring_joins_a_day_of_served_requests_to_outcomes_and_scores_drift(
     watched = problem_status(platform.problem, platform.lake, platform.instance)["monitoring"]
     assert watched["last_drift_partition"] == "2013-01-06"
     assert watched["rollbacks"] == 2  # the sensor's (bad challenger) and the command's
+
+
+def test_two_workers_serve_and_flush_their_logs_on_a_graceful_stop(
+    served: tuple[Platform, Background],
+) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from mlplatform.serving.client import wait_until_up
+    from mlplatform.serving.server import service_file
+
+    platform, _ = served
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MLPLATFORM_DATA_DIR": str(platform.lake.root)}
+    cli = Path(sys.executable).with_name("mlplatform")
+    command = [str(cli), "serve", "--problem", "flight_delay", "--port", str(port)]
+    proc = subprocess.Popen(
+        [*command, "--workers", "2", "--refresh", "5"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_until_up(url, 90)
+        answered = _send(Background(None, None, None, url), _requests(platform, 40))  # type: ignore[arg-type]
+        proc.send_signal(signal.SIGTERM)  # at once: the workers flush on shutdown
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    assert {a["version"] for a in answered} == {"1"}
+    logged = read_predictions(platform.lake.root, "flight_delay")
+    assert {a["request_id"] for a in answered} <= set(logged["request_id"])
+    assert (
+        len({f.name.split("-")[1] for f in (platform.lake.root / "predictions").glob("*/*/*")}) >= 2
+    )
+    assert not service_file(platform.lake.root, "flight_delay").exists()
