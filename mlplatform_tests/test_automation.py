@@ -52,6 +52,10 @@ def test_features_and_the_online_store_follow_ingestion_without_a_click(
     )
 
     assert "2013-01-07" in first.get_requested_partitions(plane)
+    # the day's data closes the day: its monitoring runs too
+    for name in ("served_predictions", "online_outcomes", "online_performance", "drift_report"):
+        key = dg.AssetKey(["flight_delay", name])
+        assert "2013-01-07" in first.get_requested_partitions(key), name
     assert first.get_num_requested(online) == 1  # in the same run, after the tables
 
     for day in range(1, 8):
@@ -67,6 +71,16 @@ def test_features_and_the_online_store_follow_ingestion_without_a_click(
         defs=platform.defs, instance=platform.instance, cursor=settled.cursor
     )
     assert after.get_num_requested(online) == 1  # the online store follows
+
+    # a day nobody was served (no champion yet): monitoring records that, and fails nothing
+    quiet = platform.run_monitoring("2013-01-07")
+    assert quiet.success, failure_messages(quiet)
+    (drift,) = [
+        e.materialization.metadata
+        for e in quiet.get_asset_materialization_events()
+        if e.asset_key and e.asset_key.path[-1] == "drift_report"
+    ]
+    assert drift["skipped"].value == "no champion yet"
 
 
 def test_the_rails_stop_a_retrain_without_labels_in_cool_down_or_over_the_cap() -> None:

@@ -53,6 +53,8 @@ def conditions(problem: Problem) -> dict[dg.AssetKey, dg.AutomationCondition]:
         dg.AssetKey([problem.name, t.name]): ANY_DAY for t in problem.feature_tables()
     }
     out[dg.AssetKey([problem.name, "feature_registry"])] = ONCE
+    for name in ("served_predictions", "online_outcomes", "online_performance", "drift_report"):
+        out[dg.AssetKey([problem.name, name])] = ANY_DAY  # when the day's data lands
     out[dg.AssetKey([problem.name, "online_features"])] = AFTER_ANY_UPDATE
     return out
 
@@ -249,7 +251,8 @@ def build_retraining(problem: Problem) -> list[Any]:
                 dg.AssetKey([problem.name, "drift_report"])
             )
             report = event.asset_materialization if event else None
-            if report is None or not report.metadata["drifted"].value:
+            drifted = report.metadata.get("drifted") if report else None
+            if report is None or drifted is None or not drifted.value:
                 return dg.SkipReason("no drift in the latest drift report")
             day = report.partition
             share = report.metadata["drift_share"].value

@@ -11,7 +11,6 @@
 import dagster as dg
 
 from mlplatform.defs.partitions import daily_partitions
-from mlplatform.defs.training.assets import training_set_key
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource, MlflowResource
 
@@ -40,11 +39,14 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
     }
     key = {n: monitoring_key(problem, n) for n in NAMES}
 
+    target = dg.AssetKey([problem.name, spec.target.source])
+
     @dg.asset(
         key=key["served_predictions"],
-        deps=[dg.AssetKey([problem.name, "deployment"])],
+        # the day's data landing closes the day: its requests are all in the log by then
+        deps=[target],
         description="The prediction log's requests for the day's flights: versions, routes, "
-        "features, predictions, latency and errors.",
+        "features, predictions, latency and errors. Runs when the day's data lands.",
         kinds={"parquet"},
         **common,
     )
@@ -73,7 +75,7 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=key["online_outcomes"],
-        deps=[key["served_predictions"], dg.AssetKey([problem.name, spec.target.source])],
+        deps=[key["served_predictions"], target],
         description=f"The day's answered requests with their {spec.target.name} outcome, "
         f"joined on the {spec.target.source} natural key.",
         kinds={"parquet"},
@@ -132,7 +134,8 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         key=key["drift_report"],
-        deps=[key["served_predictions"], training_set_key(problem)],
+        # the reference is the champion's own training set, found through the registry
+        deps=[key["served_predictions"]],
         description=f"Feature and prediction drift of the day's requests against the "
         f"champion's training set ({spec.monitoring.stattest}, threshold "
         f"{spec.monitoring.threshold}); Evidently HTML linked.",
@@ -151,15 +154,14 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         store, day, tracking = lake.lake(), _day(context), mlflow.tracking()
         served = store.read_days(problem.name, _table("served_predictions"), [day])
         champion = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
-        if champion is None:
-            raise dg.Failure(f"{problem.name}: no champion, so no training reference")
+        current = served_features(served, spec) if len(served) else pd.DataFrame()
+        if champion is None or current.empty:
+            why = "no champion yet" if champion is None else "no answered request that day"
+            return dg.MaterializeResult(metadata={"drift_share": float("nan"), "skipped": why})
         version = reg.version_tags(tracking, problem.name, champion).get("data_version", "")
         path = store.root / "warehouse" / problem.name / "training_set" / f"{version}.parquet"
         if not path.exists():
             raise dg.Failure(f"{problem.name}: champion {champion}'s training set {path} is gone")
-        current = served_features(served, spec)
-        if current.empty:
-            raise dg.Failure(f"{problem.name}: no answered request for {day}")
         reference = pd.read_parquet(path)
         reference = reference.sample(n=min(REFERENCE_ROWS, len(reference)), random_state=0)
         model = reg.load_version(tracking, problem.name, champion)
