@@ -32,20 +32,29 @@ if TYPE_CHECKING:
 _ROW = "__row"
 
 
-def open_store(problem: Problem, data: Path) -> "FeatureStore":
+def open_store(
+    problem: Problem,
+    data: Path,
+    config_file: str = "feature_store.yaml",
+    variables: Mapping[str, str] | None = None,
+) -> "FeatureStore":
     """The problem's feature store over the data folder ``data``.
 
     ``feature_store.yaml`` names its registry and online store under
     ``${MLPLATFORM_DATA_DIR}``; setting it here keeps one configuration file for the
-    platform and the ``feast`` CLI.
+    platform and the ``feast`` CLI. Another profile's file (``config_file``, in the same
+    repository) reads its servers from ``variables``, set here the same way.
     """
     from feast import FeatureStore
 
     # feast's import resets warning filters; this one is ibis talking to itself, every query
     warnings.filterwarnings("ignore", message="fetch_arrow_table", category=DeprecationWarning)
     os.environ[DATA_VAR] = str(data)
+    os.environ.update(variables or {})
     (data / "feast" / problem.name).mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(problem.feature_repo))
+    return FeatureStore(
+        repo_path=str(problem.feature_repo), fs_yaml_file=problem.feature_repo / config_file
+    )
 
 
 def service_of(problem: Problem, store: "FeatureStore", data: Path) -> "FeatureService":
