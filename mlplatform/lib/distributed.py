@@ -8,7 +8,7 @@ no early-stopping callback, so the validation split is scored here after every r
 """
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
 
 def best_round(scores: list[float], patience: int) -> int:
-    """Rounds LightGBM's early stopping keeps: the best score before ``patience`` rounds
-    without a strict improvement (1-based)."""
+    """Rounds LightGBM's early stopping keeps (1-based).
+
+    The best score before ``patience`` rounds pass without a strict improvement.
+    """
     best, best_at = -math.inf, 0
     for i, score in enumerate(scores):
         if score > best:
@@ -58,8 +60,8 @@ def fit_dask(client: "Client", data: Data, params: dict[str, Any], cfg: Training
     y = np.asarray(data.train.get_label())
     workers = max(1, len(client.scheduler_info()["workers"]))
     rows = math.ceil(len(x) / workers)
-    dx = da.from_array(x, chunks=(rows, x.shape[1]))
-    dy = da.from_array(y, chunks=(rows,))
+    dx = da.from_array(x, chunks=cast(Any, (rows, x.shape[1])))  # dask's stub says str
+    dy = da.from_array(y, chunks=cast(Any, (rows,)))
     model = DaskLGBMClassifier(client=client, n_estimators=cfg.max_rounds, **params)
     model.fit(
         dx,

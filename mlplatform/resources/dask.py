@@ -42,7 +42,7 @@ class DaskResource(dg.ConfigurableResource):
                     n_workers=self.local_workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # any free port; never a fixed one
                 ) as cluster,
                 Client(cluster) as client,
             ):

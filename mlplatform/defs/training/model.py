@@ -5,12 +5,13 @@ Registering does not deploy: a new version gets tags for its lineage and no alia
 
 import hashlib
 import json
+from functools import partial
 
 import dagster as dg
 
 from mlplatform.defs.training.assets import GROUP, training_set_key
 from mlplatform.problems import Problem
-from mlplatform.resources import LakeResource, MlflowResource
+from mlplatform.resources import DaskResource, LakeResource, MlflowResource
 
 
 def model_key(problem: Problem) -> dg.AssetKey:
@@ -69,11 +70,13 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         config: ModelConfig,
         lake: LakeResource,
         mlflow: MlflowResource,
+        dask: DaskResource,
     ) -> dg.MaterializeResult:
         import pandas as pd
 
         from mlplatform.lib import plots
         from mlplatform.lib import training as tr
+        from mlplatform.lib.distributed import fit_dask
         from mlplatform.lib.tracking import git_commit, log_training
         from mlplatform.settings import project_root
         from mlplatform.spec import TrainingSpec
@@ -94,9 +97,12 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         (store.root / "optuna").mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{store.root / 'optuna' / f'{problem.name}.db'}"
         try:
-            candidate = tr.train_candidate(
-                training, spec, cfg, storage, study_name, fixed_params=config.params
-            )
+            with dask.client() as client:  # None: single-machine LightGBM
+                final_fit = partial(fit_dask, client) if client else None
+                trainer = f"lightgbm.dask ({dask.scheduler_address})" if client else "lightgbm"
+                candidate = tr.train_candidate(
+                    training, spec, cfg, storage, study_name, config.params, final_fit
+                )
         except ValueError as exc:
             raise dg.Failure(
                 f"{problem.name} training set {latest['data_version']}: {exc}"
@@ -124,6 +130,7 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
                 "n_trials": cfg.n_trials if result else 0,
                 "seed": cfg.seed,
                 "pruner": cfg.pruner,
+                "trainer": trainer,
                 "best_iteration": final.booster.best_iteration,
                 "study": study_name if result else "none: fixed parameters",
             },
@@ -171,6 +178,7 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
                 "valid_auc": final.auc,
                 "valid_logloss": final.logloss,
                 "best_iteration": final.booster.best_iteration,
+                "trainer": trainer,
                 "trials": dg.MetadataValue.json(result.counts if result else {}),
                 "best_params": dg.MetadataValue.json(candidate.params),
                 **{name: _png_md(plots.png(fig), name) for name, fig in figures.items()},
