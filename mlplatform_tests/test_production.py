@@ -248,8 +248,7 @@ def test_training_runs_through_lightgbm_dask_and_is_tracked_on_the_mlflow_server
 ) -> None:
     from mlflow import MlflowClient
 
-    if DataLake(services.data).read_latest("flight_delay", "training_set") is None:
-        pytest.skip("needs the training set of the feature-store test (run the module)")
+    assert DataLake(services.data).read_latest("flight_delay", "training_set") is not None
     resources = build_resources()  # the production profile, its Dask: a LocalCluster
     with dg.instance_for_test() as instance:
         platform = Platform(problem, services.data, instance)
