@@ -26,6 +26,7 @@ import dagster as dg
 from mlplatform.settings import project_root
 
 CELERY_CONFIG_DIR = "deploy/celery"
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 def load_job(name: str) -> dg.JobDefinition:
@@ -59,8 +60,9 @@ def run_job(
         "mlplatform.production", "load_job", reconstructable_args=(name,)
     )
     tags = {"dagster/partition": partition} if partition else None
+    config = {**QUIET, **(run_config or {})}  # events go to the instance; the terminal: errors
     with dg.execute_job(
-        job, instance=instance, run_config=dict(run_config or {}), tags=tags, raise_on_error=False
+        job, instance=instance, run_config=config, tags=tags, raise_on_error=False
     ) as result:
         return Launched(result.run_id, result.success, name, partition)
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from mlplatform import production
+from mlplatform.lib.feature_store import online_row_counts
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
 from mlplatform.resources import (
@@ -221,6 +222,9 @@ def test_the_feature_store_job_fills_redis_through_celery_and_features_read_back
     ).store(problem)
     assert store.config.online_store.type == "redis"
     assert {v.name for v in store.list_feature_views()} >= {"origin_weather_fv", "plane_fv"}
+    held = online_row_counts(store)
+    assert set(held) == {t.view for t in problem.feature_tables()}
+    assert held["carrier_delays_fv"] >= 10
     online = store.get_online_features(
         features=[
             "carrier_delays_fv:carrier_delay_rate_7d",

@@ -62,6 +62,8 @@ def fit_dask(client: "Client", data: Data, params: dict[str, Any], cfg: Training
     rows = math.ceil(len(x) / workers)
     dx = da.from_array(x, chunks=cast(Any, (rows, x.shape[1])))  # dask's stub says str
     dy = da.from_array(y, chunks=cast(Any, (rows,)))
+    # lightgbm.dask sets each worker's threads itself
+    params = {k: v for k, v in params.items() if k != "num_threads"}
     model = DaskLGBMClassifier(client=client, n_estimators=cfg.max_rounds, **params)
     model.fit(
         dx,

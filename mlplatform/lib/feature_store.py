@@ -118,7 +118,9 @@ def rows_between(frame: pd.DataFrame, start: datetime, end: datetime) -> int:
 
 
 def online_row_counts(store: "FeatureStore") -> dict[str, int]:
-    """Entities held per feature view in the SQLite online store (one row per feature each)."""
+    """Entities held per feature view in the SQLite or Redis online store."""
+    if getattr(store.config.online_store, "type", "") == "redis":
+        return _redis_row_counts(store)
     location = getattr(store.config.online_store, "path", None)
     path = Path(location) if location else None
     if path is None or not path.exists():
@@ -133,6 +135,39 @@ def online_row_counts(store: "FeatureStore") -> dict[str, int]:
             for t in tables
             if t.startswith(f"{project}_")
         }
+
+
+def _redis_row_counts(store: "FeatureStore") -> dict[str, int]:
+    """Entities per feature view in Redis.
+
+    Feast's layout: one hash per entity key, with a ``_ts:<view>`` field per view that
+    wrote it.
+    """
+    import redis
+
+    connection = getattr(store.config.online_store, "connection_string", "")
+    host_port, *options = str(connection).split(",")
+    host, _, port = host_port.partition(":")
+    kwargs = dict(o.split("=", 1) for o in options if "=" in o)
+    client = redis.Redis(
+        host=host,
+        port=int(port or 6379),
+        db=int(kwargs.get("db", 0)),
+        password=kwargs.get("password"),
+        ssl=kwargs.get("ssl", "false").lower() == "true",
+    )
+    counts: dict[str, int] = {}
+    keys = list(client.scan_iter(match=f"*{store.config.project}", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hkeys(key)
+    for fields in pipe.execute():
+        for field in fields:
+            name = field.decode("utf8", "replace")
+            if name.startswith("_ts:"):
+                counts[name[4:]] = counts.get(name[4:], 0) + 1
+    client.close()
+    return counts
 
 
 class NotMaterializedError(RuntimeError):
