@@ -76,8 +76,9 @@ def dask_side_by_side(training: pd.DataFrame) -> dict:
         dask_s = time.perf_counter() - t0
     log(
         f"single machine: {single_s:.2f} s, AUC {single.auc:.4f}, {single.booster.best_iteration}"
-        f" rounds kept of {single.rounds}; lightgbm.dask: {dask_s:.2f} s (+{startup_s:.1f} s cluster start), AUC "
-        f"{dist.auc:.4f}, {dist.booster.best_iteration} rounds kept of {dist.rounds}"
+        f" rounds kept of {single.rounds}; lightgbm.dask: {dask_s:.2f} s (+{startup_s:.1f} s "
+        f"cluster start), AUC {dist.auc:.4f}, {dist.booster.best_iteration} rounds kept of "
+        f"{dist.rounds}"
     )
     return {
         "dask_time_ratio": round(dask_s / single_s, 2),
