@@ -60,19 +60,22 @@ def pg_url(database: str, driver: str = "postgresql") -> str:
 def pg_database(purpose: str) -> Iterator[str]:
     """A fresh, uniquely named database, dropped (with its connections) afterwards."""
     import psycopg
+    from psycopg import sql
 
     name = f"mlp_test_{purpose}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(
         host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True
     ) as conn:
-        conn.execute(f'create database "{name}"')
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
     try:
         yield name
     finally:
         with psycopg.connect(
             host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True
         ) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
+            conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+            )
 
 
 @contextmanager
