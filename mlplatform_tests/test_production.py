@@ -278,3 +278,17 @@ def production_definitions(problem: Problem, resources: dict) -> dg.Definitions:
     from mlplatform.definitions import build_definitions
 
     return build_definitions([problem], resources)
+
+
+def test_a_missing_server_skips_with_its_address_and_fails_when_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlplatform_tests import services as svc
+
+    monkeypatch.setattr(svc, "PG_PORT", free_port())  # nothing listens there
+    monkeypatch.delenv(svc.REQUIRE_VAR, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=rf"PostgreSQL on 127.0.0.1:{svc.PG_PORT}"):
+        require_services()
+    monkeypatch.setenv(svc.REQUIRE_VAR, "1")
+    with pytest.raises(pytest.fail.Exception, match="MLPLATFORM_REQUIRE_SERVICES=1"):
+        require_services()
