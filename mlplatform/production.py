@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -61,6 +62,8 @@ def run_job(
     )
     tags = {"dagster/partition": partition} if partition else None
     config = {**QUIET, **(run_config or {})}  # events go to the instance; the terminal: errors
+    # dagster-celery registers its task again for every step it submits; celery says so
+    warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
     with dg.execute_job(
         job, instance=instance, run_config=config, tags=tags, raise_on_error=False
     ) as result:
