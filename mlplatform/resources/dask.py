@@ -2,12 +2,15 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from mlplatform.lib.training import Data, Fit
+    from mlplatform.spec import TrainingSpec
 
 LOCAL_CLUSTER = "local"
 
@@ -50,3 +53,12 @@ class DaskResource(dg.ConfigurableResource):
         else:
             with Client(self.scheduler_address) as client:
                 yield client
+
+    def fit(self, data: "Data", params: dict[str, Any], cfg: "TrainingSpec") -> "Fit":
+        """The final fit through ``lightgbm.dask``, on a client held only for the fit."""
+        from mlplatform.lib.distributed import fit_dask
+
+        with self.client() as client:
+            if client is None:
+                raise ValueError("DaskResource.fit needs a scheduler_address")
+            return fit_dask(client, data, params, cfg)

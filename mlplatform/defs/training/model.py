@@ -5,7 +5,6 @@ Registering does not deploy: a new version gets tags for its lineage and no alia
 
 import hashlib
 import json
-from functools import partial
 
 import dagster as dg
 
@@ -76,7 +75,6 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
 
         from mlplatform.lib import plots
         from mlplatform.lib import training as tr
-        from mlplatform.lib.distributed import fit_dask
         from mlplatform.lib.tracking import git_commit, log_training
         from mlplatform.settings import project_root
         from mlplatform.spec import TrainingSpec
@@ -97,17 +95,17 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         (store.root / "optuna").mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{store.root / 'optuna' / f'{problem.name}.db'}"
         try:
-            with dask.client() as client:  # None: single-machine LightGBM
-                final_fit = partial(fit_dask, client) if client else None
-                trainer = f"lightgbm.dask ({dask.scheduler_address})" if client else "lightgbm"
-                candidate = tr.train_candidate(
-                    training, spec, cfg, storage, study_name, config.params, final_fit
-                )
+            # the final fit on the Dask cluster when the profile names one
+            final_fit = dask.fit if dask.enabled else None
+            candidate = tr.train_candidate(
+                training, spec, cfg, storage, study_name, config.params, final_fit
+            )
         except ValueError as exc:
             raise dg.Failure(
                 f"{problem.name} training set {latest['data_version']}: {exc}"
             ) from None
         final, result, history = candidate.fit, candidate.search, candidate.history()
+        trainer = f"lightgbm.dask ({dask.scheduler_address})" if dask.enabled else "lightgbm"
         figures = {"feature_importance": plots.importance(final.booster)}
         if result is not None:
             figures["optimization_history"] = plots.optimization_history(history, spec.metric.name)
