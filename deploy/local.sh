@@ -4,14 +4,16 @@
 # and a Celery worker, runs the demo's pipeline through them, and stops them again.
 #   deploy/local.sh [--start 2013-01-01 --end 2013-01-28]
 # State stays in PostgreSQL (databases mlplatform_dagster, mlplatform_mlflow,
-# mlplatform_feast), Redis dbs 1-3, .dagster_production/ and data_production/.
+# mlplatform_feast), Redis dbs 1-3, .dagster_production/ and data_production/ (or
+# $MLPLATFORM_PRODUCTION_HOME and $MLPLATFORM_PRODUCTION_DATA): never the local profile's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 PG=postgresql+psycopg2://postgres@127.0.0.1:5432
 export MLPLATFORM_ENV=production
-export DAGSTER_HOME=${DAGSTER_HOME:-$PWD/.dagster_production}
-export MLPLATFORM_DATA_DIR=${MLPLATFORM_DATA_DIR:-$PWD/data_production}
+# never the local instance ($DAGSTER_HOME, which the Makefile points at .dagster_home)
+export DAGSTER_HOME=${MLPLATFORM_PRODUCTION_HOME:-$PWD/.dagster_production}
+export MLPLATFORM_DATA_DIR=${MLPLATFORM_PRODUCTION_DATA:-$PWD/data_production}
 export MLPLATFORM_DAGSTER_PG_URL=${MLPLATFORM_DAGSTER_PG_URL:-$PG/mlplatform_dagster}
 export MLPLATFORM_MLFLOW_URI=${MLPLATFORM_MLFLOW_URI:-http://127.0.0.1:5000}
 MLFLOW_PORT=${MLPLATFORM_MLFLOW_URI##*:}

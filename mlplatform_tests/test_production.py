@@ -174,6 +174,8 @@ def _step_workers(instance: dg.DagsterInstance, run_id: str) -> set[str]:
 def test_a_day_is_ingested_by_celery_workers_on_the_postgres_instance(
     services: Services,
 ) -> None:
+    assert services.instance.run_retries_enabled and services.instance.run_monitoring_enabled
+    assert type(services.instance.run_coordinator).__name__ == "QueuedRunCoordinator"
     run = production.run_job(services.instance, "flight_delay_ingestion", "2013-01-07")
 
     assert run.success
