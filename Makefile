@@ -10,7 +10,7 @@ DEMO_START ?= 2013-01-01
 DEMO_END ?= 2013-01-28
 DEMO_PORT ?= 8765
 
-.PHONY: venv demo test lint dev mlflow constraints clean
+.PHONY: venv demo demo-production test lint dev mlflow constraints clean
 
 venv: $(STAMP)
 
@@ -37,6 +37,10 @@ demo: venv
 	@echo "      data/ holds the landing zone, warehouse, quarantine, Feast stores and reports;"
 	@echo "      '$(BIN)/mlplatform feast --problem $(PROBLEM) -- feature-views list' runs the feast CLI;"
 	@echo "      '$(BIN)/mlplatform status --json' is the same summary for scripts."
+
+# The production profile on this machine (PostgreSQL and Redis running; docs/deploy.md).
+demo-production: venv
+	deploy/local.sh --start $(DEMO_START) --end $(DEMO_END)
 
 test: venv
 	$(BIN)/pytest

@@ -22,6 +22,15 @@ def _lake():
     return DataLake(settings.data_dir())
 
 
+def _tracking():
+    """The active profile's MLflow tracking and registry store."""
+    from mlplatform.resources import MlflowResource, build_resources
+
+    mlflow = build_resources()["mlflow"]
+    assert isinstance(mlflow, MlflowResource)
+    return mlflow.tracking()
+
+
 def _instance():
     import dagster as dg
 
@@ -188,16 +197,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a problem's champion (and challenger, by rollout stage) over HTTP."""
-    from mlplatform.lib.tracking import local_tracking
     from mlplatform.problems import get_problem
     from mlplatform.serving.server import serve
 
     problem, root = get_problem(args.problem), settings.data_dir()
     _out(
         f"serving {problem.name} on http://{args.host}:{args.port} (docs at /docs), "
-        f"{args.workers} worker(s)"
+        f"{args.workers} worker(s), profile {settings.environment()}"
     )
-    serve(problem, root, local_tracking(root), args.host, args.port, args.refresh, args.workers)
+    serve(problem, root, args.host, args.port, args.refresh, args.workers)
     return 0
 
 
@@ -241,13 +249,12 @@ def _transition(problem_name: str, action: str, reason: str, actor: str, share: 
     # the alias move and the service's refresh first; Dagster loads after traffic moved
     from mlplatform.lib import registry as reg
     from mlplatform.lib.rollout import RolloutError, apply
-    from mlplatform.lib.tracking import local_tracking
     from mlplatform.problems import get_problem
     from mlplatform.serving.server import call, service_url
 
     started = time.perf_counter()
     problem, root = get_problem(problem_name), settings.data_dir()
-    tracking = local_tracking(root)
+    tracking = _tracking()
     try:
         done = apply(problem.name, problem.spec, root, tracking, action, reason, actor, share)
     except RolloutError as exc:
@@ -314,7 +321,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from mlplatform.problems import problems
     from mlplatform.status import status
 
-    report = status(problems(), _lake(), _instance())
+    report = status(problems(), _lake(), _instance(), _tracking())
     if args.json:
         _out(json.dumps(report, indent=2, sort_keys=True))
         return 0

@@ -20,16 +20,22 @@ from mlplatform.defs import (
 )
 from mlplatform.defs.jobs import build_jobs
 from mlplatform.problems import Problem, problems
-from mlplatform.resources import build_resources
+from mlplatform.resources import DaskResource, build_executor, build_resources
 
 STAGES = (ingestion, features, training, evaluation, deployment, monitoring)
 
 
-def build_definitions(selected: Iterable[Problem], resources: dict[str, Any]) -> dg.Definitions:
-    """All stages and jobs of the given problems, bound to ``resources``."""
+def build_definitions(
+    selected: Iterable[Problem], resources: dict[str, Any], executor: Any = None
+) -> dg.Definitions:
+    """All stages and jobs of the given problems, bound to ``resources`` and ``executor``.
+
+    Without a ``dask`` resource, training runs on one machine.
+    """
     selected = list(selected)
     stages = [stage.build_defs(problem) for problem in selected for stage in STAGES]
     jobs = [job for problem in selected for job in build_jobs(problem)]
+    resources = {"dask": DaskResource(), **resources}
     triggers = [t for problem in selected for t in automation.build_retraining(problem)]
     sensors = [automation.build_landing_sensor(problem) for problem in selected]
     merged = dg.Definitions.merge(
@@ -50,6 +56,7 @@ def build_definitions(selected: Iterable[Problem], resources: dict[str, Any]) ->
                 automation.automation_sensor(),
             ],
             resources=resources,
+            executor=executor,
         ),
     )
     return automation.apply(merged, selected)
@@ -57,5 +64,5 @@ def build_definitions(selected: Iterable[Problem], resources: dict[str, Any]) ->
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """All stages of all problems, with the resources of ``MLPLATFORM_ENV``."""
-    return build_definitions(problems().values(), build_resources())
+    """All stages of all problems, with the resources and executor of ``MLPLATFORM_ENV``."""
+    return build_definitions(problems().values(), build_resources(), build_executor())

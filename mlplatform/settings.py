@@ -10,7 +10,7 @@ from pathlib import Path
 ENV_VAR = "MLPLATFORM_ENV"
 HOME_VAR = "MLPLATFORM_HOME"
 DATA_VAR = "MLPLATFORM_DATA_DIR"
-PROFILES = ("local",)
+PROFILES = ("local", "production")  # production: deploy/, docs/deploy.md
 
 
 def environment() -> str:

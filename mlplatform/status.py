@@ -11,13 +11,16 @@ from mlplatform.lib.deployment import DeploymentLog
 from mlplatform.lib.deployment import status as deployment_status
 from mlplatform.lib.registry import aliases, last_verdict
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tracking import local_tracking, registered_versions
+from mlplatform.lib.tracking import Tracking, local_tracking, registered_versions
 from mlplatform.problems import Problem
 from mlplatform.serving.server import service_status
 
 
 def problem_status(
-    problem: Problem, lake: DataLake, instance: dg.DagsterInstance
+    problem: Problem,
+    lake: DataLake,
+    instance: dg.DagsterInstance,
+    tracking: "Tracking | None" = None,
 ) -> dict[str, Any]:
     """Landed days, ingested partitions, quarantined batches, and the feature store's state."""
     daily = problem.spec.daily_sources()
@@ -26,8 +29,10 @@ def problem_status(
     registry = lake.read_latest(problem.name, "feature_registry") or {}
     online = lake.read_latest(problem.name, "online_features") or {}
     training = lake.read_latest(problem.name, "training_set")
-    tracking = local_tracking(lake.root)
-    has_registry = tracking.artifact_root.parent.joinpath("mlflow.db").exists()
+    local = local_tracking(lake.root)
+    tracking = tracking or local
+    # the embedded store exists once something was tracked; a server always answers
+    has_registry = tracking != local or local.artifact_root.parent.joinpath("mlflow.db").exists()
     held = aliases(tracking, problem.name) if has_registry else {}
     current = DeploymentLog(lake.root, problem.name).current()
     return {
@@ -69,7 +74,12 @@ def monitoring_status(
 
 
 def status(
-    problems: dict[str, Problem], lake: DataLake, instance: dg.DagsterInstance
+    problems: dict[str, Problem],
+    lake: DataLake,
+    instance: dg.DagsterInstance,
+    tracking: "Tracking | None" = None,
 ) -> dict[str, Any]:
     """One object keyed by problem name."""
-    return {name: problem_status(p, lake, instance) for name, p in sorted(problems.items())}
+    return {
+        name: problem_status(p, lake, instance, tracking) for name, p in sorted(problems.items())
+    }

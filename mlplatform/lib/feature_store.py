@@ -32,20 +32,29 @@ if TYPE_CHECKING:
 _ROW = "__row"
 
 
-def open_store(problem: Problem, data: Path) -> "FeatureStore":
+def open_store(
+    problem: Problem,
+    data: Path,
+    config_file: str = "feature_store.yaml",
+    variables: Mapping[str, str] | None = None,
+) -> "FeatureStore":
     """The problem's feature store over the data folder ``data``.
 
     ``feature_store.yaml`` names its registry and online store under
     ``${MLPLATFORM_DATA_DIR}``; setting it here keeps one configuration file for the
-    platform and the ``feast`` CLI.
+    platform and the ``feast`` CLI. Another profile's file (``config_file``, in the same
+    repository) reads its servers from ``variables``, set here the same way.
     """
     from feast import FeatureStore
 
     # feast's import resets warning filters; this one is ibis talking to itself, every query
     warnings.filterwarnings("ignore", message="fetch_arrow_table", category=DeprecationWarning)
     os.environ[DATA_VAR] = str(data)
+    os.environ.update(variables or {})
     (data / "feast" / problem.name).mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(problem.feature_repo))
+    return FeatureStore(
+        repo_path=str(problem.feature_repo), fs_yaml_file=problem.feature_repo / config_file
+    )
 
 
 def service_of(problem: Problem, store: "FeatureStore", data: Path) -> "FeatureService":
@@ -109,7 +118,9 @@ def rows_between(frame: pd.DataFrame, start: datetime, end: datetime) -> int:
 
 
 def online_row_counts(store: "FeatureStore") -> dict[str, int]:
-    """Entities held per feature view in the SQLite online store (one row per feature each)."""
+    """Entities held per feature view in the SQLite or Redis online store."""
+    if getattr(store.config.online_store, "type", "") == "redis":
+        return _redis_row_counts(store)
     location = getattr(store.config.online_store, "path", None)
     path = Path(location) if location else None
     if path is None or not path.exists():
@@ -124,6 +135,39 @@ def online_row_counts(store: "FeatureStore") -> dict[str, int]:
             for t in tables
             if t.startswith(f"{project}_")
         }
+
+
+def _redis_row_counts(store: "FeatureStore") -> dict[str, int]:
+    """Entities per feature view in Redis.
+
+    Feast's layout: one hash per entity key, with a ``_ts:<view>`` field per view that
+    wrote it.
+    """
+    import redis
+
+    connection = getattr(store.config.online_store, "connection_string", "")
+    host_port, *options = str(connection).split(",")
+    host, _, port = host_port.partition(":")
+    kwargs = dict(o.split("=", 1) for o in options if "=" in o)
+    client = redis.Redis(
+        host=host,
+        port=int(port or 6379),
+        db=int(kwargs.get("db", 0)),
+        password=kwargs.get("password"),
+        ssl=kwargs.get("ssl", "false").lower() == "true",
+    )
+    counts: dict[str, int] = {}
+    keys = list(client.scan_iter(match=f"*{store.config.project}", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hkeys(key)
+    for fields in pipe.execute():
+        for field in fields:
+            name = field.decode("utf8", "replace")
+            if name.startswith("_ts:"):
+                counts[name[4:]] = counts.get(name[4:], 0) + 1
+    client.close()
+    return counts
 
 
 class NotMaterializedError(RuntimeError):

@@ -8,6 +8,7 @@ time. The same training set, spec and seed give the same model text.
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -365,8 +366,13 @@ def train_candidate(
     storage_url: str,
     study_name: str,
     fixed_params: dict[str, Any] | None = None,
+    final_fit: Callable[[Data, dict[str, Any], TrainingSpec], Fit] | None = None,
 ) -> Candidate:
-    """Encode, split by time, search (unless ``fixed_params``), and fit the final model."""
+    """Encode, split by time, search (unless ``fixed_params``), and fit the final model.
+
+    ``final_fit`` replaces ``fit`` for the final model (``lib.distributed.fit_dask`` on a
+    Dask cluster); the search always runs here.
+    """
     from mlplatform.lib.feature_store import feature_matrix
 
     matrix = feature_matrix(training, spec)
@@ -381,6 +387,6 @@ def train_candidate(
         if fixed_params
         else dict(result.best_params if result else {})
     )
-    final = fit(data, {**base_params(cfg.seed, monotone), **params}, cfg)
+    final = (final_fit or fit)(data, {**base_params(cfg.seed, monotone), **params}, cfg)
     example = pd.DataFrame(x[:5], columns=encoding.features)
     return Candidate(final, encoding, params, result, example, int(train.sum()), int(valid.sum()))

@@ -12,15 +12,32 @@ if TYPE_CHECKING:
 
 
 class FeastResource(dg.ConfigurableResource):
-    """Opens a problem's Feast repository over the platform's data folder."""
+    """Opens a problem's Feast repository over the platform's data folder.
+
+    ``config_file`` names the repository's ``feature_store*.yaml``; the production file
+    reads its SQL registry (``registry_url``) and Redis online store (``redis``) from the
+    fields below.
+    """
 
     lake: dg.ResourceDependency[LakeResource]
+    config_file: str = "feature_store.yaml"
+    registry_url: str = ""
+    redis: str = ""
 
     def store(self, problem: Problem) -> "FeatureStore":
         """The problem's feature store (registry and online store under the data folder)."""
         from mlplatform.lib.feature_store import open_store
 
-        return open_store(problem, self.lake.lake().root)
+        variables = {
+            "MLPLATFORM_FEAST_REGISTRY": self.registry_url,
+            "MLPLATFORM_FEAST_REDIS": self.redis,
+        }
+        return open_store(
+            problem,
+            self.lake.lake().root,
+            self.config_file,
+            {k: v for k, v in variables.items() if v},
+        )
 
     def objects(self, problem: Problem) -> dict[str, object]:
         """Every Feast object of the problem, reading feature files under the data folder."""

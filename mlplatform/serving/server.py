@@ -18,22 +18,39 @@ def build_runtime(
     refresh_seconds: float = 0.5,
     flush_seconds: float = 0.5,
     flush_rows: int = 500,
+    store: Any = None,
 ) -> Runtime:
-    """A runtime over the problem's Feast online store, registry and prediction log."""
+    """A runtime over the problem's Feast online store, registry and prediction log.
+
+    ``store`` is the profile's Feast store; None opens the local one under ``root``.
+    """
     from mlplatform.lib.feature_store import open_store, service_of
     from mlplatform.lib.prediction_log import PredictionLog
     from mlplatform.lib.scoring import OnlineScorer
 
-    store = open_store(problem, root)
+    store = store if store is not None else open_store(problem, root)
     scorer = OnlineScorer(problem, store, service_of(problem, store, root))
     predictions = PredictionLog(root, problem.name, flush_rows, flush_seconds).start()
     return Runtime(problem, root, tracking, scorer, predictions, refresh_seconds)
 
 
+def profile_runtime(problem: Problem, refresh_seconds: float = 0.5) -> Runtime:
+    """A runtime on the active profile's resources (data folder, Feast store, registry)."""
+    from mlplatform.resources import build_resources
+
+    resources: Any = build_resources()
+    return build_runtime(
+        problem,
+        resources["lake"].lake().root,
+        resources["mlflow"].tracking(),
+        refresh_seconds=refresh_seconds,
+        store=resources["feast"].store(problem),
+    )
+
+
 def serve(
     problem: Problem,
     root: Path,
-    tracking: Tracking,
     host: str,
     port: int,
     refresh_seconds: float = 0.5,
@@ -67,8 +84,7 @@ def serve(
                 log_level="warning",
             )
             return
-        runtime = build_runtime(problem, root, tracking, refresh_seconds=refresh_seconds)
-        runtime.start()
+        runtime = profile_runtime(problem, refresh_seconds).start()
         try:
             uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
         finally:
@@ -85,17 +101,11 @@ def worker_app() -> Any:
     """The app of one uvicorn worker process (``serve(..., workers=N)``)."""
     import os
 
-    from mlplatform.lib.tracking import local_tracking
     from mlplatform.problems import get_problem
     from mlplatform.serving.app import create_app
-    from mlplatform.settings import data_dir
 
-    root = data_dir()
-    runtime = build_runtime(
-        get_problem(os.environ[WORKER_PROBLEM]),
-        root,
-        local_tracking(root),
-        refresh_seconds=float(os.environ.get(WORKER_REFRESH, "0.5")),
+    runtime = profile_runtime(
+        get_problem(os.environ[WORKER_PROBLEM]), float(os.environ.get(WORKER_REFRESH, "0.5"))
     )
     return create_app(runtime.start(), stop_on_shutdown=True)
 

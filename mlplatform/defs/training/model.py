@@ -10,7 +10,7 @@ import dagster as dg
 
 from mlplatform.defs.training.assets import GROUP, training_set_key
 from mlplatform.problems import Problem
-from mlplatform.resources import LakeResource, MlflowResource
+from mlplatform.resources import DaskResource, LakeResource, MlflowResource
 
 
 def model_key(problem: Problem) -> dg.AssetKey:
@@ -69,6 +69,7 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         config: ModelConfig,
         lake: LakeResource,
         mlflow: MlflowResource,
+        dask: DaskResource,
     ) -> dg.MaterializeResult:
         import pandas as pd
 
@@ -94,14 +95,17 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         (store.root / "optuna").mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{store.root / 'optuna' / f'{problem.name}.db'}"
         try:
+            # the final fit on the Dask cluster when the profile names one
+            final_fit = dask.fit if dask.enabled else None
             candidate = tr.train_candidate(
-                training, spec, cfg, storage, study_name, fixed_params=config.params
+                training, spec, cfg, storage, study_name, config.params, final_fit
             )
         except ValueError as exc:
             raise dg.Failure(
                 f"{problem.name} training set {latest['data_version']}: {exc}"
             ) from None
         final, result, history = candidate.fit, candidate.search, candidate.history()
+        trainer = f"lightgbm.dask ({dask.scheduler_address})" if dask.enabled else "lightgbm"
         figures = {"feature_importance": plots.importance(final.booster)}
         if result is not None:
             figures["optimization_history"] = plots.optimization_history(history, spec.metric.name)
@@ -124,6 +128,7 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
                 "n_trials": cfg.n_trials if result else 0,
                 "seed": cfg.seed,
                 "pruner": cfg.pruner,
+                "trainer": trainer,
                 "best_iteration": final.booster.best_iteration,
                 "study": study_name if result else "none: fixed parameters",
             },
@@ -171,6 +176,7 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
                 "valid_auc": final.auc,
                 "valid_logloss": final.logloss,
                 "best_iteration": final.booster.best_iteration,
+                "trainer": trainer,
                 "trials": dg.MetadataValue.json(result.counts if result else {}),
                 "best_params": dg.MetadataValue.json(candidate.params),
                 **{name: _png_md(plots.png(fig), name) for name, fig in figures.items()},

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The production profile on one machine: PostgreSQL and Redis already running on 127.0.0.1
+# (`.ci/run` starts them); this starts an MLflow server, a Dask scheduler with two workers
+# and a Celery worker, runs the demo's pipeline through them, and stops them again.
+#   deploy/local.sh [--start 2013-01-01 --end 2013-01-28]
+# State stays in PostgreSQL (databases mlplatform_dagster, mlplatform_mlflow,
+# mlplatform_feast), Redis dbs 1-3, .dagster_production/ and data_production/ (or
+# $MLPLATFORM_PRODUCTION_HOME and $MLPLATFORM_PRODUCTION_DATA): never the local profile's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+PG=postgresql+psycopg2://postgres@127.0.0.1:5432
+export MLPLATFORM_ENV=production
+# never the local instance ($DAGSTER_HOME, which the Makefile points at .dagster_home)
+export DAGSTER_HOME=${MLPLATFORM_PRODUCTION_HOME:-$PWD/.dagster_production}
+export MLPLATFORM_DATA_DIR=${MLPLATFORM_PRODUCTION_DATA:-$PWD/data_production}
+export MLPLATFORM_DAGSTER_PG_URL=${MLPLATFORM_DAGSTER_PG_URL:-$PG/mlplatform_dagster}
+export MLPLATFORM_MLFLOW_URI=${MLPLATFORM_MLFLOW_URI:-http://127.0.0.1:5000}
+MLFLOW_PORT=${MLPLATFORM_MLFLOW_URI##*:}
+LOGS=$DAGSTER_HOME/logs
+mkdir -p "$DAGSTER_HOME" "$LOGS" "$MLPLATFORM_DATA_DIR"
+[ -e "$DAGSTER_HOME/dagster.yaml" ] || cp deploy/dagster.yaml "$DAGSTER_HOME/"
+for db in mlplatform_dagster mlplatform_mlflow mlplatform_feast; do
+  psql -h 127.0.0.1 -U postgres -tAc "select 1 from pg_database where datname='$db'" | grep -q 1 ||
+    psql -h 127.0.0.1 -U postgres -qc "create database $db"
+done
+
+PIDS=()
+stop() {  # each server runs in its own session: stop the group, children included
+  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  sleep 5
+  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+}
+trap stop EXIT
+
+setsid $BIN/mlflow server --backend-store-uri "$PG/mlplatform_mlflow" \
+  --default-artifact-root "$MLPLATFORM_DATA_DIR/mlflow/artifacts" \
+  --host 127.0.0.1 --port "$MLFLOW_PORT" >"$LOGS/mlflow.log" 2>&1 &
+PIDS+=($!)
+setsid $BIN/dask scheduler --host 127.0.0.1 --port 8786 --dashboard-address :0 \
+  >"$LOGS/dask-scheduler.log" 2>&1 &
+PIDS+=($!)
+setsid $BIN/dask worker tcp://127.0.0.1:8786 --nworkers 2 --nthreads 1 --dashboard-address :0 \
+  >"$LOGS/dask-worker.log" 2>&1 &
+PIDS+=($!)
+PYTHONPATH=deploy/celery setsid $BIN/celery -A dagster_celery.app worker -Q dagster \
+  --concurrency 2 --prefetch-multiplier 1 --loglevel WARNING >"$LOGS/celery.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 120); do
+  curl -sf "$MLPLATFORM_MLFLOW_URI/health" >/dev/null && break
+  sleep 1
+done
+$BIN/python -m mlplatform.production demo "$@"

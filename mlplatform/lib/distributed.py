@@ -1,0 +1,81 @@
+"""The final LightGBM fit through ``lightgbm.dask`` on a Dask cluster.
+
+The same datasets, parameters and early-stopping rule as ``training.fit``: the training
+split is cut into one chunk per worker and boosted data-parallel; ``lightgbm.dask`` has
+no early-stopping callback, so the validation split is scored here after every round
+(tree by tree, on this machine) and the model is cut at the round LightGBM's
+``early_stopping`` would have kept.
+"""
+
+import math
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from mlplatform.lib.training import Data, Fit
+from mlplatform.spec import TrainingSpec
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    from distributed import Client
+
+
+def best_round(scores: list[float], patience: int) -> int:
+    """Rounds LightGBM's early stopping keeps (1-based).
+
+    The best score before ``patience`` rounds pass without a strict improvement.
+    """
+    best, best_at = -math.inf, 0
+    for i, score in enumerate(scores):
+        if score > best:
+            best, best_at = score, i
+        elif i - best_at >= patience:
+            break
+    return best_at + 1
+
+
+def round_scores(booster: "lgb.Booster", x: np.ndarray, y: np.ndarray) -> tuple[list, list]:
+    """Validation AUC and log loss after each boosting round."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    raw = np.zeros(len(x))
+    aucs, losses = [], []
+    for i in range(booster.num_trees()):
+        raw += np.asarray(
+            booster.predict(x, start_iteration=i, num_iteration=1, raw_score=True), dtype=float
+        )
+        p = 1.0 / (1.0 + np.exp(-raw))
+        aucs.append(float(roc_auc_score(y, p)))
+        losses.append(float(log_loss(y, p, labels=[0, 1])))
+    return aucs, losses
+
+
+def fit_dask(client: "Client", data: Data, params: dict[str, Any], cfg: TrainingSpec) -> Fit:
+    """Boost on the training split across the cluster's workers, cut at the best round."""
+    import dask.array as da
+    import lightgbm as lgb
+    from lightgbm.dask import DaskLGBMClassifier
+
+    x = np.asarray(data.train.get_data(), dtype=float)
+    y = np.asarray(data.train.get_label())
+    workers = max(1, len(client.scheduler_info()["workers"]))
+    rows = math.ceil(len(x) / workers)
+    dx = da.from_array(x, chunks=cast(Any, (rows, x.shape[1])))  # dask's stub says str
+    dy = da.from_array(y, chunks=cast(Any, (rows,)))
+    # lightgbm.dask sets each worker's threads itself
+    params = {k: v for k, v in params.items() if k != "num_threads"}
+    model = DaskLGBMClassifier(client=client, n_estimators=cfg.max_rounds, **params)
+    model.fit(
+        dx,
+        dy,
+        feature_name=data.encoding.features,
+        categorical_feature=data.encoding.categorical_indices,
+    )
+    full = model.booster_
+    xv = np.asarray(data.valid.get_data(), dtype=float)
+    yv = np.asarray(data.valid.get_label())
+    aucs, losses = round_scores(full, xv, yv)
+    rounds = best_round(aucs, cfg.early_stopping_rounds)
+    booster = lgb.Booster(model_str=full.model_to_string(num_iteration=rounds))
+    booster.best_iteration = rounds
+    return Fit(booster, len(aucs), aucs[rounds - 1], losses[rounds - 1])

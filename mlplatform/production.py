@@ -1,0 +1,194 @@
+"""Running jobs on the production profile: through the Celery executor, on Celery workers.
+
+``execute_in_process`` (the ``mlplatform`` command's runner) ignores a job's executor, so
+the production profile launches its runs here: each run is reconstructable from this
+module, its steps go to the Celery workers, and its events to the instance's PostgreSQL.
+
+    python -m mlplatform.production demo --start 2013-01-01 --end 2013-01-28
+
+runs the demo's pipeline (land, ingest, features, feature store, train) that way; the
+workers are started by ``worker_command()`` (docs/deploy.md has the full setup).
+"""
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlplatform.settings import project_root
+
+CELERY_CONFIG_DIR = "deploy/celery"
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def load_job(name: str) -> dg.JobDefinition:
+    """The job ``name`` with the active profile's resources and executor (run in workers too)."""
+    from mlplatform.definitions import build_definitions
+    from mlplatform.problems import problems
+    from mlplatform.resources import build_executor, build_resources
+
+    definitions = build_definitions(problems().values(), build_resources(), build_executor())
+    return definitions.resolve_job_def(name)
+
+
+@dataclass(frozen=True)
+class Launched:
+    """One finished run."""
+
+    run_id: str
+    success: bool
+    job: str
+    partition: str | None
+
+
+def run_job(
+    instance: dg.DagsterInstance,
+    name: str,
+    partition: str | None = None,
+    run_config: Mapping[str, Any] | None = None,
+) -> Launched:
+    """Run a job with its executor (Celery on the production profile) and wait for it."""
+    job = dg.build_reconstructable_job(
+        "mlplatform.production", "load_job", reconstructable_args=(name,)
+    )
+    tags = {"dagster/partition": partition} if partition else None
+    config = {**QUIET, **(run_config or {})}  # events go to the instance; the terminal: errors
+    # dagster-celery registers its task again for every step it submits; celery says so
+    warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
+    with dg.execute_job(
+        job, instance=instance, run_config=config, tags=tags, raise_on_error=False
+    ) as result:
+        return Launched(result.run_id, result.success, name, partition)
+
+
+def worker_command(concurrency: int = 2) -> list[str]:
+    """The Celery worker that runs the production profile's steps (queue ``dagster``)."""
+    return [
+        str(Path(sys.executable).parent / "celery"),
+        "-A",
+        "dagster_celery.app",
+        "worker",
+        "-Q",
+        "dagster",
+        "--loglevel",
+        "WARNING",
+        "--concurrency",
+        str(concurrency),
+        "--prefetch-multiplier",
+        "1",
+    ]
+
+
+def worker_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with ``deploy/celery`` on the path (the workers' ``dagster_celery_config``)."""
+    config = str(project_root() / CELERY_CONFIG_DIR)
+    path = env.get("PYTHONPATH", "")
+    return {**env, "PYTHONPATH": f"{config}{os.pathsep}{path}" if path else config}
+
+
+def start_worker(env: Mapping[str, str], log: Path, concurrency: int = 2) -> subprocess.Popen:
+    """A Celery worker in its own process group (so it stops with its pool children)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            worker_command(concurrency),
+            env=worker_env(env),
+            cwd=project_root(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_worker(worker: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a worker and its pool processes: TERM (warm shutdown), then KILL."""
+    if worker.poll() is not None:
+        return
+    group = os.getpgid(worker.pid)
+    os.killpg(group, signal.SIGTERM)
+    try:
+        worker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(group, signal.SIGKILL)
+        worker.wait(timeout=timeout)
+    try:  # pool children that outlived their parent
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def pipeline(problem_name: str, start: date, end: date) -> list[tuple[str, str | None, dict]]:
+    """The demo's runs in order: (job, partition, run config)."""
+    from mlplatform.defs.jobs import (
+        daily_job_name,
+        feature_store_job_name,
+        features_job_name,
+        reference_job_name,
+        training_job_name,
+    )
+    from mlplatform.lib.landing import days
+    from mlplatform.problems import get_problem
+
+    problem = get_problem(problem_name)
+    day_keys = [d.isoformat() for d in days(start, end)]
+    return [
+        (reference_job_name(problem), None, {}),
+        *[(daily_job_name(problem), d, {}) for d in day_keys],
+        *[(features_job_name(problem), d, {}) for d in day_keys],
+        (feature_store_job_name(problem), None, {}),
+        (training_job_name(problem), None, {}),
+    ]
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def demo(problem_name: str, start: date, end: date) -> int:
+    """Land the days, then run the demo's pipeline through the profile's executor."""
+    from mlplatform.lib.landing import land
+    from mlplatform.lib.storage import DataLake
+    from mlplatform.problems import get_problem
+    from mlplatform.settings import data_dir, ensure_dagster_home, environment
+
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    land(DataLake(data_dir()), get_problem(problem_name), start, end)
+    _say(f"profile {environment()}: landed {start}..{end} under {data_dir()}")
+    for name, partition, config in pipeline(problem_name, start, end):
+        run = run_job(instance, name, partition, config)
+        status = "ok" if run.success else "FAILED"
+        _say(f"{status:6} {name} {partition or ''} run {run.run_id}")
+        if not run.success:
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mlplatform.production demo``: the demo's pipeline on the active profile."""
+    parser = argparse.ArgumentParser(prog="python -m mlplatform.production")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("demo", help="land, ingest, featurize and train through the executor")
+    run.add_argument("--problem", default="flight_delay")
+    run.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 1))
+    run.add_argument("--end", type=date.fromisoformat, default=date(2013, 1, 28))
+    sub.add_parser("worker", help="print the Celery worker command")
+    args = parser.parse_args(argv)
+    if args.command == "worker":
+        env = worker_env(os.environ)
+        _say(f"PYTHONPATH={env['PYTHONPATH']} {' '.join(worker_command())}")
+        return 0
+    return demo(args.problem, args.start, args.end)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
