@@ -165,11 +165,18 @@ def main() -> None:
         assert wait_until_up(url, 120), "service did not start"
         asyncio.run(load(url, requests, 50, 3, []))  # warm-up
         rates = {}
+        repeats: list[float] = []
         for rate in RATES:
-            log: list = []
-            asyncio.run(load(url, requests, rate, SECONDS, log))
-            rates[rate] = summary(log)
-            print(f"{rate:>4} rps: {rates[rate]}", file=sys.stderr)
+            # 200 rps, the headline, three times: one stall (GC, a flush) moves a p99 of
+            # 1,600 requests, so the median of three runs is reported, and all three
+            for _ in range(3 if rate == 200 else 1):
+                log: list = []
+                asyncio.run(load(url, requests, rate, SECONDS, log))
+                rates[rate] = summary(log)
+                print(f"{rate:>4} rps: {rates[rate]}", file=sys.stderr)
+                if rate == 200:
+                    repeats.append(rates[rate]["p99_ms"])
+        rates[200]["p99_ms"] = sorted(repeats)[1]
 
         # alias swap under 200 rps: the champion alias moves to the other version mid-run
         log = []
@@ -258,6 +265,7 @@ def main() -> None:
                 "rollback_switch_s": rollback_switch_s,
                 "rates": {str(k): v for k, v in rates.items()},
                 "p99_ms_at_200rps_2_workers": two_workers["p99_ms"],
+                "p99_ms_at_200rps_runs": repeats,
             }
         )
     )
