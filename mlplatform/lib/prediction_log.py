@@ -95,11 +95,13 @@ class PredictionLog:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with self._lock:
-            batch, self._buffer = self._buffer, []
-        if not batch:
-            return 0
+        # one flush at a time, and the buffer taken inside it: when flush() returns, every
+        # record written before the call is on disk, even if another thread was flushing
         with self._write_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+            if not batch:
+                return 0
             self._seq += 1
             now = datetime.now(UTC)
             folder = self.folder / now.date().isoformat()
