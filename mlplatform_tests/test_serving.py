@@ -32,6 +32,7 @@ from mlplatform_tests.helpers import (
     STUMP,
     STUMP_TRAINING,
     Platform,
+    failure_messages,
     tuned_problem,
 )
 
@@ -461,3 +462,25 @@ def test_two_workers_serve_and_flush_their_logs_on_a_graceful_stop(
     logged = read_predictions(platform.lake.root, "flight_delay")
     assert {a["request_id"] for a in answered} <= set(logged["request_id"])
     assert not service_file(platform.lake.root, "flight_delay").exists()
+
+
+def test_a_new_challenger_ends_a_running_shadow_in_the_log(
+    served: tuple[Platform, Background],
+) -> None:
+    from mlplatform.lib.rollout import apply
+
+    platform, _ = served
+    tracking = local_tracking(platform.lake.root)
+    old = _aliases(platform)["challenger"]  # killed earlier, its alias kept
+    apply(
+        "flight_delay", platform.problem.spec, platform.lake.root, tracking, "shadow", "retry", "t"
+    )
+
+    result = platform.run_gated_training(params=BETTER, **FAST)
+
+    assert result.success, failure_messages(result)
+    new = _aliases(platform)["challenger"]
+    last = DeploymentLog(platform.lake.root, "flight_delay").current()
+    assert new != old
+    assert (last.stage, last.version, last.actor) == ("rolled_back", old, "promotion")
+    assert last.reason == f"replaced by version {new}, which passed the gates"

@@ -12,7 +12,7 @@ import dagster as dg
 
 from mlplatform.defs.evaluation.assets import GROUP, evaluation_key
 from mlplatform.problems import Problem
-from mlplatform.resources import MlflowResource
+from mlplatform.resources import LakeResource, MlflowResource
 
 
 def promotion_key(problem: Problem) -> dg.AssetKey:
@@ -33,8 +33,9 @@ def build_promotion_asset(problem: Problem) -> dg.AssetsDefinition:
         owners=[problem.spec.owner],
         tags={"mlplatform/problem": problem.name},
     )
-    def _promotion(context: dg.AssetExecutionContext, mlflow: MlflowResource):
+    def _promotion(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
         from mlplatform.lib import registry as reg
+        from mlplatform.lib.deployment import DeploymentLog, Transition, plan
 
         event = context.instance.get_latest_materialization_event(evaluation_key(problem))
         report = event.asset_materialization if event else None
@@ -59,6 +60,20 @@ def build_promotion_asset(problem: Problem) -> dg.AssetsDefinition:
         else:
             alias = reg.CHALLENGER
             reason = f"{verdict} every gate against champion {champion}"
+            log = DeploymentLog(lake.lake().root, problem.name)
+            live = plan(held, log.current())
+            if live.challenger_active and live.challenger != version:
+                # the running shadow or canary ends here: say so in the deployment log
+                log.append(
+                    Transition(
+                        "rolled_back",
+                        live.challenger or "",
+                        champion,
+                        0.0,
+                        f"replaced by version {version}, which {verdict} the gates",
+                        "promotion",
+                    )
+                )
             reg.set_alias(tracking, problem.name, alias, version)
         replaced = held.get(alias) if held.get(alias) != version else None
         reg.set_version_tags(
