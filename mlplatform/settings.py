@@ -5,11 +5,13 @@ platform at another folder through the environment.
 """
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 ENV_VAR = "MLPLATFORM_ENV"
 HOME_VAR = "MLPLATFORM_HOME"
 DATA_VAR = "MLPLATFORM_DATA_DIR"
+CLOCK_VAR = "MLPLATFORM_NOW"
 PROFILES = ("local", "production")  # production: deploy/, docs/deploy.md
 
 
@@ -19,6 +21,18 @@ def environment() -> str:
     if profile not in PROFILES:
         raise ValueError(f"{ENV_VAR}={profile!r} is not a known profile (known: {PROFILES})")
     return profile
+
+
+def now() -> datetime:
+    """The platform's clock: ``MLPLATFORM_NOW`` (ISO time, UTC if naive) when set, else now.
+
+    Retraining rails, the deployment log and the prediction log read it, so a replay of
+    2013 can run them on simulated time; wall clock everywhere else.
+    """
+    if text := os.environ.get(CLOCK_VAR):
+        stamp = datetime.fromisoformat(text)
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    return datetime.now(UTC)
 
 
 def project_root() -> Path:

@@ -4,6 +4,7 @@ retraining triggers respect their rails, on real Dagster instances and the real 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pytest
 
 from mlplatform.defs.automation import retrain_job_name
 from mlplatform.lib.retraining import rails
@@ -139,3 +140,27 @@ def test_labelled_volume_retrains_through_the_gates_then_cools_down(
     # the new champion's window ends on 01-05: the two holdout days' labels are new, but
     # the retrain a moment ago holds the next one back
     assert skipped and "cool-down" in skipped
+
+
+def test_the_rails_run_on_the_platform_clock(
+    featured: Platform, problem: Problem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    retraining = problem.spec.retraining.model_copy(
+        update={"labeled_volume": 1000, "min_new_labels": 500, "cooldown_hours": 24}
+    )
+    tuned = replace(problem, spec=problem.spec.model_copy(update={"retraining": retraining}))
+    platform = Platform(tuned, featured.lake.root, featured.instance)
+    monkeypatch.setenv("MLPLATFORM_NOW", "2013-01-08T06:00:00+00:00")  # a replayed morning
+    (request,), _ = _tick(platform, "flight_delay_labeled_volume")
+    assert request.tags["mlplatform/at"] == "2013-01-08T06:00:00+00:00"
+    # the retrain that request started, as the daemon would record it (no need to train)
+    job = platform.defs.resolve_job_def(retrain_job_name(tuned))
+    platform.instance.create_run_for_job(job, tags=request.tags)
+
+    monkeypatch.setenv("MLPLATFORM_NOW", "2013-01-08T20:00:00+00:00")
+    assert "cool-down" in (_tick(platform, "flight_delay_labeled_volume")[1] or "")
+    monkeypatch.setenv("MLPLATFORM_NOW", "2013-01-09T07:00:00+00:00")  # 25 h later
+    (again,), _ = _tick(platform, "flight_delay_labeled_volume")
+    assert again.tags["mlplatform/at"] == "2013-01-09T07:00:00+00:00"

@@ -11,11 +11,12 @@
 """
 
 import warnings
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
 
+from mlplatform import settings
 from mlplatform.lib.names import raw_table
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource, MlflowResource
@@ -144,10 +145,17 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
     return _landing
 
 
+AT_TAG = "mlplatform/at"
+
+
 def _retrain_request(trigger: str, reason: str, key: str) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"{trigger}-{key}",
-        tags={"mlplatform/retrain": trigger, "mlplatform/reason": reason[:200]},
+        tags={
+            "mlplatform/retrain": trigger,
+            "mlplatform/reason": reason[:200],
+            AT_TAG: settings.now().isoformat(),
+        },
     )
 
 
@@ -163,11 +171,15 @@ def _retrain_decision(
     cutoff = window_end(reg.version_tags(tracking, problem.name, champion)) if champion else None
     # the holdout days after the window were seen by the gates, not by the model: they count
     new = labels_after(lake.lake(), problem.name, problem.spec, cutoff)
-    now = datetime.now(UTC)
-    records = instance.get_run_records(
-        dg.RunsFilter(job_name=retrain_job_name(problem), created_after=now - timedelta(days=2))
-    )
-    recent = [r.create_timestamp for r in records]
+    now = settings.now()
+    records = instance.get_run_records(dg.RunsFilter(job_name=retrain_job_name(problem)), limit=50)
+    # a retrain's time is its launch tag (the platform's clock, simulated in a replay)
+    recent = [
+        datetime.fromisoformat(r.dagster_run.tags[AT_TAG])
+        if AT_TAG in r.dagster_run.tags
+        else r.create_timestamp
+        for r in records
+    ]
     return rails(problem.spec.retraining, now, recent, new), new, champion
 
 

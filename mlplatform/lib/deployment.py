@@ -9,9 +9,10 @@ with a flush and fsync, so a transition that returned is on disk.
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from mlplatform.settings import now
 
 Stage = Literal["none", "shadow", "canary", "full", "rolled_back", "killed"]
 # stages in which the challenger is scored on live requests
@@ -28,7 +29,7 @@ class Transition:
     share: float  # the share of requests the challenger answers
     reason: str
     actor: str
-    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    time: str = field(default_factory=lambda: now().isoformat(timespec="milliseconds"))
 
     def to_json(self) -> str:
         """One log line."""

@@ -144,8 +144,10 @@ def read_predictions(root: Path, problem: str, since: datetime | None = None) ->
 
 
 def now_utc() -> datetime:
-    """The log's clock."""
-    return datetime.now(UTC)
+    """The log's clock: the platform's (simulated in a replay)."""
+    from mlplatform.settings import now
+
+    return now()
 
 
 def monotonic_ms() -> float:
