@@ -2,6 +2,7 @@
 retraining triggers respect their rails, on real Dagster instances and the real data."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -33,6 +34,16 @@ def test_landing_starts_the_ingestion_of_each_landed_day_once(platform: Platform
     assert platform.run_day("2013-01-07").success
     requests, _ = _tick(platform, "flight_delay_landing")
     assert [r.run_key for r in requests] == [f"ingest-2013-01-0{d}" for d in range(1, 7)]
+
+
+def test_nothing_landed_starts_nothing(
+    tmp_path: Path, problem: Problem, instance: dg.DagsterInstance
+) -> None:
+    empty = Platform(problem, tmp_path / "data", instance)
+
+    requests, skipped = _tick(empty, "flight_delay_landing")
+
+    assert requests == [] and skipped == "no newly landed day"
 
 
 def test_features_and_the_online_store_follow_ingestion_without_a_click(

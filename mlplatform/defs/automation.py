@@ -129,9 +129,14 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
             dg.AssetKey([problem.name, raw_table(daily[0])])
         )
         requests: list[dg.RunRequest] = []
-        if references and not all(
-            context.instance.get_latest_materialization_event(dg.AssetKey([problem.name, r]))
-            for r in references
+        landed_refs = all(store.landed_files(problem.name, r, None) for r in references)
+        if (
+            references
+            and landed_refs
+            and not all(
+                context.instance.get_latest_materialization_event(dg.AssetKey([problem.name, r]))
+                for r in references
+            )
         ):
             requests.append(dg.RunRequest(run_key="reference", asset_selection=keys(references)))
         for day in sorted(str(d) for d in landed if str(d) not in done)[:10]:
