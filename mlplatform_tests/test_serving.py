@@ -24,6 +24,7 @@ from mlplatform.lib.prediction_log import read_predictions
 from mlplatform.lib.rollout import request_key, routes_to_challenger
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import Problem
+from mlplatform.serving.client import as_requests
 from mlplatform.serving.server import Background, announce, build_runtime, serve_in_background
 from mlplatform_tests.helpers import (
     BETTER,
@@ -63,19 +64,36 @@ def _requests(platform: Platform, n: int, skip: int = 0) -> list[dict[str, Any]]
     """Real flights of the holdout days (their outcomes are known), as requests."""
     days = [date(2013, 1, 6), date(2013, 1, 7)]
     flights = platform.lake.read_days("flight_delay", "flights", days)
-    flights = flights[flights["arr_delay"].notna()].iloc[skip : skip + n]
-    columns = ["carrier", "flight", "origin", "dest", "distance", "tailnum", "time_hour"]
-    rows: list[dict[str, Any]] = flights[columns].astype(object).to_dict("records")  # pyright: ignore[reportAssignmentType]
-    return [
-        {
-            **r,
-            "flight": int(r["flight"]),
-            "distance": float(r["distance"]),
-            "tailnum": None if pd.isna(r["tailnum"]) else r["tailnum"],
-            "time_hour": pd.Timestamp(r["time_hour"]).isoformat(),
-        }
-        for r in rows
-    ]
+    return as_requests(
+        platform.problem, flights[flights["arr_delay"].notna()].iloc[skip : skip + n]
+    )
+
+
+def _serve_cli(platform: Platform, *args: str) -> tuple[Any, str]:
+    """``mlplatform serve`` as its own process on a free port, once it answers."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from mlplatform.serving.client import wait_until_up
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MLPLATFORM_DATA_DIR": str(platform.lake.root)}
+    cli = Path(sys.executable).with_name("mlplatform")
+    proc = subprocess.Popen(
+        [str(cli), "serve", "--problem", "flight_delay", "--port", str(port), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    if not wait_until_up(url, 90):
+        proc.kill()
+        raise AssertionError(f"mlplatform serve {args} did not answer on {url}")
+    return proc, url
 
 
 def _send(service: Background, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -334,34 +352,12 @@ def test_status_shows_the_deployment_and_the_service(served: tuple[Platform, Bac
 def test_a_killed_service_loses_no_request_answered_before_the_last_flush(
     served: tuple[Platform, Background],
 ) -> None:
-    import os
     import signal
-    import socket
-    import subprocess
-    import sys
     import time
 
     platform, _ = served
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "MLPLATFORM_DATA_DIR": str(platform.lake.root)}
-    cli = Path(sys.executable).with_name("mlplatform")
-    proc = subprocess.Popen(
-        [str(cli), "serve", "--problem", "flight_delay", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, url = _serve_cli(platform)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         answered = _send(Background(None, None, None, url), _requests(platform, 50))  # type: ignore[arg-type]
         time.sleep(1.5)  # three flush intervals (0.5 s), room for a busy machine
         proc.send_signal(signal.SIGKILL)
@@ -426,31 +422,13 @@ def test_monitoring_joins_a_day_of_served_requests_to_outcomes_and_scores_drift(
 def test_two_workers_serve_and_flush_their_logs_on_a_graceful_stop(
     served: tuple[Platform, Background],
 ) -> None:
-    import os
     import signal
-    import socket
-    import subprocess
-    import sys
 
-    from mlplatform.serving.client import wait_until_up
     from mlplatform.serving.server import service_file
 
     platform, _ = served
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "MLPLATFORM_DATA_DIR": str(platform.lake.root)}
-    cli = Path(sys.executable).with_name("mlplatform")
-    command = [str(cli), "serve", "--problem", "flight_delay", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--workers", "2", "--refresh", "5"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, url = _serve_cli(platform, "--workers", "2", "--refresh", "5")
     try:
-        url = f"http://127.0.0.1:{port}"
-        assert wait_until_up(url, 90)
         answered = _send(Background(None, None, None, url), _requests(platform, 40))  # type: ignore[arg-type]
         proc.send_signal(signal.SIGTERM)  # at once: the workers flush on shutdown
         proc.wait(timeout=30)

@@ -1,5 +1,6 @@
 """MLflow tracking and registry for training runs: one run per training, never left open."""
 
+import functools
 import subprocess
 import tempfile
 import warnings
@@ -21,10 +22,12 @@ class Tracking:
     artifact_root: Path
 
     def client(self) -> Any:
-        """A client bound to this store (no process-wide state)."""
-        from mlflow import MlflowClient
+        """A client bound to this store (no process-wide state), one per store and process.
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        The service's registry follower asks every 0.5 s: building a client (and its
+        store) each time would be repeated work on the serving process.
+        """
+        return _client(self.tracking_uri)
 
     def experiment_id(self, name: str) -> str:
         """The experiment ``name``, created with an artifact location under the root."""
@@ -34,6 +37,13 @@ class Tracking:
             return found.experiment_id
         location = (self.artifact_root / name).resolve().as_uri()
         return client.create_experiment(name, artifact_location=location)
+
+
+@functools.cache
+def _client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def local_tracking(data: Path) -> Tracking:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mlplatform.lib.storage import DataLake
 
 
@@ -17,12 +19,17 @@ def sample_requests(
     lake: "DataLake", problem: Problem, day: date, n: int, skip: int = 0
 ) -> list[dict[str, Any]]:
     """``n`` rows of the day's target source, as the request model's JSON (no outcomes)."""
+    frame = lake.read_days(problem.name, problem.spec.target.source, [day])
+    return as_requests(problem, frame.iloc[skip : skip + n])
+
+
+def as_requests(problem: Problem, frame: "pd.DataFrame") -> list[dict[str, Any]]:
+    """Rows of the target source as requests: the request model's fields, validated, JSON."""
     import pandas as pd
 
-    frame = lake.read_days(problem.name, problem.spec.target.source, [day]).iloc[skip : skip + n]
-    fields = list(problem.request_model().model_fields)
+    model = problem.request_model()
     out = []
-    for row in frame[fields].astype(object).to_dict("records"):
+    for row in frame[list(model.model_fields)].astype(object).to_dict("records"):
         request = {}
         for name, value in row.items():
             if value is None or (not isinstance(value, str) and pd.isna(value)):
@@ -31,7 +38,7 @@ def sample_requests(
                 request[name] = value.isoformat()
             else:
                 request[name] = getattr(value, "item", lambda v=value: v)()  # numpy → python
-        out.append(json.loads(problem.request_model()(**request).model_dump_json()))
+        out.append(json.loads(model(**request).model_dump_json()))
     return out
 
 

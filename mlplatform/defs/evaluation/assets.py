@@ -126,7 +126,7 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         import pandas as pd
 
-        from mlplatform.defs.evaluation.report import log_evaluation, report_metadata
+        from mlplatform.defs.evaluation.report import Judged, log_evaluation, report_metadata
         from mlplatform.defs.metadata import check_result
         from mlplatform.lib import evaluation as ev
         from mlplatform.lib import gates
@@ -209,26 +209,14 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
                 "overridden_gates": ",".join(overridden),
             }
         reg.set_version_tags(tracking, problem.name, version, verdict_tags)
-        html, run_url = log_evaluation(
-            tracking, mlflow, store, problem, version, tags, result, outcomes, verdict
-        )
+        judged = Judged(problem, version, champion_version, latest, result, outcomes, verdict)
+        html, run_url = log_evaluation(tracking, mlflow, store, judged)
         context.log.info(
             f"{problem.name} version {version}: {verdict}"
             + (f" (failed: {', '.join(failed)})" if failed else "")
         )
         return dg.MaterializeResult(
-            metadata=report_metadata(
-                problem,
-                version,
-                champion_version,
-                latest,
-                result,
-                outcomes,
-                verdict,
-                verdict_tags,
-                html,
-                run_url,
-            ),
+            metadata=report_metadata(judged, verdict_tags, html, run_url),
             check_results=[check_result(o, key) for o in outcomes],
             data_version=dg.DataVersion(f"{version}-{latest['data_version']}-{verdict}"),
         )

@@ -6,6 +6,7 @@ the candidate's MLflow run, so the UI of either tool shows why a model was (not)
 
 import base64
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,17 +59,23 @@ def _slice_rows(result: "Evaluation") -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(
-    problem: Problem,
-    version: str,
-    champion: str | None,
-    holdout: dict[str, Any],
-    result: "Evaluation",
-    outcomes: "list[CheckOutcome]",
-    verdict: str,
-    figures: dict[str, bytes],
-) -> str:
+@dataclass(frozen=True)
+class Judged:
+    """One evaluation: who was judged against whom, on what, with which outcome."""
+
+    problem: Problem
+    version: str
+    champion: str | None
+    holdout: dict[str, Any]
+    result: "Evaluation"
+    outcomes: "list[CheckOutcome]"
+    verdict: str
+
+
+def markdown(judged: Judged, figures: dict[str, bytes]) -> str:
     """The whole report as markdown (figures inline)."""
+    problem, version, champion = judged.problem, judged.version, judged.champion
+    holdout, result, verdict = judged.holdout, judged.result, judged.verdict
     against = f"champion version {champion}" if champion else "no champion (bootstrap)"
     metrics = [
         {"metric": m, **{model: _num(s[m]) for model, s in result.metrics.items()}}
@@ -80,7 +87,7 @@ def markdown(
             f"## {problem.name} version {version}: **{verdict.upper()}**",
             f"Against {against}, on the holdout {holdout['start']}..{holdout['end']} "
             f"({holdout['rows']} flights, data version `{holdout['data_version']}`).",
-            "### Gates\n" + md_table(gate_rows(outcomes)),
+            "### Gates\n" + md_table(gate_rows(judged.outcomes)),
             "### Metrics\n" + md_table(metrics),
             "### Behavioural cases\n" + md_table(cases),
             "### Slices\n" + md_table(_slice_rows(result)),
@@ -103,17 +110,10 @@ def _figures(result: "Evaluation") -> dict[str, bytes]:
 
 
 def log_evaluation(
-    tracking: "Tracking",
-    mlflow: "MlflowResource",
-    lake: "DataLake",
-    problem: Problem,
-    version: str,
-    tags: dict[str, str],
-    result: "Evaluation",
-    outcomes: "list[CheckOutcome]",
-    verdict: str,
+    tracking: "Tracking", mlflow: "MlflowResource", lake: "DataLake", judged: Judged
 ) -> tuple[Path, str]:
     """Write the Evidently HTML, and log metrics, gates and reports to the candidate's run."""
+    problem, version, result = judged.problem, judged.version, judged.result
     import json
 
     import pandas as pd
@@ -133,28 +133,21 @@ def log_evaluation(
             client.log_metric(run_id, f"holdout_{name}", value)
     client.log_metric(run_id, "serving_p99_ms", result.latency["p99_ms"])
     client.log_artifact(run_id, str(html), "evaluation")
-    gates = [o.to_dict() for o in outcomes]
-    client.log_dict(run_id, {"verdict": verdict, "gates": gates}, "evaluation/gates.json")
+    gates = [o.to_dict() for o in judged.outcomes]
+    client.log_dict(run_id, {"verdict": judged.verdict, "gates": gates}, "evaluation/gates.json")
     client.log_text(run_id, json.dumps(result.slices, default=str), "evaluation/slices.json")
     experiment = client.get_run(run_id).info.experiment_id
     return html, mlflow.run_url(experiment, run_id)
 
 
 def report_metadata(
-    problem: Problem,
-    version: str,
-    champion: str | None,
-    holdout: dict[str, Any],
-    result: "Evaluation",
-    outcomes: "list[CheckOutcome]",
-    verdict: str,
-    verdict_tags: dict[str, str],
-    html: Path,
-    run_url: str,
+    judged: Judged, verdict_tags: dict[str, str], html: Path, run_url: str
 ) -> dict[str, Any]:
     """The asset's metadata: the markdown report, headline numbers, links."""
-    figures = _figures(result)
-    report = markdown(problem, version, champion, holdout, result, outcomes, verdict, figures)
+    problem, version, champion = judged.problem, judged.version, judged.champion
+    holdout, result, outcomes = judged.holdout, judged.result, judged.outcomes
+    verdict = judged.verdict
+    report = markdown(judged, _figures(result))
     metric = problem.spec.metric.name
     meta: dict[str, Any] = {
         "report": dg.MetadataValue.md(report),
