@@ -419,15 +419,16 @@ def test_monitoring_joins_a_day_of_served_requests_to_outcomes_and_scores_drift(
     assert watched["rollbacks"] == 2  # the sensor's (bad challenger) and the command's
 
 
-def test_two_workers_serve_and_flush_their_logs_on_a_graceful_stop(
-    served: tuple[Platform, Background],
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_graceful_stop_flushes_every_workers_log_and_the_announcement(
+    served: tuple[Platform, Background], workers: str
 ) -> None:
     import signal
 
     from mlplatform.serving.server import service_file
 
     platform, _ = served
-    proc, url = _serve_cli(platform, "--workers", "2", "--refresh", "5")
+    proc, url = _serve_cli(platform, "--workers", workers, "--refresh", "5")
     try:
         answered = _send(Background(None, None, None, url), _requests(platform, 40))  # type: ignore[arg-type]
         proc.send_signal(signal.SIGTERM)  # at once: the workers flush on shutdown

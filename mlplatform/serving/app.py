@@ -5,7 +5,7 @@ SQLite read and a one-row predict), and one thread keeps the online store's conn
 and the model snapshot free of races.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -82,9 +82,15 @@ class BodyTooLarge(Exception):
 
 
 def create_app(
-    runtime: Runtime, max_body_bytes: int = MAX_BODY_BYTES, stop_on_shutdown: bool = False
+    runtime: Runtime,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    stop_on_shutdown: bool = False,
+    on_stop: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """The service of one problem; ``stop_on_shutdown`` when the app owns its runtime."""
+    """The service of one problem; ``stop_on_shutdown`` when the app owns its runtime.
+
+    ``on_stop`` runs after it at shutdown (``serve`` removes its announcement there).
+    """
     problem = runtime.problem
     request_model: Any = problem.request_model()
     batch_model: Any = create_model(
@@ -97,6 +103,8 @@ def create_app(
         yield
         if stop_on_shutdown:
             runtime.stop()  # flush the prediction log
+        if on_stop is not None:
+            on_stop()
 
     app = FastAPI(
         lifespan=lifespan,

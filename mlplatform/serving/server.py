@@ -84,11 +84,12 @@ def serve(
                 log_level="warning",
             )
             return
+        # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so code after
+        # run() may never execute: the app's shutdown hook flushes the log and the
+        # announcement goes with it
         runtime = profile_runtime(problem, refresh_seconds).start()
-        try:
-            uvicorn.run(create_app(runtime), host=host, port=port, log_level="warning")
-        finally:
-            runtime.stop()
+        app = create_app(runtime, stop_on_shutdown=True, on_stop=lambda: announced.unlink(True))
+        uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         announced.unlink(missing_ok=True)
 
