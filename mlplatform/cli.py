@@ -360,6 +360,40 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Walk simulated days through the platform's own automation; leave a timeline."""
+    from mlplatform.definitions import defs
+    from mlplatform.problems import get_problem
+    from mlplatform.replay import ReplayError, replay
+    from mlplatform.resources import build_resources
+
+    problem = get_problem(args.problem)
+    ops = {}
+    if args.trials is not None:
+        ops[f"{problem.name}__model_candidate"] = {"config": {"n_trials": args.trials}}
+    try:
+        timeline = replay(
+            problem,
+            args.start,
+            args.end,
+            defs(),
+            _instance(),
+            dict(build_resources()),
+            retrain_ops=ops,
+            progress=_out,
+        )
+    except ReplayError as exc:
+        _out(f"replay: {exc}")
+        return 1
+    summary = timeline.summary()
+    _out("")
+    _out(json.dumps(summary))
+    _out(f"timeline: {timeline.folder / 'timeline.csv'}")
+    _out(f"plot:     {timeline.folder / 'timeline.png'}")
+    _out(f"page:     {timeline.folder / 'timeline.html'}")
+    return 0
+
+
 def _day(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -401,6 +435,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", help="who overrides (recorded in the registry and the report)")
     p.add_argument("--reason", help="why (recorded in the registry and the report)")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser(
+        "replay", help="replay days on simulated time through the automation; a timeline"
+    )
+    p.add_argument("--problem", required=True)
+    p.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--end", type=_day, required=True, help="last day (included)")
+    p.add_argument("--trials", type=int, help="search trials per retrain (default: the spec's)")
+    p.set_defaults(fn=cmd_replay)
 
     p = sub.add_parser("serve", help="serve predictions over HTTP (FastAPI)")
     p.add_argument("--problem", required=True)

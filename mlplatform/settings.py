@@ -24,14 +24,14 @@ def environment() -> str:
 
 
 def now() -> datetime:
-    """The platform's clock: ``MLPLATFORM_NOW`` (ISO time, UTC if naive) when set, else now.
+    """The platform's clock, in UTC: ``MLPLATFORM_NOW`` (ISO time, UTC if naive) when set.
 
     Retraining rails, the deployment log and the prediction log read it, so a replay of
     2013 can run them on simulated time; wall clock everywhere else.
     """
     if text := os.environ.get(CLOCK_VAR):
         stamp = datetime.fromisoformat(text)
-        return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
     return datetime.now(UTC)
 
 

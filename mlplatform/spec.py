@@ -196,6 +196,12 @@ class MonitoringSpec(_Strict):
     stattest: str = "kl_div"
     threshold: float = Field(default=0.1, gt=0)
     drift_share: Ratio = 0.3
+    window_days: int = Field(
+        default=1,
+        ge=1,
+        description="Days of served requests each drift report compares, ending on its day: "
+        "one day of hourly weather or daily rates is narrow by construction",
+    )
 
 
 class RetrainingSpec(_Strict):

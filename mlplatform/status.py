@@ -11,6 +11,7 @@ from mlplatform.lib.deployment import DeploymentLog
 from mlplatform.lib.deployment import status as deployment_status
 from mlplatform.lib.registry import aliases, last_verdict
 from mlplatform.lib.storage import DataLake
+from mlplatform.lib.timeline import latest_timeline
 from mlplatform.lib.tracking import Tracking, local_tracking, registered_versions
 from mlplatform.problems import Problem
 from mlplatform.serving.server import service_status
@@ -54,6 +55,7 @@ def problem_status(
         "deployment": deployment_status(held, current),
         "service": service_status(lake.root, problem.name),
         "monitoring": monitoring_status(problem, instance, lake),
+        "timeline": str(table) if (table := latest_timeline(lake.root, problem.name)) else None,
     }
 
 

@@ -24,6 +24,7 @@ from mlplatform.resources import LakeResource, MlflowResource
 AC = dg.AutomationCondition
 LANDING_INTERVAL = 30
 RETRAIN_INTERVAL = 300
+AUTOMATION_SENSOR = "automation"
 
 # eager() without its "latest time window only": any day whose inputs updated, behind the
 # blocking checks of its inputs (a rejected batch never feeds a feature table)
@@ -96,14 +97,23 @@ def apply(defs: dg.Definitions, problems: list[Problem]) -> dg.Definitions:
 
 
 def automation_sensor() -> dg.AutomationConditionSensorDefinition:
-    """Evaluates every asset's automation condition; on by default."""
-    return dg.AutomationConditionSensorDefinition(
-        "automation",
-        target=dg.AssetSelection.all(),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=LANDING_INTERVAL,
-        description="Keeps feature tables and the online store up to date after ingestion.",
-    )
+    """Evaluates every asset's automation condition; on by default.
+
+    Evaluated in the code location (``use_user_code_server``) rather than inside the
+    daemon, so its ticks are an ordinary sensor evaluation with a cursor: the replay ticks
+    it through ``build_sensor_context`` exactly as the daemon does.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.AutomationConditionSensorDefinition(
+            AUTOMATION_SENSOR,
+            target=dg.AssetSelection.all(),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=LANDING_INTERVAL,
+            use_user_code_server=True,
+            description="Keeps feature tables, the online store and monitoring up to date "
+            "after ingestion.",
+        )
 
 
 def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
@@ -196,13 +206,15 @@ def build_retraining(problem: Problem) -> list[Any]:
         selection=dg.AssetSelection.assets(
             *(
                 dg.AssetKey([problem.name, n])
-                for n in ("training_set", "holdout_set", "model_candidate")
+                # the online store first: the training set's parity check reads it
+                for n in ("online_features", "training_set", "holdout_set", "model_candidate")
             ),
             dg.AssetKey([problem.name, "evaluation_report"]),
             dg.AssetKey([problem.name, "promotion"]),
         ),
-        description=f"Retrain {problem.name}: new training and holdout sets, a candidate, the "
-        "gates, and promotion to challenger; the rollout sensor takes it from there.",
+        description=f"Retrain {problem.name}: the online store brought up to date, new training "
+        "and holdout sets, a candidate, the gates, and promotion to challenger; the rollout "
+        "sensor takes it from there.",
     )
     out: list[Any] = [job]
     tz = problem.spec.partitioning.timezone

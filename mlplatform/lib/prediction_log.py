@@ -104,7 +104,10 @@ class PredictionLog:
                 return 0
             self._seq += 1
             now = datetime.now(UTC)
-            folder = self.folder / now.date().isoformat()
+            # the folder is the UTC day of the batch's newest record, on the platform clock
+            # (simulated in a replay): readers skip folders older than the day they want
+            newest = max(r["time"] for r in batch).astimezone(UTC)
+            folder = self.folder / newest.date().isoformat()
             folder.mkdir(parents=True, exist_ok=True)
             name = f"{now.strftime('%H%M%S%f')}-{os.getpid()}-{self._seq:06d}.parquet"
             tmp = folder / f".{name}.tmp"

@@ -5,10 +5,9 @@ verdict on the model version in the registry; moving an alias is the promotion a
 job, which the blocking checks stop when any gate fails.
 """
 
-from datetime import UTC, datetime
-
 import dagster as dg
 
+from mlplatform import settings
 from mlplatform.defs.training.assets import holdout_set_key, training_set_key
 from mlplatform.defs.training.model import model_key
 from mlplatform.lib.names import (
@@ -193,7 +192,7 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
             raise dg.Failure(f"{problem.name} evaluation config: {exc}") from None
         verdict, failed = ev.verdict(outcomes)
         result = ev.Evaluation(summaries, predictions, y, slices, cases, latency)
-        evaluated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        evaluated_at = settings.now().isoformat(timespec="seconds")
         verdict_tags = {
             "verdict": verdict,
             "failed_gates": ",".join(failed),

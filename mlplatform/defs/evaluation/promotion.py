@@ -6,10 +6,9 @@ bootstrap path: there is no traffic to protect and nothing to shadow against); a
 that a passing model becomes ``challenger`` and reaches traffic through the rollout.
 """
 
-from datetime import UTC, datetime
-
 import dagster as dg
 
+from mlplatform import settings
 from mlplatform.defs.evaluation.assets import GROUP, evaluation_key
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource, MlflowResource
@@ -82,7 +81,7 @@ def build_promotion_asset(problem: Problem) -> dg.AssetsDefinition:
             version,
             {
                 "promoted_to": alias,
-                "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "promoted_at": settings.now().isoformat(timespec="seconds"),
                 "promotion_run": context.run.run_id,
             },
         )

@@ -8,6 +8,8 @@
   training set, with the spec's statistical test (Evidently; HTML linked).
 """
 
+from datetime import date, timedelta
+
 import dagster as dg
 
 from mlplatform.defs.partitions import daily_partitions
@@ -136,7 +138,8 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         key=key["drift_report"],
         # the reference is the champion's own training set, found through the registry
         deps=[key["served_predictions"]],
-        description=f"Feature and prediction drift of the day's requests against the "
+        description=f"Feature and prediction drift of the requests of the "
+        f"{spec.monitoring.window_days} day(s) ending on the day against the "
         f"champion's training set ({spec.monitoring.stattest}, threshold "
         f"{spec.monitoring.threshold}); Evidently HTML linked.",
         kinds={"evidently"},
@@ -152,7 +155,8 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         from mlplatform.lib.monitoring import drift, served_features
 
         store, day, tracking = lake.lake(), _day(context), mlflow.tracking()
-        served = store.read_days(problem.name, _table("served_predictions"), [day])
+        window = [day - timedelta(days=n) for n in range(spec.monitoring.window_days)]
+        served = store.read_days(problem.name, _table("served_predictions"), sorted(window))
         champion = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
         current = served_features(served, spec) if len(served) else pd.DataFrame()
         if champion is None or current.empty:
@@ -193,7 +197,5 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
     return [_served, _outcomes, _performance, _drift]  # pyright: ignore[reportReturnType]
 
 
-def _day(context: dg.AssetExecutionContext):
-    from datetime import date
-
+def _day(context: dg.AssetExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)

@@ -1,0 +1,387 @@
+"""``mlplatform replay``: walk simulated days of a problem through the platform's own automation.
+
+Each simulated day, on the platform clock (``MLPLATFORM_NOW``), in the problem's timezone:
+
+- 06:00: the retrain schedule's ticks due since the previous morning are evaluated, then
+  every sensor ticks until none asks for more (``settle``);
+- 07:00: the day's requests go through the service path (``Runtime.predict``: Feast online
+  read, champion and challenger as the deployment says, the prediction log); the first
+  model, frozen, scores the same feature vectors offline and is never served;
+- 23:00: the day's files land (the flights with their outcomes, the weather) and the
+  sensors settle again: landing → ingestion, the automation-condition sensor → feature
+  tables, online store and the day's monitoring, the rollout sensor, the retraining
+  triggers.
+
+Nothing here decides what to run: Dagster's sensors, schedule and automation conditions
+are evaluated through Dagster's own APIs and their run requests executed in-process on
+the project's instance, with the tags the daemon would give them (a run key already run
+is not run again). Each day leaves a row in the timeline (``lib.timeline``).
+"""
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from mlplatform import settings
+from mlplatform.defs.automation import AUTOMATION_SENSOR, retrain_job_name
+from mlplatform.defs.deployment.sensors import rollout_sensor_name
+from mlplatform.lib.landing import days, land
+from mlplatform.problems import Problem
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlplatform.lib.registry import LoadedModel
+    from mlplatform.lib.storage import DataLake
+    from mlplatform.lib.timeline import Timeline
+    from mlplatform.serving.runtime import Runtime
+
+MORNING, SERVING, EVENING = time(6), time(7), time(23)
+MAX_ROUNDS = 8  # sensor rounds per settle; each round's runs finish before the next
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+RUN_KEY, SENSOR_NAME, SCHEDULE_NAME = (
+    "dagster/run_key",
+    "dagster/sensor_name",
+    "dagster/schedule_name",
+)
+
+
+@dataclass
+class Launched:
+    """One run the replay executed for a sensor or the schedule."""
+
+    at: datetime
+    origin: str
+    job: str
+    success: bool
+    tags: dict[str, str]
+    result: Any = field(repr=False, default=None)
+
+
+class Replay:
+    """Replays days of one problem on a Dagster instance, with the given definitions."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        definitions: dg.Definitions,
+        instance: dg.DagsterInstance,
+        resources: dict[str, Any],
+        retrain_ops: dict[str, Any] | None = None,
+        progress: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.problem, self.defs, self.instance = problem, definitions, instance
+        self.resources = resources
+        self.lake: DataLake = resources["lake"].lake()
+        self.tracking = resources["mlflow"].tracking()
+        self.retrain_ops = retrain_ops or {}
+        self.progress = progress
+        self.zone = ZoneInfo(problem.spec.partitioning.timezone)
+        self.folder = self.lake.root / "replays" / problem.name
+        self.cursor_file = self.folder / "cursors.json"
+        self.cursors: dict[str, str | None] = (
+            json.loads(self.cursor_file.read_text()) if self.cursor_file.exists() else {}
+        )
+        name = problem.name
+        self.sensors = [
+            f"{name}_landing",
+            AUTOMATION_SENSOR,
+            rollout_sensor_name(problem),
+            f"{name}_labeled_volume",
+            f"{name}_drift",
+        ]
+        self.sensors = [s for s in self.sensors if self._has_sensor(s)]
+        self.schedule = f"{name}_retrain_schedule" if problem.spec.retraining.schedule else None
+        self.launched: list[Launched] = []
+
+    # -- the clock ----------------------------------------------------------------------
+    def at(self, day: date, clock: time) -> datetime:
+        """Set the platform clock to ``clock`` on ``day`` (local); return that instant."""
+        instant = datetime.combine(day, clock, self.zone)
+        os.environ[settings.CLOCK_VAR] = instant.isoformat()
+        return instant
+
+    # -- Dagster's own evaluators -------------------------------------------------------
+    def _has_sensor(self, name: str) -> bool:
+        try:
+            self.defs.resolve_sensor_def(name)
+        except Exception:
+            return False
+        return True
+
+    def tick_sensor(self, name: str) -> list[dg.RunRequest]:
+        """Evaluate one sensor tick, as the daemon would, keeping its cursor."""
+        sensor = self.defs.resolve_sensor_def(name)
+        with dg.build_sensor_context(
+            instance=self.instance,
+            resources=self.resources,
+            definitions=self.defs,
+            cursor=self.cursors.get(name),
+        ) as context:
+            data = sensor.evaluate_tick(context)
+        if data.cursor is not None:
+            self.cursors[name] = data.cursor
+        return list(data.run_requests or [])
+
+    def tick_schedule(self, since: datetime, until: datetime) -> int:
+        """Evaluate the retrain schedule at each of its ticks in (since, until]."""
+        if self.schedule is None:
+            return 0
+        from dagster._utils.schedules import cron_string_iterator  # the daemon's own
+
+        schedule = self.defs.resolve_schedule_def(self.schedule)
+        launched = 0
+        ticks = cron_string_iterator(
+            since.timestamp(), str(schedule.cron_schedule), schedule.execution_timezone
+        )
+        for tick in ticks:
+            if tick <= since:
+                continue
+            if tick > until:
+                break
+            with dg.build_schedule_context(
+                instance=self.instance, resources=self.resources, scheduled_execution_time=tick
+            ) as context:
+                data = schedule.evaluate_tick(context)
+            for request in data.run_requests or []:
+                launched += self.execute(self.schedule, schedule.job_name, request)
+        return launched
+
+    def settle(self) -> int:
+        """Tick every sensor, run what they ask for; repeat until none asks for more."""
+        total = 0
+        for _ in range(MAX_ROUNDS):
+            launched = 0
+            for name in self.sensors:
+                targets = self.defs.resolve_sensor_def(name).targets
+                job = targets[0].job_name if len(targets) == 1 else None
+                for request in self.tick_sensor(name):
+                    launched += self.execute(name, job, request)
+            total += launched
+            if not launched:
+                break
+        self._save_cursors()
+        return total
+
+    def execute(self, origin: str, job_name: str | None, request: dg.RunRequest) -> int:
+        """Run one request in-process with the daemon's tags; 0 if its run key already ran."""
+        kind = SCHEDULE_NAME if origin == self.schedule else SENSOR_NAME
+        tags = {**request.tags, kind: origin}
+        if request.run_key:
+            tags[RUN_KEY] = request.run_key
+            done = self.instance.get_runs(
+                dg.RunsFilter(tags={kind: origin, RUN_KEY: request.run_key}), limit=1
+            )
+            if done:
+                return 0
+        selection = list(request.asset_selection) if request.asset_selection else None
+        if selection is not None:
+            job = self.defs.resolve_implicit_job_def_def_for_assets(selection)
+        else:
+            name = request.job_name or job_name
+            job = self.defs.resolve_job_def(name) if name else None
+        if job is None:
+            raise RuntimeError(f"{origin}: no job for {request}")
+        run_config = dict(request.run_config or {})
+        if job.name == retrain_job_name(self.problem) and self.retrain_ops:
+            run_config["ops"] = {**self.retrain_ops, **run_config.get("ops", {})}
+        # the run's events go to the instance; Feast and MLflow print to stdout, and
+        # the replay's own output is one line per day
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")  # MLflow and Feast deprecations, once per run
+            result = job.execute_in_process(
+                instance=self.instance,
+                run_config={**QUIET, **run_config},
+                partition_key=request.partition_key,
+                asset_selection=selection,
+                tags=tags,
+                raise_on_error=False,
+            )
+        self.launched.append(
+            Launched(settings.now(), origin, job.name, result.success, tags, result)
+        )
+        return 1
+
+    def _save_cursors(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.cursor_file.write_text(json.dumps(self.cursors))
+
+    # -- a day --------------------------------------------------------------------------
+    def requests(self, day: date) -> list[dict[str, Any]]:
+        """The day's flights as requests, without their outcomes."""
+        from mlplatform.serving.client import as_requests
+
+        frame = self.problem.export_day(self.problem.spec.target.source, day)
+        return as_requests(self.problem, frame)
+
+    def serve(self, runtime: "Runtime", requests: list[dict[str, Any]]) -> int:
+        """Send requests through the service path; count the ones that failed."""
+        runtime.refresh()
+        failed = 0
+        for request in requests:
+            try:
+                runtime.predict(request)
+            except Exception:  # logged by the runtime, counted against the day
+                failed += 1
+        runtime.predictions.flush()
+        return failed
+
+    def days(self, start: date, end: date) -> Iterator[tuple[date, list[Launched], int]]:
+        """Replay ``start``..``end``; yield each day, the runs it launched, failed requests."""
+        from mlplatform.serving.server import build_runtime
+
+        runtime = build_runtime(
+            self.problem,
+            self.lake.root,
+            self.tracking,
+            store=self.resources["feast"].store(self.problem),
+        )
+        previous = self.at(start - timedelta(days=1), MORNING)
+        try:
+            for day in days(start, end):
+                before = len(self.launched)
+                morning = self.at(day, MORNING)
+                self.tick_schedule(previous, morning)
+                self.settle()
+                previous = morning
+                self.at(day, SERVING)
+                failed = self.serve(runtime, self.requests(day))
+                self.at(day, EVENING)
+                land(self.lake, self.problem, day, day)
+                self.settle()
+                yield day, self.launched[before:], failed
+        finally:
+            runtime.stop()
+            os.environ.pop(settings.CLOCK_VAR, None)
+
+
+def frozen_scores(model: "LoadedModel", outcomes: "pd.DataFrame") -> "pd.Series":
+    """The frozen model's probabilities for the logged feature vectors (offline)."""
+    import numpy as np
+    import pandas as pd
+
+    if outcomes.empty:
+        return pd.Series(dtype=float)
+    rows = [model.encoding.row(json.loads(v)) for v in outcomes["features"]]
+    return pd.Series(model.predict_matrix(np.asarray(rows, dtype=float)), index=outcomes.index)
+
+
+class ReplayError(RuntimeError):
+    """The replay cannot start (nothing deployed, or days outside the problem's data)."""
+
+
+def drift_figures(instance: dg.DagsterInstance, key: dg.AssetKey, day: date) -> dict[str, Any]:
+    """The numeric figures of a day's drift report, empty if it was not materialized."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day.isoformat()]), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return {}
+    meta = records[0].asset_materialization.metadata
+    return {k: getattr(v, "value", v) for k, v in meta.items()}
+
+
+def retrain_event(problem: Problem, tracking: Any, run: Launched, day: date) -> Any:
+    """What one retrain run did: trigger, candidate version, verdict, new alias."""
+    from mlplatform.lib import registry as reg
+    from mlplatform.lib.timeline import Event
+
+    version, verdict, promoted = "", "failed before the gates", ""
+    for event in run.result.get_asset_materialization_events():
+        meta = event.materialization.metadata
+        name = event.asset_key.path[-1] if event.asset_key else ""
+        if name == "model_candidate":
+            version = str(meta["registered_version"].value)
+        if name == "promotion" and "alias" in meta:
+            promoted = f" → {meta['alias'].value}"
+    if version:
+        tags = reg.version_tags(tracking, problem.name, version)
+        verdict = tags.get("verdict", "not evaluated")
+        if tags.get("failed_gates"):
+            verdict += f" ({tags['failed_gates']})"
+    trigger = run.tags.get("mlplatform/retrain", "?")
+    reason = run.tags.get("mlplatform/reason", "")
+    return Event(
+        day, run.at.isoformat(), "retrain", version, f"{trigger}: {reason}; {verdict}{promoted}"
+    )
+
+
+def replay(
+    problem: Problem,
+    start: date,
+    end: date,
+    definitions: dg.Definitions,
+    instance: dg.DagsterInstance,
+    resources: dict[str, Any],
+    retrain_ops: dict[str, Any] | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> "Timeline":
+    """Replay ``start``..``end`` from the deployment in place; return its timeline.
+
+    The champion at the start is the frozen first model. Raises ``ReplayError`` when no
+    champion exists yet (``mlplatform train``, which ``make demo`` runs, makes one).
+    """
+    from mlplatform.lib import registry as reg
+    from mlplatform.lib.deployment import DeploymentLog, plan
+    from mlplatform.lib.timeline import Event, Timeline
+
+    spec = problem.spec
+    last = spec.partitioning.end - timedelta(days=1)
+    if start > end or start < spec.partitioning.start or end > last:
+        raise ReplayError(
+            f"{problem.name}: cannot replay {start}..{end}; its data covers "
+            f"{spec.partitioning.start}..{last}"
+        )
+    lake, tracking = resources["lake"].lake(), resources["mlflow"].tracking()
+    champion = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
+    if champion is None:
+        raise ReplayError(
+            f"{problem.name}: no champion to replay from; land and train the days before "
+            f"{start} first ('mlplatform train', or 'make demo')"
+        )
+    frozen = reg.load_version(tracking, problem.name, champion)
+    runner = Replay(problem, definitions, instance, resources, retrain_ops, progress)
+    timeline = Timeline(problem.name, spec.metric.name, champion, runner.folder / f"{start}_{end}")
+    deployments = DeploymentLog(lake.root, problem.name)
+    seen = len(deployments.entries())
+    drift_key = dg.AssetKey([problem.name, "drift_report"])
+    progress(f"replaying {problem.name} {start}..{end}; frozen first model: version {champion}")
+    for day, launched, failed in runner.days(start, end):
+        outcomes = lake.read_days(problem.name, "monitoring/online_outcomes", [day])
+        entries = deployments.entries()
+        events = [
+            retrain_event(problem, tracking, run, day)
+            for run in launched
+            if run.job == retrain_job_name(problem)
+        ]
+        events += [Event(day, t.time, t.stage, t.version, t.reason) for t in entries[seen:]]
+        seen = len(entries)
+        state = plan(reg.aliases(tracking, problem.name), deployments.current())
+        row = timeline.add_day(
+            day,
+            outcomes,
+            frozen_scores(frozen, outcomes),
+            {"champion": state.champion, "challenger": state.challenger, "stage": state.stage},
+            drift_figures(instance, drift_key, day),
+            sorted(events, key=lambda e: e.time),
+            failed,
+        )
+        timeline.write(plot=False)
+        name = spec.metric.name
+        progress(
+            f"{day}  {row['requests']:>4} requests  {name} served {row[f'online_{name}']:.3f} "
+            f"frozen {row[f'frozen_{name}']:.3f}  drift {row['drift_share']:.2f}  "
+            f"champion {state.champion} {state.stage}  {len(launched)} runs"
+            + (f"  | {row['events']}" if row["events"] else "")
+        )
+    timeline.write()
+    return timeline
