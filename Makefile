@@ -9,6 +9,10 @@ PROBLEM ?= flight_delay
 DEMO_START ?= 2013-01-01
 DEMO_END ?= 2013-01-28
 DEMO_PORT ?= 8765
+# a week after the first deployment, replayed on simulated time (Monday 02-04 retrains)
+REPLAY_START ?= 2013-01-29
+REPLAY_END ?= 2013-02-04
+REPLAY_TRIALS ?= 5
 
 .PHONY: venv demo demo-production test lint dev mlflow constraints clean
 
@@ -29,6 +33,8 @@ demo: venv
 	$(BIN)/mlplatform serve --problem $(PROBLEM) --port $(DEMO_PORT) & pid=$$!; \
 	  trap 'kill $$pid 2>/dev/null; wait $$pid' EXIT; \
 	  $(BIN)/mlplatform predict --problem $(PROBLEM) --url http://127.0.0.1:$(DEMO_PORT) --wait 120 -n 5
+	$(BIN)/mlplatform replay --problem $(PROBLEM) --start $(REPLAY_START) --end $(REPLAY_END) \
+	  --trials $(REPLAY_TRIALS)
 	$(BIN)/mlplatform status
 	@echo
 	@echo "Next: 'make dev' opens the Dagster UI on http://127.0.0.1:3000 (asset groups by stage);"

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -367,6 +368,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from mlplatform.replay import ReplayError, replay
     from mlplatform.resources import build_resources
 
+    # one line per day: Dagster's own INFO lines and deprecations stay in the instance
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     problem = get_problem(args.problem)
     ops = {}
     if args.trials is not None:

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -65,6 +66,16 @@ class Launched:
     success: bool
     tags: dict[str, str]
     result: Any = field(repr=False, default=None)
+
+
+@dataclass(frozen=True)
+class Day:
+    """One replayed day: the runs it launched, requests that failed, seconds per phase."""
+
+    day: date
+    launched: list[Launched]
+    failed: int
+    seconds: dict[str, float]
 
 
 class Replay:
@@ -121,12 +132,16 @@ class Replay:
     def tick_sensor(self, name: str) -> list[dg.RunRequest]:
         """Evaluate one sensor tick, as the daemon would, keeping its cursor."""
         sensor = self.defs.resolve_sensor_def(name)
-        with dg.build_sensor_context(
-            instance=self.instance,
-            resources=self.resources,
-            definitions=self.defs,
-            cursor=self.cursors.get(name),
-        ) as context:
+        with (
+            warnings.catch_warnings(),
+            dg.build_sensor_context(
+                instance=self.instance,
+                resources=self.resources,
+                definitions=self.defs,
+                cursor=self.cursors.get(name),
+            ) as context,
+        ):
+            warnings.simplefilter("ignore", DeprecationWarning)
             data = sensor.evaluate_tick(context)
         if data.cursor is not None:
             self.cursors[name] = data.cursor
@@ -235,8 +250,8 @@ class Replay:
         runtime.predictions.flush()
         return failed
 
-    def days(self, start: date, end: date) -> Iterator[tuple[date, list[Launched], int]]:
-        """Replay ``start``..``end``; yield each day, the runs it launched, failed requests."""
+    def days(self, start: date, end: date) -> Iterator["Day"]:
+        """Replay ``start``..``end``, yielding each day as it ends."""
         from mlplatform.serving.server import build_runtime
 
         runtime = build_runtime(
@@ -249,16 +264,24 @@ class Replay:
         try:
             for day in days(start, end):
                 before = len(self.launched)
+                clock = perf_counter()
                 morning = self.at(day, MORNING)
                 self.tick_schedule(previous, morning)
                 self.settle()
                 previous = morning
                 self.at(day, SERVING)
+                served = perf_counter()
                 failed = self.serve(runtime, self.requests(day))
                 self.at(day, EVENING)
+                landed = perf_counter()
                 land(self.lake, self.problem, day, day)
                 self.settle()
-                yield day, self.launched[before:], failed
+                seconds = {
+                    "morning_seconds": served - clock,
+                    "serving_seconds": landed - served,
+                    "update_seconds": perf_counter() - landed,
+                }
+                yield Day(day, self.launched[before:], failed, seconds)
         finally:
             runtime.stop()
             os.environ.pop(settings.CLOCK_VAR, None)
@@ -355,7 +378,8 @@ def replay(
     seen = len(deployments.entries())
     drift_key = dg.AssetKey([problem.name, "drift_report"])
     progress(f"replaying {problem.name} {start}..{end}; frozen first model: version {champion}")
-    for day, launched, failed in runner.days(start, end):
+    for done in runner.days(start, end):
+        day, launched = done.day, done.launched
         outcomes = lake.read_days(problem.name, "monitoring/online_outcomes", [day])
         entries = deployments.entries()
         events = [
@@ -373,7 +397,8 @@ def replay(
             {"champion": state.champion, "challenger": state.challenger, "stage": state.stage},
             drift_figures(instance, drift_key, day),
             sorted(events, key=lambda e: e.time),
-            failed,
+            done.failed,
+            {"runs": len(launched), **{k: round(v, 2) for k, v in done.seconds.items()}},
         )
         timeline.write(plot=False)
         name = spec.metric.name

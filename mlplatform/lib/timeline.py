@@ -67,6 +67,7 @@ class Timeline:
         drift: dict[str, Any],
         events: list[Event],
         failed: int = 0,
+        cost: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Record one day from its monitored requests (``online_outcomes``) and their fate."""
         known = outcomes["label"].notna() if len(outcomes) else pd.Series(dtype=bool)
@@ -117,6 +118,7 @@ class Timeline:
             "prediction_drift_score": drift.get("prediction_drift_score", math.nan),
             "drifted": drift.get("drifted"),
             "events": "; ".join(f"{e.kind} {e.version}".strip() for e in events),
+            **(cost or {}),
         }
         self.days.append(row)
         return row

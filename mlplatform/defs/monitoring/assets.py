@@ -180,11 +180,20 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
             spec,
             html,
         )
-        context.log.info(f"{problem.name} {day}: drift share {result['drift_share']:.2f}")
+        # a window not yet full of served days is as narrow as one day: scored, not judged
+        served_days = sum(
+            store.table_path(problem.name, _table("served_predictions"), d).exists() for d in window
+        )
+        judged = served_days >= spec.monitoring.window_days
+        context.log.info(
+            f"{problem.name} {day}: drift share {result['drift_share']:.2f} over "
+            f"{served_days} served day(s)" + ("" if judged else " (window not full: not judged)")
+        )
         return dg.MaterializeResult(
             metadata={
                 "drift_share": result["drift_share"],
-                "drifted": dg.MetadataValue.bool(result["drifted"]),
+                "drifted": dg.MetadataValue.bool(result["drifted"] and judged),
+                "window_days_served": served_days,
                 "drifted_features": dg.MetadataValue.json(result["drifted_features"]),
                 "feature_scores": dg.MetadataValue.json(result["scores"]),
                 "prediction_drift_score": result["prediction_drift_score"],
