@@ -21,6 +21,7 @@ is not run again). Each day leaves a row in the timeline (``lib.timeline``).
 import contextlib
 import io
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -142,6 +143,7 @@ class Replay:
             ) as context,
         ):
             warnings.simplefilter("ignore", DeprecationWarning)
+            context.log.setLevel(logging.WARNING)  # the daemon keeps INFO in its tick log
             data = sensor.evaluate_tick(context)
         if data.cursor is not None:
             self.cursors[name] = data.cursor

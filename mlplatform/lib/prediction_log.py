@@ -106,7 +106,8 @@ class PredictionLog:
             now = datetime.now(UTC)
             # the folder is the UTC day of the batch's newest record, on the platform clock
             # (simulated in a replay): readers skip folders older than the day they want
-            newest = max(r["time"] for r in batch).astimezone(UTC)
+            newest = max((r["time"] for r in batch if r.get("time")), default=now)
+            newest = newest.astimezone(UTC)
             folder = self.folder / newest.date().isoformat()
             folder.mkdir(parents=True, exist_ok=True)
             name = f"{now.strftime('%H%M%S%f')}-{os.getpid()}-{self._seq:06d}.parquet"
