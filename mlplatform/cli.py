@@ -365,7 +365,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Walk simulated days through the platform's own automation; leave a timeline."""
     from mlplatform.definitions import defs
     from mlplatform.problems import get_problem
-    from mlplatform.replay import ReplayError, replay
+    from mlplatform.replay import AlreadyReplayed, ReplayError, replay
     from mlplatform.resources import build_resources
 
     # one line per day: Dagster's own INFO lines and deprecations stay in the instance
@@ -386,6 +386,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             retrain_ops=ops,
             progress=_out,
         )
+    except AlreadyReplayed as exc:  # make demo run twice: nothing new to replay
+        _out(f"replay: {exc}; timeline: {exc.table}")
+        return 0
     except ReplayError as exc:
         _out(f"replay: {exc}")
         return 1

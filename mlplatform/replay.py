@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -37,6 +38,7 @@ from mlplatform import settings
 from mlplatform.defs.automation import AUTOMATION_SENSOR, retrain_job_name
 from mlplatform.defs.deployment.sensors import rollout_sensor_name
 from mlplatform.lib.landing import days, land
+from mlplatform.lib.names import raw_table
 from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
@@ -304,6 +306,19 @@ class ReplayError(RuntimeError):
     """The replay cannot start (nothing deployed, or days outside the problem's data)."""
 
 
+class AlreadyReplayed(ReplayError):
+    """Every day of the range was replayed before: its timeline is ``table``."""
+
+    def __init__(self, message: str, table: Path) -> None:
+        super().__init__(message)
+        self.table = table
+
+
+def lake_root(resources: dict[str, Any]) -> Path:
+    """The data folder of the resources' lake."""
+    return resources["lake"].lake().root
+
+
 def drift_figures(instance: dg.DagsterInstance, key: dg.AssetKey, day: date) -> dict[str, Any]:
     """The numeric figures of a day's drift report, empty if it was not materialized."""
     records = instance.fetch_materializations(
@@ -365,6 +380,19 @@ def replay(
         raise ReplayError(
             f"{problem.name}: cannot replay {start}..{end}; its data covers "
             f"{spec.partitioning.start}..{last}"
+        )
+    raw = dg.AssetKey([problem.name, raw_table(next(iter(spec.daily_sources())))])
+    done = sorted(instance.get_materialized_partitions(raw))
+    replayed = [d for d in done if start.isoformat() <= d <= end.isoformat()]
+    if replayed:
+        table = lake_root(resources) / "replays" / problem.name / f"{start}_{end}"
+        if len(replayed) == (end - start).days + 1 and (table / "timeline.csv").exists():
+            raise AlreadyReplayed(
+                f"{problem.name}: {start}..{end} was replayed already", table / "timeline.csv"
+            )
+        raise ReplayError(
+            f"{problem.name}: {replayed[0]}..{replayed[-1]} ({len(replayed)} days) were "
+            f"already ingested; a replay walks new days: start after {done[-1]}"
         )
     lake, tracking = resources["lake"].lake(), resources["mlflow"].tracking()
     champion = reg.aliases(tracking, problem.name).get(reg.CHAMPION)

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.problems import Problem
-from mlplatform.replay import ReplayError, replay
+from mlplatform.replay import AlreadyReplayed, ReplayError, replay
 from mlplatform.status import problem_status
 from mlplatform_tests.helpers import FAST, STUMP, STUMP_TRAINING, Platform, tuned_problem
 
@@ -124,3 +124,11 @@ def test_a_short_replay_retrains_promotes_and_rolls_back(
     assert status["monitoring"]["retrains"] == 2
     assert status["monitoring"]["rollbacks"] >= 1
     assert status["monitoring"]["last_drift_partition"] == "2013-01-16"
+
+    # the same days again: nothing new (make demo run twice); overlapping days: refused
+    again = (platform.defs, platform.instance, _resources(platform))
+    with pytest.raises(AlreadyReplayed) as replayed:
+        replay(tuned, START, END, *again)
+    assert replayed.value.table == timeline.folder / "timeline.csv"
+    with pytest.raises(ReplayError, match=r"2013-01-15..2013-01-16 \(2 days\) were already"):
+        replay(tuned, date(2013, 1, 15), date(2013, 1, 20), *again)
