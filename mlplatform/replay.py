@@ -167,9 +167,13 @@ class Replay:
                 continue
             if tick > until:
                 break
-            with dg.build_schedule_context(
-                instance=self.instance, resources=self.resources, scheduled_execution_time=tick
-            ) as context:
+            with (
+                warnings.catch_warnings(),
+                dg.build_schedule_context(
+                    instance=self.instance, resources=self.resources, scheduled_execution_time=tick
+                ) as context,
+            ):
+                warnings.simplefilter("ignore", DeprecationWarning)
                 data = schedule.evaluate_tick(context)
             for request in data.run_requests or []:
                 launched += self.execute(self.schedule, schedule.job_name, request)
