@@ -359,6 +359,14 @@ def retrain_event(problem: Problem, tracking: Any, run: Launched, day: date) -> 
     )
 
 
+def _kind(transition: Any) -> str:
+    from mlplatform.lib.deployment import is_rollback
+
+    if transition.stage == "rolled_back" and not is_rollback(transition):
+        return "replaced"
+    return transition.stage
+
+
 def replay(
     problem: Problem,
     start: date,
@@ -421,7 +429,7 @@ def replay(
             for run in launched
             if run.job == retrain_job_name(problem)
         ]
-        events += [Event(day, t.time, t.stage, t.version, t.reason) for t in entries[seen:]]
+        events += [Event(day, t.time, _kind(t), t.version, t.reason) for t in entries[seen:]]
         seen = len(entries)
         state = plan(reg.aliases(tracking, problem.name), deployments.current())
         row = timeline.add_day(

@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from mlplatform.lib.deployment import DeploymentLog
+from mlplatform.lib.deployment import DeploymentLog, is_rollback
 from mlplatform.lib.deployment import status as deployment_status
 from mlplatform.lib.registry import aliases, last_verdict
 from mlplatform.lib.storage import DataLake
@@ -65,9 +65,8 @@ def monitoring_status(
     """Newest drift partition, retrain runs and rollbacks so far."""
     drift = instance.get_materialized_partitions(dg.AssetKey([problem.name, "drift_report"]))
     retrains = instance.get_run_records(dg.RunsFilter(job_name=f"{problem.name}_retraining"))
-    rollbacks = [
-        e for e in DeploymentLog(lake.root, problem.name).entries() if e.stage == "rolled_back"
-    ]
+    # a challenger replaced by a newer one was not rolled back for its figures
+    rollbacks = [e for e in DeploymentLog(lake.root, problem.name).entries() if is_rollback(e)]
     return {
         "last_drift_partition": max(drift) if drift else None,
         "retrains": len(retrains),

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.lib import registry as reg
-from mlplatform.lib.deployment import DeploymentLog
+from mlplatform.lib.deployment import DeploymentLog, is_rollback
 from mlplatform.lib.prediction_log import read_predictions
 from mlplatform.lib.rollout import request_key, routes_to_challenger
 from mlplatform.lib.tracking import local_tracking
@@ -463,3 +463,4 @@ def test_a_new_challenger_ends_a_running_shadow_in_the_log(
     assert new != old
     assert (last.stage, last.version, last.actor) == ("rolled_back", old, "promotion")
     assert last.reason == f"replaced by version {new}, which passed the gates"
+    assert not is_rollback(last)  # status counts rollbacks for their figures, not this

@@ -37,6 +37,12 @@ class Transition:
 
 
 NONE = Transition("none", "", "", 0.0, "nothing deployed yet", "platform", "")
+REPLACED = "replaced by version"  # a rollout ended by a newer challenger, not by its figures
+
+
+def is_rollback(transition: Transition) -> bool:
+    """A challenger taken back for its figures or by hand, not replaced by a newer one."""
+    return transition.stage == "rolled_back" and not transition.reason.startswith(REPLACED)
 
 
 class DeploymentLog:

@@ -34,7 +34,7 @@ class Event:
 
     day: date
     time: str
-    kind: str  # retrain, shadow, canary, full, rolled_back, killed
+    kind: str  # retrain, shadow, canary, full, rolled_back, replaced (by a newer one), killed
     version: str
     detail: str
 
@@ -136,6 +136,7 @@ class Timeline:
             "retrains": kinds.count("retrain"),
             "promotions": kinds.count("full"),
             "rollbacks": kinds.count("rolled_back"),
+            "replaced": kinds.count("replaced"),
             f"online_{self.metric_name}": self._metric(y, served),
             f"frozen_{self.metric_name}": self._metric(y, frozen),
             "frozen_version": self.frozen_version,

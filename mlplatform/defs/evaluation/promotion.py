@@ -34,7 +34,7 @@ def build_promotion_asset(problem: Problem) -> dg.AssetsDefinition:
     )
     def _promotion(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
         from mlplatform.lib import registry as reg
-        from mlplatform.lib.deployment import DeploymentLog, Transition, plan
+        from mlplatform.lib.deployment import REPLACED, DeploymentLog, Transition, plan
 
         event = context.instance.get_latest_materialization_event(evaluation_key(problem))
         report = event.asset_materialization if event else None
@@ -69,7 +69,7 @@ def build_promotion_asset(problem: Problem) -> dg.AssetsDefinition:
                         live.challenger or "",
                         champion,
                         0.0,
-                        f"replaced by version {version}, which {verdict} the gates",
+                        f"{REPLACED} {version}, which {verdict} the gates",
                         "promotion",
                     )
                 )
