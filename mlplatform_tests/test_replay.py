@@ -13,6 +13,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
+from mlplatform.lib.timeline import Timeline
 from mlplatform.problems import Problem
 from mlplatform.replay import AlreadyReplayed, ReplayError, replay
 from mlplatform.status import problem_status
@@ -118,6 +119,11 @@ def test_a_short_replay_retrains_promotes_and_rolls_back(
     assert (timeline.folder / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     assert "<img" in (timeline.folder / "timeline.html").read_text()
     assert len(lines) == 1 + len(days)  # one progress line per day
+    read_back = Timeline.load(timeline.folder, "flight_delay", "roc_auc")
+    assert [(e.kind, e.version) for e in read_back.events] == [
+        (e.kind, e.version) for e in timeline.events
+    ]
+    assert len(read_back.days) == len(days) and read_back.frozen_version == "1"
 
     status = problem_status(tuned, platform.lake, platform.instance, platform.mlflow.tracking())
     assert status["timeline"] == str(timeline.folder / "timeline.csv")

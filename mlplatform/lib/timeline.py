@@ -55,6 +55,35 @@ class Timeline:
     _served: list[np.ndarray] = field(default_factory=list)
     _frozen: list[np.ndarray] = field(default_factory=list)
 
+    @classmethod
+    def load(cls, folder: Path, problem: str, metric_name: str) -> "Timeline":
+        """A written timeline read back (days, versions, events), to plot it again."""
+        from mlplatform.lib.deployment import REPLACED
+
+        versions = pd.read_csv(folder / "versions.csv")
+        frozen = versions.loc[versions["role"] == "frozen", "version"].iloc[0]
+        events = [
+            Event(
+                date.fromisoformat(str(e["day"])),
+                str(e["time"]),
+                "replaced"
+                if e["kind"] == "rolled_back" and str(e["detail"]).startswith(REPLACED)
+                else str(e["kind"]),
+                "" if pd.isna(e["version"]) else str(e["version"]),
+                str(e["detail"]),
+            )
+            for e in pd.read_csv(folder / "events.csv").to_dict("records")
+        ]
+        return cls(
+            problem,
+            metric_name,
+            str(frozen).removeprefix("frozen "),
+            folder,
+            days=_records(pd.read_csv(folder / "timeline.csv")),
+            versions=_records(versions),
+            events=events,
+        )
+
     def _metric(self, y: np.ndarray, p: np.ndarray) -> float:
         return metric(self.metric_name, y, p) if len(y) else math.nan
 
@@ -156,6 +185,10 @@ class Timeline:
         return table
 
 
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
+
+
 def latest_timeline(root: Path, problem: str) -> Path | None:
     """The day table of the most recent replay of ``problem`` under ``root``, if any."""
     tables = sorted(
@@ -175,14 +208,16 @@ def figure_png(timeline: Timeline) -> bytes:
     name = timeline.metric_name
     fig = Figure(figsize=(12, 6.5))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    for column, label, style in (
-        (f"online_{name}", "served (retrained platform)", "-"),
-        (f"frozen_{name}", f"frozen first model (v{timeline.frozen_version})", "--"),
+    for column, label, style, colour in (
+        (f"online_{name}", "served (retrained platform)", "-", "tab:blue"),
+        (f"frozen_{name}", f"frozen first model (v{timeline.frozen_version})", "--", "tab:brown"),
     ):
         values = days[column].astype(float)
-        top.plot(x, values, style, alpha=0.25, linewidth=0.8)
+        top.plot(x, values, style, color=colour, alpha=0.25, linewidth=0.8)
         smooth = values.rolling(ROLLING_DAYS, min_periods=1).mean()
-        top.plot(x, smooth, style, linewidth=2, label=f"{label}, {ROLLING_DAYS}-day mean")
+        top.plot(
+            x, smooth, style, color=colour, linewidth=2, label=f"{label}, {ROLLING_DAYS}-day mean"
+        )
     colours = {"retrain": "grey", "full": "green", "rolled_back": "red", "killed": "black"}
     seen: set[str] = set()
     for event in timeline.events:
