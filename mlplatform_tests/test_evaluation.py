@@ -234,3 +234,30 @@ def test_status_reports_aliases_and_the_last_verdict(
     verdict = status["last_verdict"]
     assert verdict["version"] == version and verdict["passed"] is False
     assert "no_regression" in verdict["failed_gates"] and "min_metric" in verdict["failed_gates"]
+
+
+def test_a_champion_whose_files_are_gone_fails_evaluation_by_name_and_keeps_its_alias(
+    gated: tuple[Platform, dg.ExecuteInProcessResult],
+) -> None:
+    platform, _ = gated
+    tracking = local_tracking(platform.lake.root)
+    champion = _aliases(platform)["champion"]
+    uri = tracking.client().get_model_version_download_uri("flight_delay", champion)
+    files = Path(uri.removeprefix("file://"))
+    aside = files.with_name(files.name + ".aside")
+    files.rename(aside)  # e.g. an artifact folder deleted with an old checkout
+    try:
+        result = platform.run_gated_training(params=BETTER, **FAST)
+    finally:
+        aside.rename(files)
+
+    assert not result.success
+    causes = [
+        e.step_failure_data.error.cause.message
+        for e in result.all_events
+        if e.is_step_failure and e.step_failure_data.error and e.step_failure_data.error.cause
+    ]
+    (message,) = [m for m in causes if "model files" in m]
+    assert f"flight_delay version {champion} is registered, but its model files" in message
+    assert str(files) in message
+    assert _aliases(platform)["champion"] == champion

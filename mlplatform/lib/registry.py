@@ -57,14 +57,25 @@ def load_version(tracking: Tracking, name: str, version: str) -> LoadedModel:
     location = tracking.client().get_model_version_download_uri(name, version)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # not a terminal job
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(
-            download_artifacts(
-                artifact_uri=location, dst_path=tmp, tracking_uri=tracking.tracking_uri
+        try:
+            local = Path(
+                download_artifacts(
+                    artifact_uri=location, dst_path=tmp, tracking_uri=tracking.tracking_uri
+                )
             )
-        )
-        booster = lgb.Booster(model_file=str(local / "model.lgb"))
-        encoding = Encoding.from_json((local / "extra_files" / "encoding.json").read_text())
+            booster = lgb.Booster(model_file=str(local / "model.lgb"))
+            encoding = Encoding.from_json((local / "extra_files" / "encoding.json").read_text())
+        except Exception as exc:  # a registry row whose files are gone or unreadable
+            raise ModelFilesError(
+                f"{name} version {version} is registered, but its model files at {location} "
+                f"cannot be read ({type(exc).__name__}: {exc}); restore them, or move its "
+                "alias to a version whose files exist"
+            ) from exc
     return LoadedModel(name, str(version), booster, encoding)
+
+
+class ModelFilesError(RuntimeError):
+    """A registered version's model files are missing or unreadable."""
 
 
 def aliases(tracking: Tracking, name: str) -> dict[str, str]:
