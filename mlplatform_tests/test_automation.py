@@ -11,7 +11,15 @@ from mlplatform.defs.automation import retrain_job_name
 from mlplatform.lib.retraining import rails
 from mlplatform.problems import Problem
 from mlplatform.spec import RetrainingSpec
-from mlplatform_tests.helpers import FAST, QUIET, STUMP, Platform, failure_messages, tuned_problem
+from mlplatform_tests.helpers import (
+    FAST,
+    QUIET,
+    STUMP,
+    STUMP_TRAINING,
+    Platform,
+    failure_messages,
+    tuned_problem,
+)
 
 
 def _tick(platform: Platform, name: str) -> tuple[list[dg.RunRequest], str | None]:
@@ -175,3 +183,32 @@ def test_the_rails_run_on_the_platform_clock(
     monkeypatch.setenv("MLPLATFORM_NOW", "2013-01-09T07:00:00+00:00")  # 25 h later
     (again,), _ = _tick(platform, "flight_delay_labeled_volume")
     assert again.tags["mlplatform/at"] == "2013-01-09T07:00:00+00:00"
+
+
+def test_drift_retrains_once_per_champion(featured: Platform, problem: Problem) -> None:
+    from dataclasses import replace
+
+    tuned = tuned_problem(problem)
+    retraining = tuned.spec.retraining.model_copy(update={"min_new_labels": 500})
+    tuned = replace(tuned, spec=tuned.spec.model_copy(update={"retraining": retraining}))
+    platform = Platform(tuned, featured.lake.root, featured.instance)
+    assert platform.run_feature_store().success
+    assert platform.run_gated_training(params=STUMP, **STUMP_TRAINING).success  # champion 1
+    drift_report = dg.AssetKey(["flight_delay", "drift_report"])
+
+    def drifted(day: str) -> dg.RunRequest:
+        platform.instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                drift_report, partition=day, metadata={"drifted": True, "drift_share": 0.42}
+            )
+        )
+        requests, skipped = _tick(platform, "flight_delay_drift")
+        assert len(requests) == 1, skipped
+        return requests[0]
+
+    first, second = drifted("2013-01-06"), drifted("2013-01-07")
+
+    assert first.tags["mlplatform/retrain"] == "drift"
+    assert "drift on 2013-01-06: share 0.42" in first.tags["mlplatform/reason"]
+    # the same run key: the daemon (and the replay) launch it once for champion 1
+    assert first.run_key == second.run_key == "drift-1"

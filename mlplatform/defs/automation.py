@@ -292,7 +292,10 @@ def build_retraining(problem: Problem) -> list[Any]:
             blocked, _, champion = _retrain_decision(problem, context.instance, lake, mlflow)
             if blocked:
                 return dg.SkipReason(f"{message}; not retraining: {blocked}")
-            return _retrain_request("drift", message, f"{champion}-{day}")
+            # one drift retrain per champion: while its candidates fail the gates, drift
+            # against the same champion holds for weeks (the replay of 2013: daily retrains
+            # all autumn); the schedule and the volume trigger still retrain meanwhile
+            return _retrain_request("drift", message, f"{champion}")
 
         out.append(_drift)
     return out
