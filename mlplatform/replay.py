@@ -81,6 +81,12 @@ class Day:
     seconds: dict[str, float]
 
 
+def _job_of(sensor: Any) -> str | None:
+    """The one job a sensor targets, if it names one (asset-selection sensors do not)."""
+    targets = sensor.targets
+    return targets[0].job_name if len(targets) == 1 else None
+
+
 class Replay:
     """Replays days of one problem on a Dagster instance, with the given definitions."""
 
@@ -91,29 +97,34 @@ class Replay:
         instance: dg.DagsterInstance,
         resources: dict[str, Any],
         retrain_ops: dict[str, Any] | None = None,
-        progress: Callable[[str], None] = lambda line: None,
     ) -> None:
+        from mlplatform.lib.timeline import replays_dir
+
         self.problem, self.defs, self.instance = problem, definitions, instance
         self.resources = resources
         self.lake: DataLake = resources["lake"].lake()
         self.tracking = resources["mlflow"].tracking()
         self.retrain_ops = retrain_ops or {}
-        self.progress = progress
         self.zone = ZoneInfo(problem.spec.partitioning.timezone)
-        self.folder = self.lake.root / "replays" / problem.name
+        self.folder = replays_dir(self.lake.root, problem.name)
         self.cursor_file = self.folder / "cursors.json"
         self.cursors: dict[str, str | None] = (
             json.loads(self.cursor_file.read_text()) if self.cursor_file.exists() else {}
         )
         name = problem.name
-        self.sensors = [
-            f"{name}_landing",
-            AUTOMATION_SENSOR,
-            rollout_sensor_name(problem),
-            f"{name}_labeled_volume",
-            f"{name}_drift",
-        ]
-        self.sensors = [s for s in self.sensors if self._has_sensor(s)]
+        # in the order a day's work flows; the triggers a spec turns off are not defined
+        present = {s.name: s for s in definitions.sensors or []}
+        self.sensors: dict[str, str | None] = {
+            sensor: _job_of(present[sensor])
+            for sensor in (
+                f"{name}_landing",
+                AUTOMATION_SENSOR,
+                rollout_sensor_name(problem),
+                f"{name}_labeled_volume",
+                f"{name}_drift",
+            )
+            if sensor in present
+        }
         self.schedule = f"{name}_retrain_schedule" if problem.spec.retraining.schedule else None
         self.launched: list[Launched] = []
 
@@ -125,13 +136,6 @@ class Replay:
         return instant
 
     # -- Dagster's own evaluators -------------------------------------------------------
-    def _has_sensor(self, name: str) -> bool:
-        try:
-            self.defs.resolve_sensor_def(name)
-        except Exception:
-            return False
-        return True
-
     def tick_sensor(self, name: str) -> list[dg.RunRequest]:
         """Evaluate one sensor tick, as the daemon would, keeping its cursor."""
         sensor = self.defs.resolve_sensor_def(name)
@@ -184,9 +188,7 @@ class Replay:
         total = 0
         for _ in range(MAX_ROUNDS):
             launched = 0
-            for name in self.sensors:
-                targets = self.defs.resolve_sensor_def(name).targets
-                job = targets[0].job_name if len(targets) == 1 else None
+            for name, job in self.sensors.items():
                 for request in self.tick_sensor(name):
                     launched += self.execute(name, job, request)
             total += launched
@@ -318,11 +320,6 @@ class AlreadyReplayed(ReplayError):
         self.table = table
 
 
-def lake_root(resources: dict[str, Any]) -> Path:
-    """The data folder of the resources' lake."""
-    return resources["lake"].lake().root
-
-
 def drift_figures(instance: dg.DagsterInstance, key: dg.AssetKey, day: date) -> dict[str, Any]:
     """The numeric figures of a day's drift report, empty if it was not materialized."""
     records = instance.fetch_materializations(
@@ -359,14 +356,6 @@ def retrain_event(problem: Problem, tracking: Any, run: Launched, day: date) -> 
     )
 
 
-def _kind(transition: Any) -> str:
-    from mlplatform.lib.deployment import is_rollback
-
-    if transition.stage == "rolled_back" and not is_rollback(transition):
-        return "replaced"
-    return transition.stage
-
-
 def replay(
     problem: Problem,
     start: date,
@@ -383,8 +372,8 @@ def replay(
     champion exists yet (``mlplatform train``, which ``make demo`` runs, makes one).
     """
     from mlplatform.lib import registry as reg
-    from mlplatform.lib.deployment import DeploymentLog, plan
-    from mlplatform.lib.timeline import Event, Timeline
+    from mlplatform.lib.deployment import DeploymentLog, kind, plan
+    from mlplatform.lib.timeline import Event, Timeline, replay_dir
 
     spec = problem.spec
     last = spec.partitioning.end - timedelta(days=1)
@@ -393,20 +382,20 @@ def replay(
             f"{problem.name}: cannot replay {start}..{end}; its data covers "
             f"{spec.partitioning.start}..{last}"
         )
+    lake = resources["lake"].lake()
+    folder = replay_dir(lake.root, problem.name, start, end)
     raw = dg.AssetKey([problem.name, raw_table(next(iter(spec.daily_sources())))])
-    done = sorted(instance.get_materialized_partitions(raw))
-    replayed = [d for d in done if start.isoformat() <= d <= end.isoformat()]
+    ingested = sorted(instance.get_materialized_partitions(raw))
+    replayed = [d for d in ingested if start.isoformat() <= d <= end.isoformat()]
     if replayed:
-        table = lake_root(resources) / "replays" / problem.name / f"{start}_{end}"
-        if len(replayed) == (end - start).days + 1 and (table / "timeline.csv").exists():
-            raise AlreadyReplayed(
-                f"{problem.name}: {start}..{end} was replayed already", table / "timeline.csv"
-            )
+        table = folder / "timeline.csv"
+        if len(replayed) == (end - start).days + 1 and table.exists():
+            raise AlreadyReplayed(f"{problem.name}: {start}..{end} was replayed already", table)
         raise ReplayError(
             f"{problem.name}: {replayed[0]}..{replayed[-1]} ({len(replayed)} days) were "
-            f"already ingested; a replay walks new days: start after {done[-1]}"
+            f"already ingested; a replay walks new days: start after {ingested[-1]}"
         )
-    lake, tracking = resources["lake"].lake(), resources["mlflow"].tracking()
+    tracking = resources["mlflow"].tracking()
     champion = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
     if champion is None:
         raise ReplayError(
@@ -414,14 +403,14 @@ def replay(
             f"{start} first ('mlplatform train', or 'make demo')"
         )
     frozen = reg.load_version(tracking, problem.name, champion)
-    runner = Replay(problem, definitions, instance, resources, retrain_ops, progress)
-    timeline = Timeline(problem.name, spec.metric.name, champion, runner.folder / f"{start}_{end}")
+    runner = Replay(problem, definitions, instance, resources, retrain_ops)
+    timeline = Timeline(problem.name, spec.metric.name, champion, folder)
     deployments = DeploymentLog(lake.root, problem.name)
     seen = len(deployments.entries())
     drift_key = dg.AssetKey([problem.name, "drift_report"])
     progress(f"replaying {problem.name} {start}..{end}; frozen first model: version {champion}")
-    for done in runner.days(start, end):
-        day, launched = done.day, done.launched
+    for today in runner.days(start, end):
+        day, launched = today.day, today.launched
         outcomes = lake.read_days(problem.name, "monitoring/online_outcomes", [day])
         entries = deployments.entries()
         events = [
@@ -429,7 +418,9 @@ def replay(
             for run in launched
             if run.job == retrain_job_name(problem)
         ]
-        events += [Event(day, t.time, _kind(t), t.version, t.reason) for t in entries[seen:]]
+        events += [
+            Event(day, t.time, kind(t.stage, t.reason), t.version, t.reason) for t in entries[seen:]
+        ]
         seen = len(entries)
         state = plan(reg.aliases(tracking, problem.name), deployments.current())
         row = timeline.add_day(
@@ -439,8 +430,8 @@ def replay(
             {"champion": state.champion, "challenger": state.challenger, "stage": state.stage},
             drift_figures(instance, drift_key, day),
             sorted(events, key=lambda e: e.time),
-            done.failed,
-            {"runs": len(launched), **{k: round(v, 2) for k, v in done.seconds.items()}},
+            today.failed,
+            {"runs": len(launched), **{k: round(v, 2) for k, v in today.seconds.items()}},
         )
         timeline.write(plot=False)
         name = spec.metric.name

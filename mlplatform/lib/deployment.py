@@ -40,9 +40,14 @@ NONE = Transition("none", "", "", 0.0, "nothing deployed yet", "platform", "")
 REPLACED = "replaced by version"  # a rollout ended by a newer challenger, not by its figures
 
 
+def kind(stage: str, reason: str) -> str:
+    """A transition's kind: its stage, or ``replaced`` for a rollout a newer one ended."""
+    return "replaced" if stage == "rolled_back" and reason.startswith(REPLACED) else stage
+
+
 def is_rollback(transition: Transition) -> bool:
     """A challenger taken back for its figures or by hand, not replaced by a newer one."""
-    return transition.stage == "rolled_back" and not transition.reason.startswith(REPLACED)
+    return kind(transition.stage, transition.reason) == "rolled_back"
 
 
 class DeploymentLog:

@@ -58,7 +58,7 @@ class Timeline:
     @classmethod
     def load(cls, folder: Path, problem: str, metric_name: str) -> "Timeline":
         """A written timeline read back (days, versions, events), to plot it again."""
-        from mlplatform.lib.deployment import REPLACED
+        from mlplatform.lib.deployment import kind
 
         versions = pd.read_csv(folder / "versions.csv")
         frozen = versions.loc[versions["role"] == "frozen", "version"].iloc[0]
@@ -66,9 +66,7 @@ class Timeline:
             Event(
                 date.fromisoformat(str(e["day"])),
                 str(e["time"]),
-                "replaced"
-                if e["kind"] == "rolled_back" and str(e["detail"]).startswith(REPLACED)
-                else str(e["kind"]),
+                kind(str(e["kind"]), str(e["detail"])),
                 "" if pd.isna(e["version"]) else str(e["version"]),
                 str(e["detail"]),
             )
@@ -189,10 +187,20 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
 
 
+def replays_dir(root: Path, problem: str) -> Path:
+    """Where the replays of ``problem`` keep their state and timelines."""
+    return root / "replays" / problem
+
+
+def replay_dir(root: Path, problem: str, start: date, end: date) -> Path:
+    """The folder of one replayed range's timeline."""
+    return replays_dir(root, problem) / f"{start}_{end}"
+
+
 def latest_timeline(root: Path, problem: str) -> Path | None:
     """The day table of the most recent replay of ``problem`` under ``root``, if any."""
     tables = sorted(
-        (root / "replays" / problem).glob("*/timeline.csv"), key=lambda p: p.stat().st_mtime
+        replays_dir(root, problem).glob("*/timeline.csv"), key=lambda p: p.stat().st_mtime
     )
     return tables[-1] if tables else None
 
