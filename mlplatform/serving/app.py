@@ -152,6 +152,8 @@ def create_app(
             "problem": problem.name,
             "champion": snap.plan.champion,
             "loaded_at": snap.loaded_at,
+            # written / pending / lost records and the last write error of the log
+            "prediction_log": runtime.predictions.health(),
         }
 
     @app.get("/deployment")

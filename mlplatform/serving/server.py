@@ -1,5 +1,6 @@
 """Build and run the service: ``mlplatform serve`` and the tests start it through here."""
 
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -58,8 +59,13 @@ def serve(
 ) -> None:
     """Serve until interrupted (uvicorn handles SIGINT/SIGTERM), then flush the log.
 
-    With ``workers`` > 1, uvicorn forks that many processes, each with its own runtime
-    (models, Feast connection, prediction log files, registry follower).
+    The port is bound before anything is announced, so a second ``serve`` on a busy port
+    fails without touching the running service's state. With ``workers`` > 1, uvicorn
+    forks that many processes over the bound socket, each with its own runtime (models,
+    Feast connection, prediction log files, registry follower).
+
+    Raises:
+        ServeError: The port cannot be bound (names the service holding it, if announced).
     """
     import os
 
@@ -67,15 +73,18 @@ def serve(
 
     from mlplatform.serving.app import create_app
 
+    sock = listen(root, problem.name, host, port)
     announced = announce(root, problem.name, f"http://{host}:{port}")
     try:
         if workers > 1:
+            from uvicorn.supervisors import Multiprocess
+
             os.environ |= {
                 WORKER_PROBLEM: problem.name,
                 WORKER_REFRESH: str(refresh_seconds),
                 "MLPLATFORM_DATA_DIR": str(root),
             }
-            uvicorn.run(
+            config = uvicorn.Config(
                 f"{__name__}:worker_app",
                 factory=True,
                 workers=workers,
@@ -83,15 +92,61 @@ def serve(
                 port=port,
                 log_level="warning",
             )
+            Multiprocess(config, sockets=[sock]).run()
             return
         # uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so code after
         # run() may never execute: the app's shutdown hook flushes the log and the
         # announcement goes with it
         runtime = profile_runtime(problem, refresh_seconds).start()
-        app = create_app(runtime, stop_on_shutdown=True, on_stop=lambda: announced.unlink(True))
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        app = create_app(runtime, stop_on_shutdown=True, on_stop=announced.withdraw)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        if not server.started:
+            raise SystemExit(3)  # uvicorn's startup failure code; it logged why
     finally:
-        announced.unlink(missing_ok=True)
+        announced.withdraw()
+        sock.close()
+
+
+class ServeError(ValueError):
+    """The service cannot start as asked (the command prints the message, exits 2)."""
+
+
+def listen(root: Path, problem: str, host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, bound before the service announces itself.
+
+    Raises:
+        ServeError: The address is taken or not available; the message names the port
+            and the running service announced on it, if any.
+    """
+    import errno
+    from urllib.parse import urlsplit
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        # listening at once holds the port: Linux lets two SO_REUSEADDR sockets bind the
+        # same port until one of them listens
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        holder = announced(root, problem)
+        if holder and urlsplit(str(holder["url"])).port == port and _alive(holder.get("pid")):
+            raise ServeError(
+                f"port {port} is in use by the running {problem} service {holder['url']} "
+                f"(pid {holder['pid']}); stop it first or choose another --port"
+            ) from None
+        raise ServeError(
+            f"port {port} on {host} is in use by another process; choose another --port"
+        ) from None
+    sock.set_inheritable(True)  # uvicorn's worker processes serve on it
+    return sock
 
 
 WORKER_PROBLEM = "MLPLATFORM_SERVE_PROBLEM"
@@ -157,28 +212,79 @@ def service_file(root: Path, problem: str) -> Path:
     return root / "deployments" / problem / "service.json"
 
 
-def announce(root: Path, problem: str, url: str) -> Path:
-    """Record the service's URL and process for ``status`` and ``rollback``."""
+@dataclass(frozen=True)
+class Announcement:
+    """A service's announcement, as written by this process (its token proves it)."""
+
+    path: Path
+    token: str
+
+    def withdraw(self) -> None:
+        """Remove the announcement if it is still this process's: never another's."""
+        import json
+
+        try:
+            held = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if isinstance(held, dict) and held.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+
+def announce(root: Path, problem: str, url: str) -> Announcement:
+    """Record the service's URL and process for ``status`` and ``rollback``.
+
+    The newest service of a problem holds the announcement; the file is replaced whole
+    (a reader never sees half of it) and carries a token, so each process removes only
+    the announcement it wrote.
+    """
     import json
     import os
+    import secrets
+    from urllib.parse import urlsplit
 
     path = service_file(root, problem)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    return path
+    token = secrets.token_hex(16)
+    body = {"url": url, "port": urlsplit(url).port, "pid": os.getpid(), "token": token}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Announcement(path, token)
+
+
+def announced(root: Path, problem: str) -> dict[str, Any] | None:
+    """The announcement a service wrote (url, port, pid, token), if any."""
+    import json
+
+    try:
+        held = json.loads(service_file(root, problem).read_text())
+    except (OSError, ValueError):
+        return None
+    return held if isinstance(held, dict) and "url" in held else None
+
+
+def _alive(pid: object) -> bool:
+    import os
+
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
 
 
 def service_url(root: Path, problem: str) -> str | None:
     """The URL a service announced, if any."""
-    import json
-
-    path = service_file(root, problem)
-    if not path.exists():
-        return None
-    try:
-        return str(json.loads(path.read_text())["url"])
-    except (ValueError, KeyError):
-        return None
+    held = announced(root, problem)
+    return str(held["url"]) if held else None
 
 
 def call(url: str, path: str, method: str = "GET", timeout: float = 2.0) -> dict[str, Any] | None:
@@ -196,7 +302,14 @@ def call(url: str, path: str, method: str = "GET", timeout: float = 2.0) -> dict
 
 
 def service_status(root: Path, problem: str) -> dict[str, Any]:
-    """The ``service`` block of ``mlplatform status``: its URL and whether it answers."""
+    """The ``service`` block of ``mlplatform status``: its URL and whether it answers.
+
+    A service that answers adds ``prediction_log``: records written, pending (answered,
+    not yet on disk) and lost, and the last write error (see ``PredictionLog.health``).
+    """
     url = service_url(root, problem)
     health = call(url, "/health", timeout=1.0) if url else None
-    return {"url": url, "up": bool(health and health.get("status") == "ok")}
+    out: dict[str, Any] = {"url": url, "up": bool(health and health.get("status") == "ok")}
+    if health and "prediction_log" in health:
+        out["prediction_log"] = health["prediction_log"]
+    return out
