@@ -296,6 +296,24 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     return _transition(args.problem, args.action, args.reason, args.by, args.share or 0.0)
 
 
+def cmd_keep(args: argparse.Namespace) -> int:
+    """Keep a day's previously accepted table although its newest landing was rejected."""
+    from mlplatform.defs.automation import keep_previous
+    from mlplatform.problems import get_problem
+    from mlplatform.resources import LakeResource
+
+    problem = get_problem(args.problem)
+    lake = LakeResource(root=str(settings.data_dir()))
+    record = keep_previous(
+        _instance(), lake, problem, args.source, args.day, args.by or "", args.reason
+    )
+    _out(
+        f"kept {problem.name}/{args.source} {args.day.isoformat()} (by {record['by']}: "
+        f"{record['reason']}); the rejected landing stays at {record['quarantine']}"
+    )
+    return 0
+
+
 def cmd_mlflow(args: argparse.Namespace) -> int:
     """Open the MLflow UI on the project's tracking store (replaces this process)."""
     root = settings.data_dir() / "mlflow"
@@ -482,6 +500,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default=user, help="who (default: $USER)")
     p.add_argument("--share", type=float, help="canary share (default: the spec's)")
     p.set_defaults(fn=cmd_rollout)
+
+    p = sub.add_parser(
+        "keep",
+        help="read a day's previous accepted table although its newest landing was rejected",
+    )
+    p.add_argument("--problem", required=True)
+    p.add_argument("--source", required=True, help="daily source, e.g. flights")
+    p.add_argument("--day", type=_day, required=True, help="the rejected day, YYYY-MM-DD")
+    p.add_argument("--reason", required=True, help="why (recorded in the lake and the instance)")
+    p.add_argument("--by", default=user, help="who (default: $USER)")
+    p.set_defaults(fn=cmd_keep)
 
     p = sub.add_parser("mlflow", help="open the MLflow UI on the project's tracking store")
     p.add_argument("--host", default="127.0.0.1")

@@ -3,12 +3,15 @@
 Scripts and checks read these keys: add keys, never rename or remove one.
 """
 
+from datetime import date
 from typing import Any
 
 import dagster as dg
 
 from mlplatform.lib.deployment import DeploymentLog, is_rollback
 from mlplatform.lib.deployment import status as deployment_status
+from mlplatform.lib.landing import Pending, pending
+from mlplatform.lib.names import raw_table
 from mlplatform.lib.registry import aliases, last_verdict
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.timeline import latest_timeline
@@ -36,14 +39,34 @@ def problem_status(
     has_registry = tracking != local or local.artifact_root.parent.joinpath("mlflow.db").exists()
     held = aliases(tracking, problem.name) if has_registry else {}
     current = DeploymentLog(lake.root, problem.name).current()
+    relanded = [p for p in pending(lake, problem) if p.relanded]
     return {
         "landed_days": len(set.intersection(*landed)) if landed else 0,
         "ingested_partitions": len(set.intersection(*ingested)) if ingested else 0,
         "quarantined": len(lake.quarantined(problem.name)),
+        # new content landed for a day already ingested; the landing sensor ingests it
+        "relanded_not_ingested": [
+            {
+                "day": p.day.isoformat(),
+                "sources": {
+                    s: {"landed": h, "ingested": p.ingested[s]} for s, h in p.landed.items()
+                },
+            }
+            for p in relanded
+        ],
+        # days whose newest landing was rejected: unreadable downstream unless kept
+        "rejected_days": [
+            r.to_dict() for s in problem.spec.sources for r in lake.rejections(problem.name, s)
+        ],
         "feature_views": registry.get("feature_views", []),
         "online_store_rows": online.get("online_store_rows", 0),
         "training_set": (
-            {"rows": training["rows"], "data_version": training["data_version"]}
+            {
+                "rows": training["rows"],
+                "data_version": training["data_version"],
+                "stale_days": (stale := stale_days(problem, lake, training, relanded)),
+                "stale": bool(stale),
+            }
             if training
             else None
         ),
@@ -57,6 +80,34 @@ def problem_status(
         "monitoring": monitoring_status(problem, instance, lake),
         "timeline": str(table) if (table := latest_timeline(lake.root, problem.name)) else None,
     }
+
+
+def stale_days(
+    problem: Problem, lake: DataLake, training: dict[str, Any], relanded: list[Pending]
+) -> list[dict[str, str]]:
+    """Days the latest training set read that changed since: ``{day, source, why}`` each.
+
+    A day is stale when it was ingested again with other content than the set read (its
+    ``inputs``), when its newest landing is now rejected, or when new content landed for it
+    and waits for ingestion.
+    """
+    out: dict[tuple[str, str], str] = {}
+    for key, digest in (training.get("inputs") or {}).items():
+        source, day = key.split("/", 1)
+        report = lake.read_batch_report(problem.name, raw_table(source), day)
+        if report is not None and report.get("accepted") and report.get("content_hash") != digest:
+            out[(day, source)] = (
+                f"ingested again with new content ({digest} -> {report['content_hash']})"
+            )
+        elif (rejected := lake.blocking(problem.name, source, day)) is not None:
+            out[(day, source)] = f"newest landing rejected, quarantined at {rejected.quarantine}"
+    if "start" in training and "end" in training:
+        start, end = date.fromisoformat(training["start"]), date.fromisoformat(training["end"])
+        for p in relanded:
+            if start <= p.day <= end:
+                for source in p.landed:
+                    out.setdefault((p.day.isoformat(), source), "re-landed, not ingested yet")
+    return [{"day": d, "source": s, "why": why} for (d, s), why in sorted(out.items())]
 
 
 def monitoring_status(

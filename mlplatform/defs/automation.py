@@ -10,13 +10,15 @@
   each behind the spec's rails (minimum new labels, cool-down, daily cap).
 """
 
+import json
 import warnings
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 
 from mlplatform import settings
+from mlplatform.lib.landing import Pending, pending
 from mlplatform.lib.names import raw_table
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource, MlflowResource
@@ -116,8 +118,54 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
         )
 
 
+CONTENT_TAG = "mlplatform/content_hash"
+# how many run keys the landing sensor remembers having flagged training sets for
+_FLAGGED_KEYS = 200
+
+
+def stale_observations(
+    problem: Problem, lake: LakeResource, days: list[Pending]
+) -> list[dg.AssetObservation]:
+    """Observations marking the training and holdout sets stale for re-landed days they read.
+
+    A training set is built from whole days; when one of them is ingested again with new
+    content, the set no longer matches its inputs. It is not rebuilt here (retraining has
+    its own triggers and rails): the asset page and ``status`` say which days changed.
+    """
+    store = lake.lake()
+    out = []
+    for name in ("training_set", "holdout_set"):
+        latest = store.read_latest(problem.name, name)
+        if not latest or "start" not in latest:
+            continue
+        start, end = date.fromisoformat(latest["start"]), date.fromisoformat(latest["end"])
+        hit = [p for p in days if p.relanded and start <= p.day <= end]
+        if hit:
+            out.append(
+                dg.AssetObservation(
+                    asset_key=dg.AssetKey([problem.name, name]),
+                    metadata={
+                        "stale": True,
+                        "data_version": str(latest.get("data_version", "")),
+                        "stale_days": dg.MetadataValue.json([str(p.day) for p in hit]),
+                        "reason": "re-landed with new content, ingested again: "
+                        + "; ".join(p.describe() for p in hit),
+                    },
+                )
+            )
+    return out
+
+
 def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
-    """Starts the ingestion of each day whose files all landed, and of the snapshots."""
+    """Ingests each day whose files all landed, again whenever their content changes.
+
+    The decision is the landed content's hash against the hash the raw asset ingested
+    last (its data version, also in the batch report): a new day, a corrected file for a
+    rejected day, and a correction to an accepted day are all new content. The run key
+    carries the hash, so each content is asked for once. Feature tables and the online
+    store follow the re-ingested day by declarative automation (``any_deps_updated``);
+    training and holdout sets that read the day get a ``stale`` observation.
+    """
     daily = list(problem.spec.daily_sources())
     references = [s for s, spec in problem.spec.sources.items() if spec.kind == "reference"]
 
@@ -129,15 +177,17 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
         target=dg.AssetSelection.assets(*keys(daily), *keys(references)),
         minimum_interval_seconds=LANDING_INTERVAL,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Ingests each {problem.name} day once every daily source has landed, "
-        "and the reference snapshots once.",
+        description=f"Ingests each {problem.name} day once every daily source has landed, and "
+        "again when a landed file's content changes; the reference snapshots once.",
     )
     def _landing(context: dg.SensorEvaluationContext, lake: LakeResource):
         store = lake.lake()
-        landed = set.intersection(*(set(store.landed_days(problem.name, s)) for s in daily))
-        done = context.instance.get_materialized_partitions(
-            dg.AssetKey([problem.name, raw_table(daily[0])])
-        )
+        ingested = {
+            s: context.instance.get_materialized_partitions(
+                dg.AssetKey([problem.name, raw_table(s)])
+            )
+            for s in daily
+        }
         requests: list[dg.RunRequest] = []
         landed_refs = all(store.landed_files(problem.name, r, None) for r in references)
         if (
@@ -149,13 +199,26 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
             )
         ):
             requests.append(dg.RunRequest(run_key="reference", asset_selection=keys(references)))
-        for day in sorted(str(d) for d in landed if str(d) not in done)[:10]:
+        todo = pending(store, problem, ingested)[:10]
+        for day in todo:
+            if day.relanded:
+                context.log.warning(f"{problem.name} re-landed, ingesting again: {day.describe()}")
             requests.append(
                 dg.RunRequest(
-                    run_key=f"ingest-{day}", partition_key=day, asset_selection=keys(daily)
+                    run_key=day.run_key,
+                    partition_key=day.day.isoformat(),
+                    asset_selection=keys(day.sources),
+                    tags={CONTENT_TAG: ",".join(f"{s}={h}" for s, h in day.landed.items())},
                 )
             )
-        return requests or dg.SkipReason("no newly landed day")
+        # flag a training set once per re-landing, not on every tick until the run is done
+        flagged: list[str] = json.loads(context.cursor) if context.cursor else []
+        fresh = [d for d in todo if d.relanded and d.run_key not in flagged]
+        events = stale_observations(problem, lake, fresh)
+        cursor = json.dumps((flagged + [d.run_key for d in fresh])[-_FLAGGED_KEYS:])
+        if not requests:
+            return dg.SensorResult(skip_reason="no newly landed day", cursor=cursor)
+        return dg.SensorResult(run_requests=requests, asset_events=events, cursor=cursor)
 
     return _landing
 
@@ -299,3 +362,46 @@ def build_retraining(problem: Problem) -> list[Any]:
 
         out.append(_drift)
     return out
+
+
+def keep_previous(
+    instance: dg.DagsterInstance,
+    lake: LakeResource,
+    problem: Problem,
+    source: str,
+    day: date,
+    by: str,
+    reason: str,
+) -> dict[str, Any]:
+    """Keep a day's previously accepted table although its newest landing was rejected.
+
+    Records who and why in the lake (the day is readable again), and a runless
+    materialization of the typed asset's partition carrying the same, so the asset page
+    shows it and automation rebuilds the feature days that had left the day out.
+
+    Returns:
+        The record written to the lake.
+
+    Raises:
+        ValueError: unknown source, no who/why, nothing rejected, or nothing to keep.
+    """
+    if source not in problem.spec.daily_sources():
+        raise ValueError(
+            f"{problem.name} has no daily source {source!r}; "
+            f"known: {', '.join(problem.spec.daily_sources())}"
+        )
+    record = lake.lake().keep(problem.name, source, day, by, reason)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=dg.AssetKey([problem.name, source]),
+            partition=day.isoformat(),
+            description=f"previous table kept by {record['by']}: {record['reason']}",
+            metadata={
+                "kept_by": record["by"],
+                "kept_reason": record["reason"],
+                "rejected_landing": dg.MetadataValue.path(record["quarantine"]),
+                "path": dg.MetadataValue.path(record["table"]),
+            },
+        )
+    )
+    return record

@@ -103,7 +103,20 @@ def with_timestamps(table: FeatureTable, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_day(lake: DataLake, problem: Problem, table: FeatureTable, day: date) -> pd.DataFrame:
-    """Compute and store one day of ``table`` from that day and its trailing window only."""
+    """Compute and store one day of ``table`` from that day and its trailing window only.
+
+    Days of the window whose newest landing was rejected are left out by the lake (as if
+    missing); ``DataLake.blocked_days`` names them.
+
+    Raises:
+        MissingInputError: the day's own validated table of a source is missing, or not
+            readable because its newest landing was rejected (the message names the
+            quarantine folder).
+    """
+    # the lake refuses a day whose newest landing was rejected: say which, and where it is
+    rejected = [r for s in table.sources if (r := lake.blocking(problem.name, s, day))]
+    if rejected:
+        raise MissingInputError(f"{table.name} {day}: " + " ".join(r.message() for r in rejected))
     missing = [s for s in table.sources if not lake.table_path(problem.name, s, day).exists()]
     if missing:
         raise MissingInputError(

@@ -1,7 +1,15 @@
-"""Landing a problem's exports: one file per source per day, plus reference snapshots."""
+"""Landing a problem's exports: one file per source per day, plus reference snapshots.
 
+Also what landed but was not ingested yet: a landed day is identified by its content
+hash, so a corrected file for a day already ingested (accepted or rejected) is new.
+"""
+
+import functools
+import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
@@ -37,3 +45,123 @@ def land(lake: DataLake, problem: Problem, start: date, end: date) -> dict[str, 
             lake.land(problem.name, source, day, frame, source_spec.format)
             rows[source] += len(frame)
     return rows
+
+
+@functools.lru_cache(maxsize=8192)
+def _digest(files: tuple[tuple[str, int, int, int], ...]) -> str:
+    from mlplatform.lib.ingest import content_hash
+
+    return content_hash([Path(name) for name, *_ in files])
+
+
+def landed_hash(lake: DataLake, problem: str, source: str, day: date | str | None) -> str | None:
+    """Content hash of a partition's landed files, as ingestion records it; None if none.
+
+    The same digest the raw asset stores as its data version (``lib.ingest.content_hash``).
+    Memoized on each file's path, size, modification time and inode, so the landing sensor
+    re-reads only files that changed since its last tick (a re-landed file is a new inode).
+    """
+    files = lake.landed_files(problem, source, day)
+    if not files:
+        return None
+    stats = []
+    for path in files:
+        st = path.stat()
+        stats.append((str(path), st.st_size, st.st_mtime_ns, st.st_ino))
+    return _digest(tuple(stats))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A landed day whose content differs from what was last ingested, for some sources.
+
+    Attributes:
+        day: The partition.
+        landed: ``source → content hash`` of the landed files, for the sources to ingest.
+        ingested: ``source → content hash`` ingested last (None: never ingested).
+        checked_at: ``source → time`` of that last ingestion (ISO; None: never ingested).
+    """
+
+    day: date
+    landed: dict[str, str]
+    ingested: dict[str, str | None]
+    checked_at: dict[str, str | None]
+
+    @property
+    def sources(self) -> list[str]:
+        """The sources whose landing is new, in the order given."""
+        return list(self.landed)
+
+    @property
+    def relanded(self) -> bool:
+        """True if some source of the day was ingested before (this is new content)."""
+        return any(v is not None for v in self.ingested.values())
+
+    @property
+    def run_key(self) -> str:
+        """Unique per (day, landed content, previous ingestion).
+
+        The content hash makes a corrected file a new request; the previous ingestion's
+        time makes content that comes back (a correction undone) a new request too, where
+        a run key alone would have been spent already.
+        """
+        token = "|".join(
+            f"{s}={self.landed[s]}@{self.checked_at.get(s) or ''}" for s in sorted(self.landed)
+        )
+        return f"ingest-{self.day.isoformat()}-{hashlib.sha256(token.encode()).hexdigest()[:12]}"
+
+    def describe(self) -> str:
+        """One line: the day, and per source what landed against what was ingested."""
+        parts = [
+            f"{s} {self.ingested.get(s) or 'never ingested'} -> {h}" for s, h in self.landed.items()
+        ]
+        return f"{self.day}: {'; '.join(parts)}"
+
+
+def pending(
+    lake: DataLake,
+    problem: Problem,
+    ingested: dict[str, set[str]] | None = None,
+) -> list[Pending]:
+    """Days whose daily sources all landed and whose landed content was not ingested yet.
+
+    A source's day needs ingestion when it was never ingested, or when the content hash of
+    its landed files differs from the hash of the batch ingested last (accepted or
+    rejected, from the raw table's report): a corrected file for a rejected day, or a
+    correction to an accepted one.
+
+    Args:
+        lake: The data lake.
+        problem: The problem.
+        ingested: ``source → partitions`` the Dagster instance holds materialized for the
+            source's raw asset; a partition missing there counts as never ingested (a new
+            instance over an old lake ingests again). None trusts the lake's reports alone.
+
+    Returns:
+        The days to ingest, oldest first; each names only the sources to ingest.
+    """
+    from mlplatform.lib.names import raw_table
+
+    daily = list(problem.spec.daily_sources())
+    if not daily:
+        return []
+    landed = set.intersection(*(set(lake.landed_days(problem.name, s)) for s in daily))
+    out: list[Pending] = []
+    for day in sorted(landed):
+        new: dict[str, str] = {}
+        before: dict[str, str | None] = {}
+        stamps: dict[str, str | None] = {}
+        for source in daily:
+            digest = landed_hash(lake, problem.name, source, day)
+            if digest is None:  # removed since the listing
+                continue
+            report = lake.read_batch_report(problem.name, raw_table(source), day)
+            known = ingested is None or day.isoformat() in ingested.get(source, set())
+            previous = str(report.get("content_hash")) if report and known else None
+            if previous != digest:
+                new[source] = digest
+                before[source] = previous
+                stamps[source] = str(report.get("checked_at")) if report and known else None
+        if new:
+            out.append(Pending(day, new, before, stamps))
+    return out

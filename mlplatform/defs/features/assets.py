@@ -30,12 +30,18 @@ def online_key(problem: Problem) -> dg.AssetKey:
 
 
 def complete_days(lake: LakeResource, problem: Problem) -> list[date]:
-    """Days for which every feature table has its file, oldest first."""
+    """Days for which every feature table has its file, oldest first.
+
+    A day whose newest landing of a daily source was rejected is not complete: its feature
+    files were built from the batch that landing replaced.
+    """
     store = lake.lake()
     days = [
         set(store.partitions(problem.name, features_table(t))) for t in problem.feature_tables()
     ]
-    return sorted(set.intersection(*days)) if days else []
+    complete = sorted(set.intersection(*days)) if days else []
+    daily = list(problem.spec.daily_sources())
+    return [d for d in complete if not any(store.blocking(problem.name, s, d) for s in daily)]
 
 
 def build_feature_asset(problem: Problem, table: FeatureTable) -> dg.AssetsDefinition:
@@ -68,9 +74,14 @@ def build_feature_asset(problem: Problem, table: FeatureTable) -> dg.AssetsDefin
         except MissingInputError as exc:
             raise dg.Failure(str(exc)) from None
         days = window(day, table.trailing_days)
+        # earlier days of the window whose newest landing was rejected were left out
+        skipped = [r for s in table.sources for r in store.blocked_days(problem.name, s, days)]
+        for rejected in skipped:
+            context.log.warning(f"{table.name} {day}: left out {rejected.message()}")
         return dg.MaterializeResult(
             metadata={
                 **frame_metadata(frame),
+                "rejected_days_left_out": dg.MetadataValue.json([r.to_dict() for r in skipped]),
                 "path": dg.MetadataValue.path(
                     str(store.table_path(problem.name, features_table(table), day))
                 ),

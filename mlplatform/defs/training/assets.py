@@ -103,7 +103,7 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
         ready = [
             d
             for d in complete_days(lake, problem)
-            if store.table_path(problem.name, spec.target.source, d).exists()
+            if store.has_partition(problem.name, spec.target.source, d)  # not a rejected day
             and (not config.end_day or d <= date.fromisoformat(config.end_day))
         ]
         try:
@@ -151,6 +151,8 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
                     "path": str(path),
                     "start": days[0].isoformat(),
                     "end": days[-1].isoformat(),
+                    # the landings it read: a day ingested again later makes it stale
+                    "inputs": store.input_versions(problem.name, spec.daily_sources(), days),
                 },
             )
             outcomes = [
