@@ -78,15 +78,98 @@ class ModelFilesError(RuntimeError):
     """A registered version's model files are missing or unreadable."""
 
 
-def aliases(tracking: Tracking, name: str) -> dict[str, str]:
-    """Alias → version of a registered model; empty when the model is not registered."""
-    from mlflow.exceptions import MlflowException
+class RegistryError(RuntimeError):
+    """The registry could not be read (locked, unreachable, emptied, wrong schema).
 
+    Not the same as an empty registry: callers must never take this for "no champion".
+    """
+
+
+def _not_found(exc: Exception) -> bool:
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def read_error(tracking: Tracking, what: str, exc: Exception) -> RegistryError:
+    """A ``RegistryError`` naming the store, what was read and the cause's first line."""
+    cause = (str(exc).strip().splitlines() or [""])[0][:300]
+    return RegistryError(
+        f"the model registry at {tracking.tracking_uri} could not be read ({what}): "
+        f"{type(exc).__name__}: {cause}"
+    )
+
+
+def aliases(tracking: Tracking, name: str) -> dict[str, str]:
+    """Alias → version of a registered model; empty only when the model is not registered.
+
+    Raises:
+        RegistryError: the registry could not be read (an outage is not "no champion").
+    """
     try:
         model = tracking.client().get_registered_model(name)
-    except MlflowException:
-        return {}
+    except Exception as exc:
+        if _not_found(exc):
+            return {}
+        raise read_error(tracking, f"aliases of {name}", exc) from exc
     return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+PASSED, OVERRIDDEN = "passed", "overridden"
+
+
+@dataclass(frozen=True)
+class Clearance:
+    """Whether a version may take traffic: its recorded verdict passed, or was overridden.
+
+    ``exists`` is False for a version deleted from (or never in) the registry.
+    """
+
+    version: str
+    cleared: bool
+    reason: str
+    exists: bool = True
+
+
+def clearance(tracking: Tracking, name: str, version: str) -> Clearance:
+    """Read ``version``'s recorded verdict: passed, or overridden with who and why, clears it.
+
+    Raises:
+        RegistryError: the registry could not be read.
+    """
+    try:
+        tags = dict(tracking.client().get_model_version(name, version).tags)
+    except Exception as exc:
+        if _not_found(exc):
+            return Clearance(
+                version, False, f"version {version} is not in the registry (deleted)", exists=False
+            )
+        raise read_error(tracking, f"{name} version {version}", exc) from exc
+    verdict = tags.get("verdict")
+    if verdict == PASSED:
+        return Clearance(version, True, f"version {version} passed the gates")
+    if verdict == OVERRIDDEN:
+        by, why = tags.get("override_by", ""), tags.get("override_reason", "")
+        if by and why:
+            return Clearance(version, True, f"version {version}: gates overridden by {by} ({why})")
+        return Clearance(
+            version,
+            False,
+            f"version {version} is marked overridden without "
+            "who and why (override_by, override_reason)",
+        )
+    if verdict is None:
+        return Clearance(
+            version,
+            False,
+            f"version {version} was never evaluated (no recorded "
+            "verdict); only a version that passed the gates takes traffic",
+        )
+    failed = tags.get("failed_gates", "")
+    return Clearance(
+        version,
+        False,
+        f"version {version}'s recorded verdict is {verdict!r}"
+        + (f" (failed gates: {failed})" if failed else ""),
+    )
 
 
 def set_alias(tracking: Tracking, name: str, alias: str, version: str) -> None:
@@ -112,22 +195,55 @@ def set_version_tags(tracking: Tracking, name: str, version: str, tags: dict[str
         client.set_model_version_tag(name, version, key, str(value))
 
 
-def last_verdict(tracking: Tracking, name: str) -> dict[str, Any] | None:
-    """The newest evaluation verdict recorded on any version of ``name``."""
-    from mlflow.exceptions import MlflowException
+EVALUATION_SEQ = "evaluation_seq"  # 1, 2, 3... in the order evaluations were recorded
 
+
+def record_verdict(
+    tracking: Tracking, name: str, version: str, tags: dict[str, Any]
+) -> dict[str, str]:
+    """Write an evaluation's verdict tags on ``version``, numbered after every earlier one.
+
+    The number orders evaluations whatever clock stamped ``evaluated_at`` (a replay
+    runs on simulated time, a person on wall-clock time). Returns the tags written.
+    """
+    versions = tracking.client().search_model_versions(f"name='{name}'")
+    seq = 1 + max((_seq(v.tags) for v in versions), default=0)
+    written = {k: str(v) for k, v in tags.items()} | {EVALUATION_SEQ: str(seq)}
+    set_version_tags(tracking, name, version, written)
+    return written
+
+
+def _seq(tags: dict[str, str]) -> int:
+    try:
+        return int(tags.get(EVALUATION_SEQ, 0))
+    except ValueError:
+        return 0
+
+
+def last_verdict(tracking: Tracking, name: str) -> dict[str, Any] | None:
+    """The newest evaluation verdict recorded on any version of ``name``; None if none.
+
+    Newest by evaluation number, then by version number (verdicts recorded before the
+    numbering): never by ``evaluated_at``, whose clock may be a replay's.
+
+    Raises:
+        RegistryError: the registry could not be read.
+    """
     try:
         versions = tracking.client().search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return None
-    judged = [v for v in versions if "verdict" in v.tags and "evaluated_at" in v.tags]
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise read_error(tracking, f"versions of {name}", exc) from exc
+    judged = [v for v in versions if "verdict" in v.tags]
     if not judged:
         return None
-    newest = max(judged, key=lambda v: (v.tags["evaluated_at"], int(v.version)))
+    newest = max(judged, key=lambda v: (_seq(v.tags), int(v.version)))
     failed = newest.tags.get("failed_gates", "")
     return {
         "version": str(newest.version),
-        "passed": newest.tags["verdict"] in ("passed", "overridden"),
+        "passed": newest.tags["verdict"] in (PASSED, OVERRIDDEN),
         "verdict": newest.tags["verdict"],
         "failed_gates": [g for g in failed.split(",") if g],
+        "evaluated_at": newest.tags.get("evaluated_at"),
     }

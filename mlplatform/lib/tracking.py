@@ -43,7 +43,82 @@ class Tracking:
 def _client(uri: str) -> Any:
     from mlflow import MlflowClient
 
+    if uri.startswith("sqlite:///"):
+        _watch_sqlite(uri.removeprefix("sqlite:///"))
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+# Registry files whose pooled connections must follow the file: MLflow keeps one
+# SQLAlchemy engine per URI for the life of the process, and a pooled SQLite connection
+# to a file that was emptied then restored keeps answering "no such table", or, to a file
+# replaced by another, keeps reading the replaced one; only a restart recovered.
+_WATCHED: set[str] = set()
+
+
+def _watch_sqlite(path: str) -> None:
+    import os
+
+    _WATCHED.add(os.path.realpath(path))
+    _listen()
+
+
+@functools.cache
+def _listen() -> None:
+    """Once per process: watched SQLite files get fresh connections when needed.
+
+    A failed read discards the pool; a file replaced by another (new inode) reconnects.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    event.listen(Engine, "handle_error", _discard_pool_on_error)
+    event.listen(Engine, "connect", _remember_file)
+    event.listen(Engine, "checkout", _check_file)
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _remember_file(dbapi_connection: Any, record: Any) -> None:
+    import os
+    import sqlite3
+
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    rows = dbapi_connection.execute("PRAGMA database_list").fetchall()
+    path = next((os.path.realpath(r[2]) for r in rows if r[1] == "main" and r[2]), None)
+    if path in _WATCHED:
+        record.info["mlplatform_file"] = (path, _file_id(path))
+
+
+def _check_file(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    from sqlalchemy.exc import DisconnectionError
+
+    remembered = record.info.get("mlplatform_file")
+    if remembered is not None and _file_id(remembered[0]) != remembered[1]:
+        raise DisconnectionError(f"{remembered[0]} was replaced; reconnecting")  # pool retries
+
+
+def _discard_pool_on_error(context: Any) -> None:
+    import os
+    import sqlite3
+
+    url = context.engine.url if context.engine is not None else None
+    if (
+        url is not None
+        and url.get_backend_name() == "sqlite"
+        and url.database
+        and os.path.realpath(url.database) in _WATCHED
+        and isinstance(context.original_exception, sqlite3.DatabaseError)
+    ):
+        context.is_disconnect = True  # SQLAlchemy then drops every pooled connection
 
 
 def local_tracking(data: Path) -> Tracking:
@@ -55,13 +130,17 @@ def local_tracking(data: Path) -> Tracking:
 
 
 def registered_versions(tracking: Tracking, model: str) -> list[dict[str, str]]:
-    """Every version of a registered model with its lineage tags, oldest first."""
-    from mlflow.exceptions import MlflowException
+    """Every version of a registered model with its lineage tags, oldest first.
 
+    Raises:
+        mlflow.exceptions.MlflowException: the registry could not be read (not "no versions").
+    """
     try:
         versions = tracking.client().search_model_versions(f"name='{model}'")
-    except MlflowException:
-        return []
+    except Exception as exc:
+        if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
     return [
         {
             "version": str(v.version),
