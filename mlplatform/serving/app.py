@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
 
-from mlplatform.lib import registry as reg
 from mlplatform.lib.deployment import status as deployment_status
 from mlplatform.serving.runtime import NoChampionError, Runtime
 
@@ -145,13 +145,20 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Up, and whether a champion is loaded."""
-        snap = runtime.snapshot
+        """Up, whether a champion is loaded, and why the service does not follow the registry.
+
+        ``status`` stays ``ok`` while a champion answers; ``degraded`` is true when the
+        registry cannot be read (``registry``) or names versions not served (``alerts``).
+        """
+        snap, registry = runtime.snapshot, runtime.registry_health()
         return {
             "status": "ok" if snap.champion is not None else "no_champion",
             "problem": problem.name,
             "champion": snap.plan.champion,
             "loaded_at": snap.loaded_at,
+            "degraded": bool(snap.alerts) or not registry["ok"],
+            "alerts": list(snap.alerts),
+            "registry": registry,
             # written / pending / lost records and the last write error of the log
             "prediction_log": runtime.predictions.health(),
         }
@@ -162,20 +169,31 @@ def create_app(
         snap = runtime.snapshot
         current = runtime.deployments.current()
         return {
-            **deployment_status(reg.aliases(runtime.tracking, problem.name), current),
+            # the aliases as the follower last read them: no registry read on the event loop
+            **deployment_status(runtime.registry_aliases, current),
             "serving": {
                 "champion": snap.plan.champion,
                 "challenger": snap.challenger.version if snap.challenger else None,
                 "stage": snap.plan.stage,
                 "canary_share": snap.plan.share,
                 "loaded_at": snap.loaded_at,
+                "alerts": list(snap.alerts),
             },
+            "registry": runtime.registry_health(),
         }
 
     @app.post("/refresh")
     async def refresh() -> dict[str, Any]:
-        """Re-read the registry now (the rollback command calls this after its alias move)."""
-        changed = runtime.refresh()
-        return {"changed": changed, "champion": runtime.snapshot.plan.champion}
+        """Re-read the registry now (the rollback command calls this after its alias move).
+
+        Off the event loop: a locked registry store holds a read for up to 20 s.
+        """
+        try:
+            changed = await anyio.to_thread.run_sync(runtime.refresh)
+        except Exception as exc:  # the snapshot in service stays; /health says why
+            detail = f"registry not followed: {type(exc).__name__}: {exc}"
+            raise HTTPException(503, detail) from None
+        snap = runtime.snapshot
+        return {"changed": changed, "champion": snap.plan.champion, "alerts": list(snap.alerts)}
 
     return app

@@ -9,9 +9,10 @@ import json
 import logging
 import math
 import threading
+import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,12 +37,39 @@ class NoChampionError(RuntimeError):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The deployment as the service applies it, with its models in memory."""
+    """The deployment as the service applies it, with its models in memory.
+
+    ``plan`` is what serves; it differs from the registry's aliases when ``alerts`` say
+    why (a champion deleted from the registry, an alias on a version the gates did not
+    clear): the service then keeps the models it has.
+    """
 
     plan: Plan
     champion: "LoadedModel | None"
     challenger: "LoadedModel | None"
     loaded_at: str = field(default_factory=lambda: now_utc().isoformat(timespec="milliseconds"))
+    alerts: tuple[dict[str, str], ...] = ()
+
+
+REFUSED = "refused"  # an alias on a version without a passed (or overridden) verdict
+CHAMPION_DELETED = "champion_deleted"  # the served champion's version left the registry
+CHAMPION_ALIAS_MISSING = "champion_alias_missing"  # its version exists, the alias went
+MAX_BACKOFF_SECONDS = 10.0  # the longest wait between registry reads during an outage
+STALL_SECONDS = 5.0  # a read unanswered this long is an outage (SQLite waits 20 s on a lock)
+
+
+@dataclass(frozen=True)
+class RegistryHealth:
+    """How the follower's registry reads go: counters since start, the current outage."""
+
+    ok: bool = True
+    error: str | None = None
+    since: str | None = None  # when the current outage began
+    failures: int = 0  # failed reads in a row (the current outage)
+    failures_total: int = 0
+    reads_total: int = 0
+    last_ok: str | None = None
+    retry_in_seconds: float = 0.0
 
 
 class Runtime:
@@ -55,17 +83,21 @@ class Runtime:
         scorer: "OnlineScorer",
         predictions: PredictionLog,
         refresh_seconds: float = 0.5,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.problem, self.tracking, self.scorer = problem, tracking, scorer
         self.predictions = predictions
         self.deployments = DeploymentLog(root, problem.name)
-        self.refresh_seconds = refresh_seconds
+        self.refresh_seconds, self.stall_seconds = refresh_seconds, stall_seconds
         self._models: dict[str, LoadedModel] = {}
-        self._probe: tuple[Any, ...] = ()
+        self._probe: tuple[Any, ...] | None = ()
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reading: tuple[float, str] | None = None  # (monotonic, wall) of a read under way
         self.snapshot = Snapshot(Plan(None, None, "none", 0.0), None, None)
+        self.registry = RegistryHealth()  # replaced whole, like the snapshot
+        self.registry_aliases: dict[str, str] = {}  # as last read (None of it on the loop)
         self.swaps = 0
 
     # -- following the registry -------------------------------------------------------
@@ -77,36 +109,203 @@ class Runtime:
         return self._models[version]
 
     def refresh(self) -> bool:
-        """Re-read aliases and the deployment log; swap in a new snapshot if they changed."""
+        """Re-read aliases and the deployment log; swap in a new snapshot if they changed.
+
+        The snapshot in service stays whatever happens here: a read that fails or hangs
+        never takes a loaded model away.
+
+        Raises:
+            RegistryError: the registry could not be read (counted in ``registry``).
+            ModelFilesError: a version the aliases name cannot be loaded.
+        """
         with self._refresh_lock:
-            aliases = reg.aliases(self.tracking, self.problem.name)
-            probe = (tuple(sorted(aliases.items())), self.deployments.mtime())
-            if probe == self._probe:
-                return False
-            wanted = plan(aliases, self.deployments.current())
-            champion = self._model(wanted.champion)  # loads happen before the swap
-            challenger = self._model(wanted.challenger) if wanted.challenger_active else None
-            self.snapshot = Snapshot(wanted, champion, challenger)
-            self._probe = probe
-            self.swaps += 1
-            keep = {wanted.champion, wanted.challenger, aliases.get(reg.PREVIOUS)}
-            self._models = {v: m for v, m in self._models.items() if v in keep}
-            log.info("serving %s", wanted)
-            return True
+            self._reading = (time.monotonic(), _now())
+            try:
+                changed = self._refresh()
+            except Exception as exc:
+                self._read_failed(exc)
+                raise
+            finally:
+                self._reading = None
+            r = self.registry
+            self.registry = RegistryHealth(
+                failures_total=r.failures_total, reads_total=r.reads_total + 1, last_ok=_now()
+            )
+            if not r.ok:
+                log.warning("registry readable again after %d failed reads", r.failures)
+            return changed
+
+    def _refresh(self) -> bool:
+        aliases = reg.aliases(self.tracking, self.problem.name)
+        self.registry_aliases = aliases
+        probe = (tuple(sorted(aliases.items())), self.deployments.mtime())
+        if probe == self._probe:
+            return False
+        old = self.snapshot
+        new = self._follow_aliases(plan(aliases, self.deployments.current()), old)
+        # a refused version is looked at again next time: its verdict may be recorded since
+        self._probe = None if any(a["kind"] == REFUSED for a in new.alerts) else probe
+        keep = {new.plan.champion, new.plan.challenger, aliases.get(reg.PREVIOUS)}
+        self._models = {v: m for v, m in self._models.items() if v in keep}
+        same = (new.plan, new.champion, new.challenger, new.alerts) == (
+            old.plan,
+            old.champion,
+            old.challenger,
+            old.alerts,
+        )
+        if same:
+            return False
+        self.snapshot = new  # loads happened before: one assignment swaps
+        self.swaps += 1
+        log.info("serving %s", new.plan)
+        for alert in new.alerts:
+            if alert not in old.alerts:
+                log.warning("not following the registry: %s", alert["reason"])
+        return True
+
+    def _follow_aliases(self, wanted: Plan, old: Snapshot) -> Snapshot:
+        """The snapshot to serve: the aliases' versions if the gates cleared them.
+
+        A champion alias that vanished (its version deleted: MLflow deletes the version's
+        aliases too) or that points at a version without a passed or overridden verdict
+        leaves the loaded champion serving; an uncleared challenger is not scored.
+        """
+        name, alerts = self.problem.name, []
+        champion = old.champion
+        if wanted.champion is None and champion is not None:
+            alerts.append(self._champion_missing(champion.version))
+        elif wanted.champion is not None and (
+            champion is None or champion.version != wanted.champion
+        ):
+            cleared = reg.clearance(self.tracking, name, wanted.champion)
+            if cleared.cleared:
+                champion = self._model(wanted.champion)
+            else:
+                keeps = (
+                    f"version {champion.version} keeps serving" if champion else "no model serves"
+                )
+                alerts.append(
+                    {
+                        "kind": REFUSED,
+                        "alias": reg.CHAMPION,
+                        "version": wanted.champion,
+                        "reason": f"champion alias on {cleared.reason}: {keeps}",
+                    }
+                )
+        challenger, stage, share = None, wanted.stage, wanted.share
+        if wanted.challenger_active and wanted.challenger is not None:
+            if old.challenger is not None and old.challenger.version == wanted.challenger:
+                challenger = old.challenger
+            else:
+                cleared = reg.clearance(self.tracking, name, wanted.challenger)
+                if cleared.cleared:
+                    challenger = self._model(wanted.challenger)
+                else:
+                    alerts.append(
+                        {
+                            "kind": REFUSED,
+                            "alias": reg.CHALLENGER,
+                            "version": wanted.challenger,
+                            "reason": f"challenger alias on {cleared.reason}: it is not "
+                            f"scored ({wanted.stage} not applied)",
+                        }
+                    )
+            if challenger is None:
+                stage, share = "none", 0.0
+        served = Plan(champion.version if champion else None, wanted.challenger, stage, share)
+        if (served, champion, challenger, tuple(alerts)) == (
+            old.plan,
+            old.champion,
+            old.challenger,
+            old.alerts,
+        ):
+            return old
+        return Snapshot(served, champion, challenger, alerts=tuple(alerts))
+
+    def _champion_missing(self, version: str) -> dict[str, str]:
+        if reg.clearance(self.tracking, self.problem.name, version).exists:
+            kind, what = (
+                CHAMPION_ALIAS_MISSING,
+                f"the champion alias was removed from version {version}",
+            )
+        else:
+            kind, what = (
+                CHAMPION_DELETED,
+                f"champion version {version} was deleted from the registry",
+            )
+        return {
+            "kind": kind,
+            "alias": reg.CHAMPION,
+            "version": version,
+            "reason": f"{what}: the loaded version {version} keeps serving until a version "
+            "that passed the gates holds the champion alias (e.g. `mlplatform rollback`)",
+        }
+
+    def _read_failed(self, exc: Exception) -> None:
+        r = self.registry
+        failures = r.failures + 1
+        retry = min(
+            self.refresh_seconds * 2**failures, max(MAX_BACKOFF_SECONDS, self.refresh_seconds)
+        )
+        self.registry = RegistryHealth(
+            ok=False,
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            since=r.since or _now(),
+            failures=failures,
+            failures_total=r.failures_total + 1,
+            reads_total=r.reads_total + 1,
+            last_ok=r.last_ok,
+            retry_in_seconds=retry,
+        )
+
+    def registry_health(self) -> dict[str, Any]:
+        """The ``registry`` block of ``/health``, with its counters.
+
+        A read hanging past ``stall_seconds`` is an outage too: an SQLite store waits
+        20 s on a lock before it fails.
+        """
+        out = asdict(self.registry)
+        reading = self._reading
+        if reading is not None and time.monotonic() - reading[0] > self.stall_seconds:
+            waited = time.monotonic() - reading[0]
+            out |= {
+                "ok": False,
+                "error": f"a registry read has not answered for {waited:.1f} s "
+                "(store locked or unreachable)",
+                "since": out["since"] or reading[1],
+            }
+        return out
 
     def start(self) -> "Runtime":
-        """Load the current deployment, then follow it in the background."""
-        self.refresh()
+        """Load the current deployment, then follow it in the background.
+
+        An unreadable registry does not stop the start: nothing serves (503) until the
+        follower reads it.
+        """
+        try:
+            self.refresh()
+        except Exception:
+            log.exception("the registry could not be followed at start; retrying")
         self._thread = threading.Thread(target=self._follow, name="registry-follower", daemon=True)
         self._thread.start()
         return self
 
     def _follow(self) -> None:
-        while not self._stop.wait(self.refresh_seconds):
+        delay = self.refresh_seconds
+        while not self._stop.wait(delay):
             try:
                 self.refresh()
-            except Exception:  # the registry may be briefly unavailable: keep serving
-                log.exception("refresh failed; serving the previous snapshot")
+                delay = self.refresh_seconds
+            except Exception as exc:  # keep serving the snapshot; back off, bounded
+                delay = self.registry.retry_in_seconds or self.refresh_seconds
+                log.warning(
+                    "registry read failed (%d in a row), serving %s; next try in %.1f s: %s",
+                    self.registry.failures,
+                    self.snapshot.plan,
+                    delay,
+                    exc,
+                    exc_info=self.registry.failures == 1,
+                )
 
     def stop(self) -> None:
         """Stop following and flush the prediction log."""
@@ -181,3 +380,7 @@ def _score(model: "LoadedModel", vector: list[Any]) -> float:
     if math.isnan(p):
         raise ValueError(f"version {model.version} returned NaN")
     return p
+
+
+def _now() -> str:
+    return now_utc().isoformat(timespec="milliseconds")
