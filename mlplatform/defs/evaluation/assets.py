@@ -147,7 +147,13 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
                 "training and holdout sets, then train again."
             )
         holdout = pd.read_parquet(latest["path"])
-        champion_version = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
+        try:  # an unreadable registry is not "no champion": never judge it as a bootstrap
+            champion_version = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
+        except reg.RegistryError as exc:
+            raise dg.Failure(
+                f"{problem.name} version {version} not evaluated: whether a champion exists "
+                f"is unknown ({exc}); retry when the registry answers"
+            ) from exc
         models = {"candidate": reg.load_version(tracking, problem.name, version)}
         if champion_version:
             models["champion"] = reg.load_version(tracking, problem.name, champion_version)
@@ -207,7 +213,7 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
                 "override_reason": config.override_reason,
                 "overridden_gates": ",".join(overridden),
             }
-        reg.set_version_tags(tracking, problem.name, version, verdict_tags)
+        verdict_tags = reg.record_verdict(tracking, problem.name, version, verdict_tags)
         judged = Judged(problem, version, champion_version, latest, result, outcomes, verdict)
         html, run_url = log_evaluation(tracking, mlflow, store, judged)
         context.log.info(

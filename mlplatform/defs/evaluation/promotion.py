@@ -49,7 +49,13 @@ def build_promotion_asset(problem: Problem) -> dg.AssetsDefinition:
                 f"{problem.name} version {version}: verdict {verdict!r} (registry: {recorded!r}); "
                 "only a passed or explicitly overridden version is promoted"
             )
-        held = reg.aliases(tracking, problem.name)
+        try:  # an unreadable registry is not "no champion": never take the bootstrap path
+            held = reg.aliases(tracking, problem.name)
+        except reg.RegistryError as exc:
+            raise dg.Failure(
+                f"{problem.name} version {version} not promoted: the aliases are unknown "
+                f"({exc}); retry when the registry answers"
+            ) from exc
         champion = held.get(reg.CHAMPION)
         if champion == version:
             alias, reason = reg.CHAMPION, "already champion: no alias moves"
