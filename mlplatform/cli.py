@@ -270,6 +270,8 @@ def _transition(problem_name: str, action: str, reason: str, actor: str, share: 
     _out(f"  registry and deployment log updated in {moved:.3f} s")
     if served is not None:
         _out(f"  service {url} serves champion {served['champion']} after {switched:.3f} s")
+        for alert in served.get("alerts", []):  # it keeps a model the registry no longer names
+            _out(f"  WARNING: the service does not follow the registry: {alert['reason']}")
     else:
         _out("  no running service answered; it picks the change up when it starts")
     import dagster as dg

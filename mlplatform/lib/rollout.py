@@ -68,7 +68,8 @@ def start(
     if p.challenger is None:
         raise RolloutError(f"{name}: no challenger alias to roll out")
     if p.champion is None:
-        raise RolloutError(f"{name}: no champion; the first model is promoted by the gates")
+        raise RolloutError(_no_champion(tracking, log, name))
+    _require_cleared(tracking, name, p.challenger, f"{stage} not started")
     if stage == "canary" and p.stage != "shadow":
         raise RolloutError(f"{name}: canary follows shadow; version {p.challenger} is {p.stage}")
     if stage not in ("shadow", "canary"):
@@ -87,6 +88,7 @@ def promote(
     _, _, p = _state(tracking, log, name)
     if p.stage != "canary" or p.challenger is None or p.champion is None:
         raise RolloutError(f"{name}: only a canary is promoted (stage: {p.stage})")
+    _require_cleared(tracking, name, p.challenger, "not promoted to champion")
     reg.set_alias(tracking, name, reg.PREVIOUS, p.champion)
     reg.set_alias(tracking, name, reg.CHAMPION, p.challenger)
     reg.delete_alias(tracking, name, reg.CHALLENGER)
@@ -108,10 +110,32 @@ def rollback(
     previous = aliases.get(reg.PREVIOUS)
     if previous is None or previous == p.champion:
         raise RolloutError(f"{name}: nothing to roll back to (no `previous` alias)")
+    _require_cleared(tracking, name, previous, "no rollback to it")
     reg.set_alias(tracking, name, reg.CHAMPION, previous)  # the move that shifts traffic
     reg.delete_alias(tracking, name, reg.PREVIOUS)
     bad = p.champion or ""
     return log.append(Transition("rolled_back", bad, previous, 0.0, reason, actor))
+
+
+def _require_cleared(tracking: Tracking, name: str, version: str, refused: str) -> None:
+    """Traffic goes only to a version whose recorded verdict passed (or was overridden)."""
+    cleared = reg.clearance(tracking, name, version)
+    if not cleared.cleared:
+        raise RolloutError(f"{name}: {cleared.reason}; {refused}")
+
+
+def _no_champion(tracking: Tracking, log: DeploymentLog, name: str) -> str:
+    """Why there is no champion: never one yet, or the deployment log's lost its alias."""
+    known = log.current().champion
+    if not known:
+        return f"{name}: no champion; the first model is promoted by the gates"
+    gone = not reg.clearance(tracking, name, known).exists
+    return (
+        f"{name}: no version holds the champion alias; version {known}, the champion in the "
+        f"deployment log, {'was deleted from the registry' if gone else 'lost its alias'} (a "
+        "running service keeps serving it). Give the alias back to a version that passed "
+        "the gates first (`mlplatform rollback` moves it to `previous`)"
+    )
 
 
 def kill(tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: str) -> Transition:

@@ -51,6 +51,9 @@ def build_rollout_sensor(problem: Problem) -> dg.SensorDefinition:
         current = DeploymentLog(store.root, problem.name).current()
         p = plan(reg.aliases(tracking, problem.name), current)
         if p.challenger and p.champion and current.version != p.challenger:
+            cleared = reg.clearance(tracking, problem.name, p.challenger)
+            if not cleared.cleared:  # an alias set by hand, past the gates: not rolled out
+                return dg.SkipReason(f"challenger not rolled out: {cleared.reason}")
             tags = reg.version_tags(tracking, problem.name, p.challenger)
             reason = f"version {p.challenger} {tags.get('verdict', 'passed')} the gates"
             return request(p.challenger, "shadow", reason, "start")
