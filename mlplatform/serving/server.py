@@ -306,10 +306,16 @@ def service_status(root: Path, problem: str) -> dict[str, Any]:
 
     A service that answers adds ``prediction_log``: records written, pending (answered,
     not yet on disk) and lost, and the last write error (see ``PredictionLog.health``).
+    A degraded service adds ``alerts``: why it does not serve what the registry names (a
+    champion deleted, an alias on a version the gates did not clear, an unreadable registry).
     """
     url = service_url(root, problem)
     health = call(url, "/health", timeout=1.0) if url else None
     out: dict[str, Any] = {"url": url, "up": bool(health and health.get("status") == "ok")}
     if health and "prediction_log" in health:
         out["prediction_log"] = health["prediction_log"]
+    if health and health.get("degraded"):  # serving, but not what the registry says, or blind
+        out["alerts"] = [a["reason"] for a in health.get("alerts", [])]
+        if not health.get("registry", {}).get("ok", True):
+            out["alerts"].append(f"registry unreadable: {health['registry'].get('error')}")
     return out
