@@ -37,11 +37,10 @@ setsid $BIN/mlflow server --backend-store-uri "$PG/mlplatform_mlflow" \
   --default-artifact-root "$MLPLATFORM_DATA_DIR/mlflow/artifacts" \
   --host 127.0.0.1 --port "$MLFLOW_PORT" >"$LOGS/mlflow.log" 2>&1 &
 PIDS+=($!)
-setsid $BIN/dask scheduler --host 127.0.0.1 --port 8786 --dashboard-address :0 \
-  >"$LOGS/dask-scheduler.log" 2>&1 &
+# Dask on 127.0.0.1 only (its comms carry pickles): deploy/dask.sh gives every process a host
+setsid deploy/dask.sh scheduler >"$LOGS/dask-scheduler.log" 2>&1 &
 PIDS+=($!)
-setsid $BIN/dask worker tcp://127.0.0.1:8786 --nworkers 2 --nthreads 1 --dashboard-address :0 \
-  >"$LOGS/dask-worker.log" 2>&1 &
+setsid deploy/dask.sh worker 2 >"$LOGS/dask-worker.log" 2>&1 &
 PIDS+=($!)
 PYTHONPATH=deploy/celery setsid $BIN/celery -A dagster_celery.app worker -Q dagster \
   --concurrency 2 --prefetch-multiplier 1 --loglevel WARNING >"$LOGS/celery.log" 2>&1 &
