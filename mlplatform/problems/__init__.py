@@ -31,6 +31,7 @@ from mlplatform.spec import ProblemSpec, SpecError, load_spec
 if TYPE_CHECKING:
     import pandas as pd
     import pandera.pandas as pa
+    from pydantic import BaseModel
 
     from mlplatform.lib.evaluation import BehaviouralCase
     from mlplatform.lib.features import FeatureInputs
@@ -104,9 +105,16 @@ class Problem:
         frame[EVENT_TS] = pd.to_datetime(frame[EVENT_TS], utc=True)
         return frame
 
-    def request_model(self) -> type:
-        """The pydantic model of one prediction request."""
-        return self._module("request").Request
+    def request_model(self) -> "type[BaseModel]":
+        """The pydantic model of one prediction request, as the HTTP service validates it.
+
+        The problem's ``Request`` held to the ingestion schema of the spec's target source
+        for the fields they share (``lib.request_schema``): a value ingestion refuses is
+        refused at the door too, and no number, string or time that passes can crash scoring.
+        """
+        from mlplatform.lib.request_schema import request_model
+
+        return request_model(self._module("request").Request, self.schema(self.spec.target.source))
 
     def _evaluation(self) -> Any:
         if not (self.folder / "evaluation.py").exists():

@@ -1,17 +1,26 @@
 """The HTTP service: FastAPI over a ``Runtime``.
 
-Handlers are ``async`` and score on the event loop: one request costs ~1-2 ms (a Feast
-SQLite read and a one-row predict), and one thread keeps the online store's connection
-and the model snapshot free of races.
+Scoring runs in worker threads, never on the event loop, so a batch of 1,000 (~1-2 s of
+work) cannot hold the loop while a single request waits. Two lanes share the threads:
+single requests (up to ``SINGLE_THREADS`` at once) and batch items, scored in chunks of
+``BATCH_CHUNK`` by one thread at a time (``BATCH_THREADS``), returning to the loop between
+chunks. A batch item waits while a single request is being scored (at most
+``BATCH_YIELD_SECONDS`` per item, so batches still progress under a flood of singles): the
+GIL would otherwise share the CPU between them and stretch the single's 1-2 ms.
+
+Every refused request gets a 4xx whose body names the fields; the body never carries more
+than ``MAX_ERRORS`` errors, and the offending ``input`` only when it is a short scalar.
 """
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import math
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
@@ -21,6 +30,12 @@ from mlplatform.serving.runtime import NoChampionError, Runtime
 
 MAX_BODY_BYTES = 1_000_000
 MAX_BATCH = 1000
+SINGLE_THREADS = 4  # single requests scored at once (2 cores: more only queue on the GIL)
+BATCH_THREADS = 1  # batch chunks scored at once, whatever the number of batches
+BATCH_CHUNK = 50  # batch items per trip to a worker thread (~50-100 ms)
+BATCH_YIELD_SECONDS = 0.05  # the longest a batch item waits for single requests to finish
+MAX_ERRORS = 20  # validation errors reported per refused body
+MAX_ECHO_CHARS = 80  # the longest string echoed back (input, loc, ctx)
 
 
 class Prediction(BaseModel):
@@ -31,7 +46,15 @@ class Prediction(BaseModel):
     version: str = Field(description="Registered model version that answered")
     route: str = Field(description="champion, or challenger during a canary")
     stage: str = Field(description="Rollout stage when the request was answered")
-    defaulted_features: list[str] = Field(description="Features that fell back to defaults")
+    defaulted_features: list[str] = Field(
+        description="Inputs the store had no value for that fell back to the spec's default"
+    )
+    missing_features: list[str] = Field(
+        description="Every input the store had no value for (defaulted or left missing)"
+    )
+    unseen_categories: list[str] = Field(
+        description="Categorical inputs whose value the model never saw in training"
+    )
 
 
 class Predictions(BaseModel):
@@ -81,6 +104,77 @@ class BodyTooLarge(Exception):
     """A streamed body passed the limit."""
 
 
+class Lanes:
+    """Bounded worker threads for single requests and batch chunks; singles go first.
+
+    Limiters are made on the event loop (``open``); ``busy`` counts single requests being
+    scored, and ``idle`` is set when there are none.
+    """
+
+    def __init__(self) -> None:
+        self.singles: anyio.CapacityLimiter | None = None
+        self.batches: anyio.CapacityLimiter | None = None
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def open(self) -> None:
+        """Create the limiters (inside the running event loop)."""
+        self.singles = anyio.CapacityLimiter(SINGLE_THREADS)
+        self.batches = anyio.CapacityLimiter(BATCH_THREADS)
+
+    @contextmanager
+    def single(self) -> Iterator[None]:
+        """Mark a single request as being scored (in its worker thread)."""
+        with self._lock:
+            self._busy += 1
+            self._idle.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.set()
+
+    def give_way(self) -> None:
+        """Before each batch item: wait while single requests are scored (bounded)."""
+        self._idle.wait(BATCH_YIELD_SECONDS)
+
+
+def _short(value: Any) -> Any:
+    """A JSON-safe, short form of one scalar; None for anything that should not be echoed."""
+    if value is None or (isinstance(value, bool | int) and abs(value) < 2**63):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)  # "nan", "inf": strict JSON
+    if isinstance(value, str):
+        # lone surrogates cannot be encoded as UTF-8: replaced, never a 500
+        text = value.encode("utf-8", "replace").decode("utf-8")
+        return text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS] + "…"
+    return None
+
+
+def _error(err: Any, loc: list[Any]) -> dict[str, Any]:
+    """One validation error as strict JSON: loc, msg, type, ctx, and a short scalar input."""
+    out: dict[str, Any] = {
+        "loc": [p if isinstance(p, int) else _short(str(p)) for p in loc],
+        "msg": _short(str(err.get("msg", ""))[:300]),
+        "type": _short(str(err.get("type", ""))),
+    }
+    if isinstance(err.get("ctx"), dict):
+        out["ctx"] = {
+            str(k): v if (v := _short(c)) is not None else _short(str(c))
+            for k, c in err["ctx"].items()
+        }
+    if "input" in err:  # a dict or list input (the whole body of a "missing") is not echoed
+        shown = _short(err["input"])
+        if shown is not None or err["input"] is None:
+            out["input"] = shown
+    return out
+
+
 def create_app(
     runtime: Runtime,
     max_body_bytes: int = MAX_BODY_BYTES,
@@ -98,8 +192,11 @@ def create_app(
         instances=(list[request_model], Field(min_length=1, max_length=MAX_BATCH)),  # pyright: ignore[reportInvalidTypeForm]
     )
 
+    lanes = Lanes()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        lanes.open()
         yield
         if stop_on_shutdown:
             runtime.stop()  # flush the prediction log
@@ -115,18 +212,26 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # the body is one request or a batch: report the errors of the form it looks like
+        # the body is one request or a batch: report the errors of the form it looks like.
+        # Each error is rebuilt from JSON-safe scalars: pydantic's carries the offending
+        # input (NaN, a lone surrogate, a megabyte list), which strict JSON cannot encode
+        # or should not echo
         body = exc.body if isinstance(exc.body, dict) else None
         branch = "Batch" if body is not None and "instances" in body else "Request"
-        errors = []
+        errors, found = [], 0
         for err in exc.errors():
             loc = list(err.get("loc", ()))
             if len(loc) > 1 and loc[0] == "body" and loc[1] in ("Request", "Batch"):
                 if loc[1] != branch:
                     continue
                 loc = ["body", *loc[2:]]
-            errors.append({**err, "loc": loc})
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+            found += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append(_error(err, loc))
+        content: dict[str, Any] = {"detail": errors}
+        if found > len(errors):
+            content["errors_not_shown"] = found - len(errors)
+        return JSONResponse(content, status_code=422)
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
@@ -136,12 +241,28 @@ def create_app(
         except NoChampionError as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from None
 
+    def single(item: Any) -> dict[str, Any]:
+        with lanes.single():
+            return answer(item)
+
+    def chunk(items: list[Any]) -> list[dict[str, Any]]:
+        out = []
+        for item in items:
+            lanes.give_way()
+            out.append(answer(item))
+        return out
+
     @app.post("/predict", response_model=Prediction | Predictions)
     async def predict(body: request_model | batch_model) -> Any:  # pyright: ignore
         """Score one request, or a batch as ``{"instances": [...]}``."""
         if isinstance(body, batch_model):
-            return {"predictions": [answer(item) for item in body.instances]}  # pyright: ignore[reportAttributeAccessIssue]
-        return answer(body)
+            items: list[Any] = body.instances  # pyright: ignore[reportAttributeAccessIssue]
+            out: list[dict[str, Any]] = []
+            for start in range(0, len(items), BATCH_CHUNK):
+                part = items[start : start + BATCH_CHUNK]
+                out += await anyio.to_thread.run_sync(chunk, part, limiter=lanes.batches)
+            return {"predictions": out}
+        return await anyio.to_thread.run_sync(single, body, limiter=lanes.singles)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

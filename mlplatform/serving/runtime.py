@@ -338,6 +338,7 @@ class Runtime:
             features = self.scorer.features(request)
             record["features"] = json.dumps(features.vector, default=str)
             record["defaulted"] = json.dumps(features.defaulted)
+            record["missing"] = json.dumps(features.missing)
             champion_p = _score(snap.champion, features.vector)
             record |= {
                 "champion_version": snap.champion.version,
@@ -357,8 +358,10 @@ class Runtime:
                         )
                 except Exception as exc:  # the champion answers; the error counts against it
                     record["challenger_error"] = f"{type(exc).__name__}: {exc}"
+            answered = snap.challenger if route == "challenger" else snap.champion
+            unseen = features.unseen(answered.encoding) if answered is not None else []
             record |= {"route": route, "served_version": served, "prediction": prediction}
-            record |= {"status": "ok"}
+            record |= {"unseen": json.dumps(unseen), "status": "ok"}
             return {
                 "request_id": record["request_id"],
                 "prediction": prediction,
@@ -366,6 +369,8 @@ class Runtime:
                 "route": route,
                 "stage": snap.plan.stage,
                 "defaulted_features": features.defaulted,
+                "missing_features": features.missing,
+                "unseen_categories": unseen,
             }
         except Exception as exc:
             record |= {"status": "error", "error": f"{type(exc).__name__}: {exc}"}

@@ -57,6 +57,7 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
 
         from mlplatform.lib.monitoring import of_day
         from mlplatform.lib.prediction_log import read_predictions
+        from mlplatform.lib.scoring import degraded
 
         store, day = lake.lake(), _day(context)
         served = of_day(read_predictions(store.root, problem.name), day, spec.partitioning.timezone)
@@ -67,6 +68,8 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
                 "dagster/row_count": len(served),
                 "error_rate": float((served["status"] == "error").mean()) if len(served) else 0.0,
                 "p99_latency_ms": float(np.percentile(ok["latency_ms"], 99)) if len(ok) else 0.0,
+                # answered with missing inputs or categories the model never saw
+                "degraded_answers": int(degraded(ok).sum()) if len(ok) else 0,
                 "versions": dg.MetadataValue.json(
                     {str(k): int(v) for k, v in ok["served_version"].value_counts().items()}
                     if len(ok)
