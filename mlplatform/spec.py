@@ -8,11 +8,13 @@ schemas, checks and thresholds; nothing is hard-coded twice.
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+TimePart = Literal["year", "month", "day", "hour", "minute"]
 
 
 class SpecError(ValueError):
@@ -39,12 +41,30 @@ class Partitioning(_Strict):
 
 
 class VolumeRule(_Strict):
-    """Row volume against the median of the trailing accepted partitions."""
+    """Row volume as a ratio to the median of the trailing accepted partitions.
 
-    trailing_days: int = Field(default=14, ge=1)
+    With ``basis: same_weekday`` the median is over the same weekday of the trailing window
+    (weekday and weekend volumes differ); until ``min_history`` such days are accepted it
+    falls back to every accepted day of the window, and with fewer than that it does not
+    judge (the first days of a lake). A ratio outside ``warn_range`` warns; outside
+    ``error_range`` it blocks, until a user overrides the check (who, why).
+    """
+
+    trailing_days: int = Field(default=35, ge=1)
+    basis: Literal["same_weekday", "all_days"] = "same_weekday"
     min_history: int = Field(default=3, ge=1)
-    warn_range: tuple[float, float] = (0.5, 2.0)
-    error_range: tuple[float, float] = (0.1, 10.0)
+    warn_range: tuple[float, float] = (0.8, 1.25)
+    error_range: tuple[float, float] = (0.6, 1.6)
+
+    @model_validator(mode="after")
+    def _nested(self) -> Self:
+        (wl, wh), (el, eh) = self.warn_range, self.error_range
+        if not 0 <= el <= wl <= 1 <= wh <= eh:
+            raise ValueError(
+                f"need 0 <= error low <= warn low <= 1 <= warn high <= error high, "
+                f"got warn_range {self.warn_range}, error_range {self.error_range}"
+            )
+        return self
 
 
 class IngestionDrift(_Strict):
@@ -66,6 +86,21 @@ class SourceSpec(_Strict):
     natural_key: list[str] = Field(min_length=1)
     event_timestamp: str | None = None
     max_null_rate: dict[str, Ratio] = Field(default_factory=dict)
+    null_values: list[str] = Field(
+        default_factory=lambda: [""],
+        description="the only spellings read as null (CSV); any other text is a value, so "
+        "'N/A' in a numeric column is a schema failure, never a silent null",
+    )
+    naive_timezone: str | None = Field(
+        default=None,
+        description="IANA zone of timestamps written without a UTC offset; unset, such "
+        "timestamps are refused",
+    )
+    timestamp_parts: dict[str, TimePart] = Field(
+        default_factory=dict,
+        description="columns restating a part of event_timestamp in the partitioning "
+        "timezone (column: year, month, day, hour or minute); a check verifies they agree",
+    )
     volume: VolumeRule | None = None
     drift: IngestionDrift | None = None
 
@@ -75,6 +110,16 @@ class SourceSpec(_Strict):
             raise ValueError("a daily source needs event_timestamp")
         if self.kind == "reference" and (self.volume or self.drift):
             raise ValueError("volume and drift rules apply to daily sources only")
+        if self.timestamp_parts and not self.event_timestamp:
+            raise ValueError("timestamp_parts: restate parts of event_timestamp, which is unset")
+        if self.naive_timezone is not None:
+            try:
+                ZoneInfo(self.naive_timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"naive_timezone: unknown time zone {self.naive_timezone!r} "
+                    "(an IANA name such as America/New_York)"
+                ) from None
         return self
 
 

@@ -19,6 +19,7 @@ def test_a_real_day_is_ingested_with_every_check_passing(platform: Platform) -> 
         "schema",
         "no_duplicate_keys",
         "timestamps_in_partition",
+        "timestamp_parts_agree",
         "null_rates",
         "volume",
         "ingestion_drift",

@@ -17,11 +17,31 @@ def _quiet_import() -> None:
 
 @dataclass(frozen=True)
 class ColumnDrift:
-    """Drift of one column: Evidently's score and its verdict under the method's threshold."""
+    """Drift of one column: Evidently's score and its verdict under the method's threshold.
+
+    A column that cannot be compared (no values on one side) is not evaluated: its score
+    is NaN, it does not count as drifted, and ``note`` says why.
+    """
 
     column: str
     score: float
     drifted: bool
+    note: str = ""
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether Evidently scored the column."""
+        return not self.note
+
+
+def _unscorable(current: pd.DataFrame, reference: pd.DataFrame, column: str) -> str:
+    """Why ``column`` cannot be compared ('' when it can): Evidently raises on empty columns."""
+    for frame, side in ((current, ""), (reference, " in the reference")):
+        if column not in frame.columns:
+            return f"{column} is missing{side}"
+        if not frame[column].notna().any():
+            return f"{column} has no values{side}"
+    return ""
 
 
 def column_drift(
@@ -35,22 +55,28 @@ def column_drift(
     """Score each column's drift; Evidently decides the direction of each method's threshold.
 
     Numeric columns are those with a numeric dtype in ``reference``; the rest are
-    categorical. When ``html_path`` is given, the Evidently report is saved there.
+    categorical. Columns with no value in ``current`` or ``reference`` are returned not
+    evaluated (``note``) instead of failing the whole report. When ``html_path`` is given
+    and a column was scored, the Evidently report is saved there.
     """
+    notes = {c: _unscorable(current, reference, c) for c in columns}
+    scored = [c for c in columns if not notes[c]]
+    if not scored:
+        return [ColumnDrift(c, float("nan"), False, notes[c]) for c in columns]
     _quiet_import()
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(reference[c])]
-    categorical = [c for c in columns if c not in numeric]
+    numeric = [c for c in scored if pd.api.types.is_numeric_dtype(reference[c])]
+    categorical = [c for c in scored if c not in numeric]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     report = Report(
-        [ValueDrift(column=c, method=method, threshold=threshold) for c in columns],
+        [ValueDrift(column=c, method=method, threshold=threshold) for c in scored],
         include_tests=True,
     )
     snapshot = report.run(
-        Dataset.from_pandas(current.filter(items=columns), data_definition=definition),
-        Dataset.from_pandas(reference.filter(items=columns), data_definition=definition),
+        Dataset.from_pandas(current.filter(items=scored), data_definition=definition),
+        Dataset.from_pandas(reference.filter(items=scored), data_definition=definition),
     )
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +86,12 @@ def column_drift(
     failed = {
         t["metric_config"]["params"]["column"] for t in result["tests"] if t["status"] != "SUCCESS"
     }
-    return [ColumnDrift(c, scores[c], c in failed) for c in columns]
+    return [
+        ColumnDrift(c, scores[c], c in failed)
+        if c in scores
+        else ColumnDrift(c, float("nan"), False, notes[c] or f"{c}: no score from Evidently")
+        for c in columns
+    ]
 
 
 def classification_report(

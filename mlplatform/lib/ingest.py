@@ -6,7 +6,7 @@ corrected file recovers.
 """
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,20 @@ import pandas as pd
 import pandera.pandas as pa
 
 from mlplatform.lib import validation as v
-from mlplatform.lib.names import raw_table
+from mlplatform.lib.checks import override as release
+from mlplatform.lib.names import NULL_RATES, VOLUME, raw_table
 from mlplatform.lib.reading import MalformedFileError, read_batch
 from mlplatform.lib.storage import DataLake, partition_label, write_json
 from mlplatform.spec import SourceSpec
+
+
+@dataclass(frozen=True)
+class Override:
+    """A user's explicit release of named failed checks of one batch: who and why."""
+
+    checks: tuple[str, ...]
+    by: str
+    reason: str
 
 
 class NothingLandedError(FileNotFoundError):
@@ -40,6 +50,7 @@ class Batch:
     outcomes: list[v.CheckOutcome]
     content_hash: str
     quarantine: Path | None
+    overridden: list[str] = field(default_factory=list)
 
     @property
     def accepted(self) -> bool:
@@ -61,12 +72,21 @@ def content_hash(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _history(lake: DataLake, problem: str, source: str, day: date, days: int) -> list[int]:
+# Checks a user may release by hand (who, why): they judge whether a day is plausible, not
+# whether its rows can be typed; schema, keys and timestamps guard the typed table itself.
+OVERRIDABLE = (VOLUME, NULL_RATES)
+
+
+def _history(
+    lake: DataLake, problem: str, source: str, day: date, days: int
+) -> list[tuple[date, int]]:
+    """(day, rows) of the accepted partitions of the ``days`` before ``day``, newest first."""
     counts = []
     for back in range(1, days + 1):
-        report = lake.read_batch_report(problem, raw_table(source), day - timedelta(days=back))
+        earlier = day - timedelta(days=back)
+        report = lake.read_batch_report(problem, raw_table(source), earlier)
         if report and report["accepted"]:
-            counts.append(int(report["rows"]))
+            counts.append((earlier, int(report["rows"])))
     return counts
 
 
@@ -76,31 +96,48 @@ def check_batch(
     model: type[pa.DataFrameModel],
     day: date | None,
     timezone: str,
-    history: list[int],
+    history: list[tuple[date, int]],
     now: datetime,
     max_cases: int = 20,
 ) -> list[v.CheckOutcome]:
-    """Every check the spec asks of ``source``, on one batch."""
-    typed, schema = v.validate_schema(frame, model, max_cases)
+    """Every check the spec asks of ``source``, on one batch.
+
+    ``history`` holds (day, rows) of the accepted partitions of the volume rule's window.
+    """
+    typed, schema = v.validate_schema(frame, model, max_cases, spec.naive_timezone)
     # Keys and timestamps are compared typed when the schema allows it, so that two
     # spellings of one timestamp count as a duplicate.
-    basis = typed if typed is not None else frame
+    basis = typed
+    if basis is None:
+        basis = v.localize_timestamps(frame, model, spec.naive_timezone)[0]
     outcomes = [schema, v.check_duplicates(basis, spec.natural_key, max_cases)]
     if day is not None and spec.event_timestamp:
         outcomes.append(
             v.check_timestamps(basis, spec.event_timestamp, day, timezone, now, max_cases)
         )
+    if spec.event_timestamp and spec.timestamp_parts:
+        outcomes.append(
+            v.check_timestamp_parts(
+                basis, spec.event_timestamp, dict(spec.timestamp_parts), timezone, max_cases
+            )
+        )
     if spec.max_null_rate:
         outcomes.append(v.check_null_rates(frame, spec.max_null_rate))
     if day is not None and spec.volume:
         rule = spec.volume
+        same_weekday = (
+            [rows for d, rows in history if d.weekday() == day.weekday()]
+            if rule.basis == "same_weekday"
+            else None
+        )
         outcomes.append(
             v.check_volume(
                 len(frame),
-                history,
+                [rows for _, rows in history],
                 min_history=rule.min_history,
                 warn_range=rule.warn_range,
                 error_range=rule.error_range,
+                same_weekday=same_weekday,
             )
         )
     return outcomes
@@ -115,11 +152,18 @@ def ingest_batch(
     day: date | None,
     timezone: str,
     now: datetime | None = None,
+    override: Override | None = None,
+    run_id: str | None = None,
 ) -> Batch:
     """Read the landed files of a partition, validate them and store the batch as landed.
 
-    Raises ``NothingLandedError`` when nothing landed and ``MalformedFileError`` (after
-    quarantining the files) when a file cannot be read at all.
+    ``override`` releases named failed checks (``OVERRIDABLE`` only) as warnings that
+    record who and why; ``run_id`` (the run that ingests) is recorded in the batch report.
+
+    Raises:
+        NothingLandedError: nothing landed for the partition.
+        MalformedFileError: a file cannot be read at all (after quarantining the files).
+        ValueError: an override of a check outside ``OVERRIDABLE`` or without who/why.
     """
     now = now or datetime.now(UTC)
     label = partition_label(day)
@@ -135,10 +179,11 @@ def ingest_batch(
         "partition": label,
         "files": [str(p) for p in files],
         "checked_at": now.isoformat(),
+        "run_id": run_id,
     }
     digest = content_hash(files)
     try:
-        frame = read_batch(files)
+        frame = read_batch(files, spec.null_values)
     except MalformedFileError as exc:
         report.update(
             {"accepted": False, "rows": 0, "content_hash": digest, "error": str(exc), "checks": []}
@@ -153,6 +198,11 @@ def ingest_batch(
         else []
     )
     outcomes = check_batch(frame, spec, model, day, timezone, history, now)
+    overridden: list[str] = []
+    if override is not None:
+        outcomes, overridden = release(
+            outcomes, list(override.checks), override.by, override.reason, OVERRIDABLE
+        )
     accepted = not any(o.blocks for o in outcomes)
     report.update(
         {
@@ -162,18 +212,29 @@ def ingest_batch(
             "checks": [o.to_dict() for o in outcomes],
         }
     )
+    if overridden and override is not None:
+        report["override"] = {"checks": overridden, "by": override.by, "reason": override.reason}
     quarantine = None if accepted else lake.quarantine(problem, source, day, files, report)
     if quarantine is not None:
         report["quarantine"] = str(quarantine)
     lake.write_table(problem, raw_table(source), day, frame)
     write_json(lake.batch_report_path(problem, raw_table(source), day), report)
-    return Batch(source, label, files, frame, outcomes, digest, quarantine)
+    return Batch(source, label, files, frame, outcomes, digest, quarantine, overridden)
 
 
 def load_accepted(
-    lake: DataLake, problem: str, source: str, model: type[pa.DataFrameModel], day: date | None
+    lake: DataLake,
+    problem: str,
+    source: str,
+    model: type[pa.DataFrameModel],
+    day: date | None,
+    naive_zone: str | None = None,
 ) -> pd.DataFrame:
-    """The typed table of an accepted raw partition; refuses a rejected one."""
+    """The typed table of an accepted raw partition; refuses a rejected one.
+
+    ``naive_zone`` is the source's ``naive_timezone``: the batch is typed the way its
+    schema check typed it.
+    """
     label = partition_label(day)
     report = lake.read_batch_report(problem, raw_table(source), day)
     if report is None:
@@ -188,4 +249,37 @@ def load_accepted(
             f"the batch is quarantined at {report.get('quarantine', 'the quarantine')}. "
             f"Re-land a corrected file and materialize {raw_table(source)} again."
         )
-    return model.validate(lake.read_table(problem, raw_table(source), day))
+    typed, schema = v.validate_schema(
+        lake.read_table(problem, raw_table(source), day), model, naive_zone=naive_zone
+    )
+    if typed is None:  # the batch passed this check when it was ingested
+        raise RejectedBatchError(f"{problem}/{raw_table(source)} {label}: {schema.reason}")
+    return typed
+
+
+def describe_rejection(report: dict[str, Any], max_cases: int = 3) -> list[str]:
+    """Lines for a person about a rejected batch; empty for an accepted one.
+
+    The files, each blocking check's reason with its first ``max_cases`` failure cases,
+    and the quarantine folder.
+    """
+    if report.get("accepted", True):
+        return []
+    lines = [f"{report['source']} {report['partition']}: rejected"]
+    lines += [f"  file: {f}" for f in report.get("files", [])]
+    if report.get("error"):
+        lines.append(f"  unreadable: {report['error']}")
+    for check in report.get("checks", []):
+        if check["passed"] or check["severity"] != "ERROR":
+            continue
+        lines.append(f"  check {check['name']}: {check['reason']}")
+        details = check.get("details", {})
+        cases = details.get("failure_cases") or details.get("examples") or []
+        for case in cases[:max_cases]:
+            lines.append("    " + ", ".join(f"{k}={v}" for k, v in case.items()))
+        total = details.get("failure_case_count", len(cases))
+        if total > max_cases:
+            lines.append(f"    ... {total - max_cases} more in the report")
+    if report.get("quarantine"):
+        lines.append(f"  quarantined at: {report['quarantine']}")
+    return lines

@@ -102,12 +102,15 @@ def drift(
     )
     features = [d for d in drifts if d.column != "prediction"]
     (prediction,) = [d for d in drifts if d.column == "prediction"]
-    share = sum(d.drifted for d in features) / max(1, len(features))
+    # a feature with no values in the window cannot be compared: reported, not counted
+    scored = [d for d in features if d.evaluated]
+    share = sum(d.drifted for d in scored) / max(1, len(scored))
     return {
         "drift_share": share,
         "drifted": share >= rule.drift_share,
         "drifted_features": [d.column for d in features if d.drifted],
-        "scores": {d.column: round(d.score, 4) for d in features},
+        "scores": {d.column: round(d.score, 4) for d in scored},
+        "not_evaluated": {d.column: d.note for d in drifts if not d.evaluated},
         "prediction_drift_score": prediction.score,
         "prediction_drifted": prediction.drifted,
     }

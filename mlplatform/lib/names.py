@@ -8,6 +8,7 @@ if TYPE_CHECKING:
 SCHEMA = "schema"
 DUPLICATES = "no_duplicate_keys"
 TIMESTAMPS = "timestamps_in_partition"
+TIMESTAMP_PARTS = "timestamp_parts_agree"
 NULL_RATES = "null_rates"
 VOLUME = "volume"
 INGESTION_DRIFT = "ingestion_drift"

@@ -1,6 +1,7 @@
 """Reading landed export files, with errors that name the file and what is wrong with it."""
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,7 @@ class MalformedFileError(ValueError):
         self.problem = problem
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, null_values: Sequence[str]) -> pd.DataFrame:
     raw = path.read_bytes()
     if not raw.strip():
         raise MalformedFileError(path, "file is empty (no header, no rows)")
@@ -34,8 +35,17 @@ def _read_csv(path: Path) -> pd.DataFrame:
         )
     try:
         # Everything as text: the schema check coerces and reports what does not convert,
-        # so no value is lost or silently turned into NaN here.
-        return pd.read_csv(path, dtype="string", encoding="utf-8", on_bad_lines="error")
+        # so no value is lost or silently turned into NaN here. Only the spec's null
+        # spellings are null: pandas' defaults would read "N/A", "NULL", "None" or "nan"
+        # in any column as a missing value.
+        return pd.read_csv(
+            path,
+            dtype="string",
+            encoding="utf-8",
+            on_bad_lines="error",
+            keep_default_na=False,
+            na_values=list(null_values),
+        )
     except pd.errors.ParserError as exc:
         raise MalformedFileError(path, f"not a well-formed CSV: {exc}".strip()) from None
 
@@ -54,10 +64,10 @@ def _check_rows(path: Path, frame: pd.DataFrame) -> None:
         )
 
 
-def read_file(path: Path) -> pd.DataFrame:
-    """Read one CSV or Parquet export file."""
+def read_file(path: Path, null_values: Sequence[str] = ("",)) -> pd.DataFrame:
+    """Read one CSV or Parquet export file; in a CSV only ``null_values`` are null."""
     if path.suffix == ".csv":
-        frame = _read_csv(path)
+        frame = _read_csv(path, null_values)
         _check_rows(path, frame)
         return frame
     if path.suffix == ".parquet":
@@ -70,9 +80,13 @@ def read_file(path: Path) -> pd.DataFrame:
     raise MalformedFileError(path, f"unsupported file type {path.suffix!r} (csv or parquet)")
 
 
-def read_batch(paths: list[Path]) -> pd.DataFrame:
-    """Read and concatenate the files of one landed batch; all must share their columns."""
-    frames = [read_file(p) for p in paths]
+def read_batch(paths: list[Path], null_values: Sequence[str] = ("",)) -> pd.DataFrame:
+    """Read and concatenate the files of one landed batch; all must share their columns.
+
+    In CSV files only ``null_values`` (the source's spec, by default the empty field) are
+    read as null; every other text stays a value for the schema check to judge.
+    """
+    frames = [read_file(p, null_values) for p in paths]
     for path, frame in zip(paths[1:], frames[1:], strict=True):
         if list(frame.columns) != list(frames[0].columns):
             raise MalformedFileError(

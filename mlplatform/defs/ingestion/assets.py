@@ -12,7 +12,15 @@ from datetime import date
 import dagster as dg
 
 from mlplatform.defs.partitions import daily_partitions
-from mlplatform.lib.names import DUPLICATES, NULL_RATES, SCHEMA, TIMESTAMPS, VOLUME, raw_table
+from mlplatform.lib.names import (
+    DUPLICATES,
+    NULL_RATES,
+    SCHEMA,
+    TIMESTAMP_PARTS,
+    TIMESTAMPS,
+    VOLUME,
+    raw_table,
+)
 from mlplatform.lib.names import INGESTION_DRIFT as DRIFT
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource
@@ -23,9 +31,22 @@ _CHECK_DESCRIPTIONS = {
     SCHEMA: "Columns, types and value rules of the source's pandera schema (blocking).",
     DUPLICATES: "Each natural key appears once (blocking).",
     TIMESTAMPS: "Event times inside the partition's day and not in the future (blocking).",
+    TIMESTAMP_PARTS: "Columns restating the event time (year, month, day, hour) agree with it "
+    "in local time (blocking).",
     NULL_RATES: "Null rates of watched columns within the spec's limits (blocking).",
-    VOLUME: "Row count against the trailing median; ERROR only when extreme.",
+    VOLUME: "Row count against the same weekday's trailing median; outside the spec's error "
+    "band it blocks until a user overrides it (who, why).",
 }
+
+
+class IngestionConfig(dg.Config):
+    """An explicit release of named failed checks of the run's batch (never implied)."""
+
+    override_checks: list[str] = []  # noqa: RUF012 (pydantic copies defaults)
+    """Failed checks to let pass as warnings (volume, null_rates); needs override_by and
+    override_reason."""
+    override_by: str = ""
+    override_reason: str = ""
 
 
 def check_names(problem: Problem, source: str) -> list[str]:
@@ -34,6 +55,8 @@ def check_names(problem: Problem, source: str) -> list[str]:
     names = [SCHEMA, DUPLICATES]
     if spec.kind == "daily":
         names.append(TIMESTAMPS)
+    if spec.timestamp_parts:
+        names.append(TIMESTAMP_PARTS)
     if spec.max_null_rate:
         names.append(NULL_RATES)
     if spec.volume:
@@ -63,12 +86,19 @@ def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
         ],
         tags={"mlplatform/problem": problem.name},
     )
-    def _raw(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def _raw(
+        context: dg.AssetExecutionContext, config: IngestionConfig, lake: LakeResource
+    ) -> dg.MaterializeResult:
         from mlplatform.defs.metadata import check_result, frame_metadata
-        from mlplatform.lib.ingest import NothingLandedError, ingest_batch
+        from mlplatform.lib.ingest import NothingLandedError, Override, ingest_batch
         from mlplatform.lib.reading import MalformedFileError
 
         day = _day(context)
+        release = (
+            Override(tuple(config.override_checks), config.override_by, config.override_reason)
+            if config.override_checks
+            else None
+        )
         try:
             batch = ingest_batch(
                 lake.lake(),
@@ -78,20 +108,36 @@ def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
                 problem.schema(source),
                 day,
                 problem.spec.partitioning.timezone,
+                override=release,
+                run_id=context.run.run_id,
             )
-        except (NothingLandedError, MalformedFileError) as exc:
+        except (NothingLandedError, MalformedFileError, ValueError) as exc:
             raise dg.Failure(description=f"{key.to_user_string()}: {exc}") from None
         if not batch.accepted:
             context.log.error(
                 f"{key.to_user_string()} {batch.partition} rejected by {batch.failed}; "
                 f"quarantined at {batch.quarantine}"
             )
+        overridden = (
+            {
+                "override": dg.MetadataValue.json(
+                    {
+                        "checks": batch.overridden,
+                        "by": config.override_by,
+                        "reason": config.override_reason,
+                    }
+                )
+            }
+            if batch.overridden
+            else {}
+        )
         return dg.MaterializeResult(
             metadata={
                 **frame_metadata(batch.frame),
                 "files": dg.MetadataValue.json([str(p) for p in batch.files]),
                 "accepted": batch.accepted,
                 "quarantine": dg.MetadataValue.path(str(batch.quarantine or "")),
+                **overridden,
             },
             check_results=[check_result(o, key) for o in batch.outcomes],
             data_version=dg.DataVersion(batch.content_hash),
@@ -129,18 +175,23 @@ def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
         tags={"mlplatform/problem": problem.name},
     )
     def _typed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        from mlplatform.defs.ingestion.drift import drift_result
+        from mlplatform.defs.ingestion.drift import advisory_drift_result
         from mlplatform.defs.metadata import frame_metadata
         from mlplatform.lib.ingest import RejectedBatchError, load_accepted
 
         day, store = _day(context), lake.lake()
         try:
-            frame = load_accepted(store, problem.name, source, problem.schema(source), day)
+            frame = load_accepted(
+                store, problem.name, source, problem.schema(source), day, spec.naive_timezone
+            )
         except RejectedBatchError as exc:
             raise dg.Failure(description=str(exc)) from None
         path = store.write_table(problem.name, source, day, frame)
+        # advisory: whatever happens in it, the table written above materializes
         checks = (
-            [drift_result(store, problem, source, day, frame, key)] if check_specs and day else []
+            [advisory_drift_result(store, problem, source, day, frame, key, context.log)]
+            if check_specs and day
+            else []
         )
         return dg.MaterializeResult(
             metadata={**frame_metadata(frame), "path": dg.MetadataValue.path(str(path))},
