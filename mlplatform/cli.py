@@ -61,11 +61,15 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def _run_jobs(
-    runs: list[tuple[str, str | None]], ops: dict | None = None, results: list | None = None
+    runs: list[tuple[str, str | None]],
+    ops: dict | None = None,
+    results: list | None = None,
+    ops_by_job: dict[str, dict] | None = None,
 ) -> int:
     """Run (job, partition) pairs in order on the project's instance, one line each.
 
-    ``ops`` is op config for every run; each run's result is appended to ``results``.
+    ``ops`` is op config for every run, ``ops_by_job`` for the runs of one job (it wins);
+    each run's result is appended to ``results``.
     """
     from mlplatform.definitions import defs
 
@@ -73,11 +77,12 @@ def _run_jobs(
     failures = 0
     for job_name, partition in runs:
         job = definitions.resolve_job_def(job_name)
+        run_ops = (ops_by_job or {}).get(job_name, ops)
         result = job.execute_in_process(
             instance=instance,
             partition_key=partition,
             raise_on_error=False,
-            run_config={**_QUIET, **({"ops": ops} if ops else {})},
+            run_config={**_QUIET, **({"ops": run_ops} if run_ops else {})},
         )
         if results is not None:
             results.append(result)
@@ -106,15 +111,60 @@ def _run_jobs(
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    """Materialize the ingestion assets for a range of days, one run per day."""
+    """Materialize the ingestion assets for a range of days, one run per day.
+
+    Each rejected batch is explained below its run: files, blocking checks with their
+    first failure cases, and the quarantine folder. ``--override-check`` releases named
+    failed checks of the daily batches (who, why), recorded in the checks' metadata.
+    """
     from mlplatform.defs.jobs import daily_job_name, reference_job_name
+    from mlplatform.lib.ingest import OVERRIDABLE, describe_rejection
     from mlplatform.lib.landing import days
+    from mlplatform.lib.names import raw_table
     from mlplatform.problems import get_problem
 
     problem = get_problem(args.problem)
+    overrides = args.override_check or []
+    if unknown := sorted(set(overrides) - set(OVERRIDABLE)):
+        raise ValueError(f"--override-check: {unknown} cannot be overridden (only {OVERRIDABLE})")
+    if overrides and not ((args.by or "").strip() and (args.reason or "").strip()):
+        raise ValueError("--override-check needs --by (who) and --reason (why)")
+    daily = daily_job_name(problem)
+    release = {
+        "override_checks": overrides,
+        "override_by": args.by or "",
+        "override_reason": args.reason or "",
+    }
+    ops_by_job = {
+        daily: {
+            f"{problem.name}__{raw_table(s)}": {"config": release}
+            for s in problem.spec.daily_sources()
+        }
+    }
     runs: list[tuple[str, str | None]] = [(reference_job_name(problem), None)]
-    runs += [(daily_job_name(problem), d.isoformat()) for d in days(args.start, args.end)]
-    return _run_jobs(runs)
+    runs += [(daily, d.isoformat()) for d in days(args.start, args.end)]
+    results: list = []
+    code = _run_jobs(runs, results=results, ops_by_job=ops_by_job if overrides else None)
+    lake = _lake()
+    for (_, partition), result in zip(runs, results, strict=True):
+        for source in problem.spec.sources:
+            report = lake.read_batch_report(problem.name, raw_table(source), partition)
+            # only this run's verdict: an older report of the day is not news
+            if report and report.get("run_id") == result.run_id:
+                for line in describe_rejection(report) + _overridden(report):
+                    _out("  " + line)
+    return code
+
+
+def _overridden(report: dict) -> list[str]:
+    """One line when the batch was let through by an override (who, why)."""
+    if not report.get("override"):
+        return []
+    o = report["override"]
+    return [
+        f"{report['source']} {report['partition']}: {', '.join(o['checks'])} OVERRIDDEN "
+        f"by {o['by']} ({o['reason']})"
+    ]
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -443,6 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
         p.add_argument("--end", type=_day, required=True, help="last day (included)")
         p.set_defaults(fn=fn)
+        if name == "ingest":
+            p.add_argument(
+                "--override-check",
+                action="append",
+                metavar="CHECK",
+                help="release this failed check of the days' batches (volume or null_rates; "
+                "repeatable); needs --by and --reason",
+            )
+            p.add_argument("--by", help="who releases (recorded in the check's metadata)")
+            p.add_argument("--reason", help="why (recorded in the check's metadata)")
 
     p = sub.add_parser(
         "train", help="train a candidate, take it through the gates, promote it if it passes"

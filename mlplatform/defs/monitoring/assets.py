@@ -199,6 +199,7 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
                 "window_days_served": served_days,
                 "drifted_features": dg.MetadataValue.json(result["drifted_features"]),
                 "feature_scores": dg.MetadataValue.json(result["scores"]),
+                "not_evaluated": dg.MetadataValue.json(result["not_evaluated"]),
                 "prediction_drift_score": result["prediction_drift_score"],
                 "prediction_drifted": dg.MetadataValue.bool(result["prediction_drifted"]),
                 "reference": f"champion {champion}, training set {version}",
