@@ -158,6 +158,24 @@ def test_closing_on_a_broken_disk_returns_counts_the_loss_and_leaves_no_temporar
     assert not _tmp_files(tmp_path)
 
 
+def test_a_writer_killed_mid_write_leaves_a_temporary_file_the_next_start_removes(
+    tmp_path: Path,
+) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    day = log_dir(tmp_path, "p") / "2013-01-06"
+    day.mkdir(parents=True)
+    stale = day / f".101010000000-{dead.pid}-000001.parquet.tmp"  # the writer is gone
+    live = day / f".101010000000-{os.getppid()}-000001.parquet.tmp"  # its writer still runs
+    stale.write_bytes(b"PAR1 torn")
+    live.write_bytes(b"PAR1 being written")
+
+    PredictionLog(tmp_path, "p").start().close()
+
+    assert not stale.exists() and live.exists()
+    assert read_predictions(tmp_path, "p").empty
+
+
 # -- the real service, in its own process ---------------------------------------------------
 
 
