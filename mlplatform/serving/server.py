@@ -74,7 +74,7 @@ def serve(
     from mlplatform.serving.app import create_app
 
     sock = listen(root, problem.name, host, port)
-    announced = announce(root, problem.name, f"http://{host}:{port}")
+    announcement = announce(root, problem.name, f"http://{host}:{port}")
     try:
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
@@ -98,7 +98,7 @@ def serve(
         # run() may never execute: the app's shutdown hook flushes the log and the
         # announcement goes with it
         runtime = profile_runtime(problem, refresh_seconds).start()
-        app = create_app(runtime, stop_on_shutdown=True, on_stop=announced.withdraw)
+        app = create_app(runtime, stop_on_shutdown=True, on_stop=announcement.withdraw)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         try:
             server.run(sockets=[sock])
@@ -107,7 +107,7 @@ def serve(
         if not server.started:
             raise SystemExit(3)  # uvicorn's startup failure code; it logged why
     finally:
-        announced.withdraw()
+        announcement.withdraw()
         sock.close()
 
 
