@@ -106,17 +106,32 @@ def _check_file(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise DisconnectionError(f"{remembered[0]} was replaced; reconnecting")  # pool retries
 
 
+# what a pooled connection says once its file was emptied, replaced or damaged; not
+# "database is locked" (the connection is fine) nor constraint errors, which MLflow
+# expects and handles inside its sessions
+_STALE_FILE = (
+    "no such table",
+    "file is not a database",
+    "disk i/o error",
+    "unable to open database file",
+    "database disk image is malformed",
+)
+
+
 def _discard_pool_on_error(context: Any) -> None:
     import os
     import sqlite3
 
     url = context.engine.url if context.engine is not None else None
+    error = context.original_exception
     if (
         url is not None
         and url.get_backend_name() == "sqlite"
         and url.database
         and os.path.realpath(url.database) in _WATCHED
-        and isinstance(context.original_exception, sqlite3.DatabaseError)
+        and isinstance(error, sqlite3.DatabaseError)
+        and not isinstance(error, sqlite3.IntegrityError)
+        and any(text in str(error).lower() for text in _STALE_FILE)
     ):
         context.is_disconnect = True  # SQLAlchemy then drops every pooled connection
 
