@@ -257,6 +257,9 @@ def load_accepted(
     return typed
 
 
+_CASE_ORDER = {"row": 0, "column": 1, "check": 2, "value": 3}
+
+
 def describe_rejection(report: dict[str, Any], max_cases: int = 3) -> list[str]:
     """Lines for a person about a rejected batch; empty for an accepted one.
 
@@ -276,10 +279,13 @@ def describe_rejection(report: dict[str, Any], max_cases: int = 3) -> list[str]:
         details = check.get("details", {})
         cases = details.get("failure_cases") or details.get("examples") or []
         for case in cases[:max_cases]:
-            lines.append("    " + ", ".join(f"{k}={v}" for k, v in case.items()))
-        total = details.get("failure_case_count", len(cases))
-        if total > max_cases:
-            lines.append(f"    ... {total - max_cases} more in the report")
+            # where first (row, column), then what; the stored report sorts its keys
+            keys = sorted(case, key=lambda k: (_CASE_ORDER.get(k, len(_CASE_ORDER)), k))
+            lines.append("    " + ", ".join(f"{k}={case[k]}" for k in keys))
+        if details.get("failure_case_count", 0) > max_cases:
+            lines.append(f"    ... {details['failure_case_count'] - max_cases} more in the report")
+        elif len(cases) > max_cases:
+            lines.append(f"    ... {len(cases) - max_cases} more examples in the report")
     if report.get("quarantine"):
         lines.append(f"  quarantined at: {report['quarantine']}")
     return lines
