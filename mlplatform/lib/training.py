@@ -1,21 +1,24 @@
 """Training: time split, category encoding, a budgeted seeded Optuna search, the final fit.
 
 Deterministic by construction: LightGBM runs with ``deterministic``, ``force_row_wise``,
-a fixed seed and thread count; Optuna's TPE sampler is seeded and trials run one at a
-time. The same training set, spec and seed give the same model text.
+a fixed seed and thread count; Optuna's TPE sampler is seeded per trial and trials run one
+at a time. The same training set, spec and seed give the same model text, also when the
+search was killed and resumed.
 """
 
 import json
 import math
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from mlplatform.errors import BusyError
 from mlplatform.lib.tables import EVENT_TS
 from mlplatform.spec import ProblemSpec, SearchRange, TrainingSpec
 
@@ -219,6 +222,99 @@ class SearchResult:
     rounds: int = 0
 
 
+def exclusive(
+    path: Path, what: str, holder: dict[str, Any] | None = None
+) -> AbstractContextManager[None]:
+    """Hold an exclusive lock on ``path`` (``fcntl.flock``) for the ``with`` block.
+
+    Never waits: when another process holds it, raises ``BusyError`` naming ``what`` and
+    the holder (pid, host, since, and whatever it put in ``holder``, e.g. its run id). The
+    kernel releases the lock when its holder exits, killed or not, so a killed run never
+    leaves it held; the file stays (deleting a lock file races with the next holder).
+    """
+    return _exclusive(path, what, holder or {})
+
+
+@contextmanager
+def _exclusive(path: Path, what: str, holder: dict[str, Any]) -> Iterator[None]:
+    import fcntl
+    import os
+    import socket
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(f"{what} is running already ({_holder(path)})") from None
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": since, **holder}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(mine).encode())
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
+def _holder(path: Path) -> str:
+    """Who holds the lock at ``path``, as its holder wrote it."""
+    try:
+        held = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        held = {}
+    if not held:
+        return "holder unknown"
+    return ", ".join(f"{k} {v}" for k, v in held.items())
+
+
+def trial_seeded_sampler(seed: int) -> "optuna.samplers.BaseSampler":
+    """Optuna's TPE sampler, its random state a function of ``seed`` and the trial number.
+
+    A ``TPESampler(seed=...)`` draws every trial from one random sequence that starts over
+    in each process, so a resumed study repeats the parameters of its first trials. Here
+    each trial gets a fresh ``TPESampler`` seeded from (seed, trial number): what trial
+    ``n`` samples depends only on the seed, ``n`` and the finished trials before it, in
+    one process or across a kill and a resume.
+    """
+    import optuna
+
+    class TrialSeededTPE(optuna.samplers.BaseSampler):
+        """Delegates each trial to a TPE sampler seeded for that trial alone."""
+
+        def __init__(self) -> None:
+            self._by_trial: dict[int, optuna.samplers.TPESampler] = {}
+
+        def _tpe(self, trial: "optuna.trial.FrozenTrial") -> "optuna.samplers.TPESampler":
+            sampler = self._by_trial.get(trial.number)
+            if sampler is None:
+                (state,) = np.random.SeedSequence([seed, trial.number]).generate_state(1)
+                sampler = optuna.samplers.TPESampler(seed=int(state))
+                self._by_trial[trial.number] = sampler
+            return sampler
+
+        def infer_relative_search_space(self, study, trial):
+            return self._tpe(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._tpe(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._tpe(trial).sample_independent(study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial) -> None:
+            self._tpe(trial).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self._tpe(trial).after_trial(study, trial, state, values)
+            self._by_trial.pop(trial.number, None)
+
+    return TrialSeededTPE()
+
+
+INTERRUPTED = "interrupted_trials"  # study user attribute: trials dropped on resume, in total
+
+
 def search(
     data: Data,
     cfg: TrainingSpec,
@@ -226,11 +322,18 @@ def search(
     study_name: str,
     monotone: list[int] | None = None,
 ) -> SearchResult:
-    """Run (or resume) the study until the trial budget is spent.
+    """Run (or resume) the study until ``n_trials`` trials finished (complete or pruned).
 
-    The study lives in ``storage_url`` with heartbeats, so a run killed mid-trial leaves
-    a trial that the next run marks failed, and the next run continues the same study
-    up to ``n_trials`` finished (complete or pruned) trials.
+    The study lives in SQLite (``storage_url``, ``sqlite:///<file>``); a lock on
+    ``<file>.lock`` is held for the whole search, so one process at a time searches in that
+    storage (``BusyError`` otherwise), and a trial found unfinished under the lock belongs
+    to a process that died. Such trials (killed mid-trial, or failed) are dropped: Optuna
+    cannot delete a trial, so the study is re-created under its name from its finished
+    trials, which keep their numbers, parameters, values and pruning records, and the
+    count of dropped trials is kept in the study's ``interrupted_trials`` attribute. With
+    ``trial_seeded_sampler`` the next trial then samples exactly what the interrupted one
+    did, and the search goes on as if never interrupted: a resumed study never repeats a
+    parameter set and ends in the same trials (and model) as an uninterrupted one.
     """
     import optuna
     from optuna.study import MaxTrialsCallback
@@ -238,22 +341,20 @@ def search(
     from optuna_integration import LightGBMPruningCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # heartbeats are what lets a killed run's trial be failed and the study resumed
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = optuna.storages.RDBStorage(
-        storage_url, heartbeat_interval=2, grace_period=GRACE_SECONDS
-    )
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
-        pruner=make_pruner(cfg),
-    )
-    optuna.storages.fail_stale_trials(study)
-    _fail_unstarted(study, storage, study_name)
+    if not storage_url.startswith("sqlite:///"):
+        raise ValueError(f"the study storage must be SQLite (sqlite:///<file>), not {storage_url}")
+    database = Path(storage_url.removeprefix("sqlite:///"))
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
+
+    def open_study(load_if_exists: bool) -> optuna.Study:
+        return optuna.create_study(
+            study_name=study_name,
+            storage=storage_url,
+            direction="maximize",
+            load_if_exists=load_if_exists,
+            sampler=trial_seeded_sampler(cfg.seed),
+            pruner=make_pruner(cfg),
+        )
 
     def objective(trial: optuna.Trial) -> float:
         params = {**base_params(cfg.seed, monotone), **suggest(trial, cfg.search_space)}
@@ -264,51 +365,34 @@ def search(
         finally:
             trial.set_user_attr("rounds", counter.get("rounds", 0))
 
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < cfg.n_trials:
-        study.optimize(
-            objective,
-            n_trials=cfg.n_trials - done,
-            timeout=cfg.timeout_seconds,
-            n_jobs=1,
-            callbacks=[MaxTrialsCallback(cfg.n_trials, states=finished)],
-            gc_after_trial=False,
-        )
+    lock = database.with_name(database.name + ".lock")
+    with exclusive(lock, f"an Optuna search in {database}", {"study": study_name}):
+        study = open_study(load_if_exists=True)
+        trials = study.get_trials(deepcopy=True)
+        dropped = [t for t in trials if t.state not in finished]
+        if dropped:
+            attrs = dict(study.user_attrs)
+            optuna.delete_study(study_name=study_name, storage=storage_url)
+            study = open_study(load_if_exists=False)
+            attrs[INTERRUPTED] = int(attrs.get(INTERRUPTED, 0)) + len(dropped)
+            for key, value in attrs.items():
+                study.set_user_attr(key, value)
+            study.add_trials([t for t in trials if t.state in finished])
+        done = len(study.get_trials(deepcopy=False, states=finished))
+        if done < cfg.n_trials:
+            study.optimize(
+                objective,
+                n_trials=cfg.n_trials - done,
+                timeout=cfg.timeout_seconds,
+                n_jobs=1,  # seeded trials repeat only one at a time
+                callbacks=[MaxTrialsCallback(cfg.n_trials, states=finished)],
+                gc_after_trial=False,
+            )
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    counts["interrupted"] = int(study.user_attrs.get(INTERRUPTED, 0))
     rounds = sum(int(t.user_attrs.get("rounds", 0)) for t in trials)
     return SearchResult(study, dict(study.best_params), counts, rounds)
-
-
-GRACE_SECONDS = 6
-
-
-def _fail_unstarted(study: "optuna.Study", storage: Any, study_name: str) -> None:
-    """Fail trials a killed run left RUNNING before their first heartbeat.
-
-    Optuna creates a trial (and samples its parameters) before the heartbeat thread
-    starts, so a kill in that window leaves a trial that ``fail_stale_trials`` never
-    sees. A trial with no heartbeat well past the grace period has no live runner. Optuna
-    offers no public view of heartbeats, so this reads its ``trial_heartbeats`` table.
-    """
-    import sqlalchemy
-    from optuna.trial import TrialState
-
-    study_id = storage.get_study_id_from_name(study_name)
-    query = sqlalchemy.text(
-        "select t.number, t.datetime_start from trials t left join trial_heartbeats h "
-        "on h.trial_id = t.trial_id where t.study_id = :study and t.state = 'RUNNING' "
-        "and h.trial_id is null"
-    )
-    with storage.engine.connect() as conn:
-        rows = conn.execute(query, {"study": study_id}).fetchall()
-    now = datetime.now()  # optuna stores naive local times
-    for number, started in rows:
-        started = (
-            datetime.fromisoformat(str(started)) if not isinstance(started, datetime) else started
-        )
-        if (now - started).total_seconds() > GRACE_SECONDS:
-            study.tell(number, state=TrialState.FAIL)
 
 
 def history(study: "optuna.Study") -> pd.DataFrame:

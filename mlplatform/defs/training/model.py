@@ -5,17 +5,34 @@ Registering does not deploy: a new version gets tags for its lineage and no alia
 
 import hashlib
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from mlplatform.defs.training.assets import GROUP, training_set_key
+from mlplatform.errors import BusyError
 from mlplatform.problems import Problem
 from mlplatform.resources import DaskResource, LakeResource, MlflowResource
+
+if TYPE_CHECKING:
+    from mlplatform.lib.storage import DataLake
+    from mlplatform.spec import TrainingSpec
 
 
 def model_key(problem: Problem) -> dg.AssetKey:
     """Key of the problem's model candidate asset."""
     return dg.AssetKey([problem.name, "model_candidate"])
+
+
+def training_pool(problem: Problem) -> str:
+    """The Dagster concurrency pool of the problem's training (limit 1 in dagster.yaml)."""
+    return f"{problem.name}_training"
+
+
+# Part of every study's name: a change of how trials are sampled starts new studies
+# rather than resuming one sampled the old way (v2: TPE seeded per trial number).
+SAMPLER_VERSION = "tpe-per-trial-v2"
 
 
 class SearchRangeConfig(dg.Config):
@@ -63,6 +80,9 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         kinds={"lightgbm", "optuna", "mlflow"},
         owners=[spec.owner],
         tags={"mlplatform/problem": problem.name},
+        # one training per problem: runs the daemon launches queue here; every run, CLI
+        # included, also takes the problem's training lock below
+        pool=training_pool(problem),
     )
     def _model(
         context: dg.AssetExecutionContext,
@@ -71,119 +91,162 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         mlflow: MlflowResource,
         dask: DaskResource,
     ) -> dg.MaterializeResult:
-        import pandas as pd
-
-        from mlplatform.lib import plots
         from mlplatform.lib import training as tr
-        from mlplatform.lib.tracking import git_commit, log_training
-        from mlplatform.settings import project_root
-        from mlplatform.spec import TrainingSpec
 
-        overrides = {
-            k: v for k, v in config.model_dump().items() if v is not None and k != "params"
-        }
-        cfg = TrainingSpec.model_validate({**spec.training.model_dump(), **overrides})
+        cfg = training_settings(problem, config)
         store = lake.lake()
-        latest = store.read_latest(problem.name, "training_set")
-        if latest is None:
-            raise dg.Failure(f"{problem.name}: no training set yet; materialize training_set")
-        training = pd.read_parquet(latest["path"])
-        # the same data and settings give the same study: a rerun resumes or reuses it
-        settings = json.dumps(cfg.model_dump(), sort_keys=True)
-        digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
-        study_name = f"{problem.name}-{latest['data_version']}-{digest}"
-        (store.root / "optuna").mkdir(parents=True, exist_ok=True)
-        storage = f"sqlite:///{store.root / 'optuna' / f'{problem.name}.db'}"
+        # One training per problem at a time, whoever started it: a second one would
+        # share the study (duplicate trials, a budget overrun) and register a second
+        # version. The lock is held from the search to the registration; it refuses.
         try:
-            # the final fit on the Dask cluster when the profile names one
-            final_fit = dask.fit if dask.enabled else None
-            candidate = tr.train_candidate(
-                training, spec, cfg, storage, study_name, config.params, final_fit
-            )
-        except ValueError as exc:
+            with tr.exclusive(
+                training_lock(store.root, problem),
+                f"a training of {problem.name}",
+                {"dagster_run": context.run.run_id},
+            ):
+                return _train(context, problem, cfg, config, store, mlflow, dask)
+        except BusyError as exc:
             raise dg.Failure(
-                f"{problem.name} training set {latest['data_version']}: {exc}"
+                f"{exc}; this run refuses rather than duplicate its trials and register a "
+                "second version. Run it again when that one has ended."
             ) from None
-        final, result, history = candidate.fit, candidate.search, candidate.history()
-        trainer = f"lightgbm.dask ({dask.scheduler_address})" if dask.enabled else "lightgbm"
-        figures = {"feature_importance": plots.importance(final.booster)}
-        if result is not None:
-            figures["optimization_history"] = plots.optimization_history(history, spec.metric.name)
-        commit = git_commit(project_root())
-        lineage = {
-            "data_version": latest["data_version"],
-            "git_commit": commit,
-            "dagster_run_id": context.run.run_id,
-            "spec_version": str(spec.version),
-            "training_window": f"{latest['start']}..{latest['end']}",
-        }
-        logged = log_training(
-            mlflow.tracking(),
-            experiment=problem.name,
-            run_name=f"{problem.name}-{context.run.run_id[:8]}",
-            registered_model=problem.name,
-            params={
-                **candidate.params,
-                "search_space": json.dumps(cfg.model_dump()["search_space"]),
-                "n_trials": cfg.n_trials if result else 0,
-                "seed": cfg.seed,
-                "pruner": cfg.pruner,
-                "trainer": trainer,
-                "best_iteration": final.booster.best_iteration,
-                "study": study_name if result else "none: fixed parameters",
-            },
-            metrics={
-                "valid_auc": final.auc,
-                "valid_logloss": final.logloss,
-                "train_rows": float(candidate.train_rows),
-                "valid_rows": float(candidate.valid_rows),
-                **(
-                    {
-                        "best_trial_auc": float(result.study.best_value),
-                        "search_rounds": float(result.rounds),
-                        **{f"trials_{k}": float(v) for k, v in result.counts.items() if v},
-                    }
-                    if result
-                    else {}
-                ),
-            },
-            tags={
-                "mlflow.source.git.commit": commit,
-                **{f"mlplatform.{k}": v for k, v in lineage.items()},
-            },
-            booster=final.booster,
-            encoding_json=candidate.encoding.to_json(),
-            example=candidate.example,
-            dataset=training,
-            dataset_source=latest["path"],
-            dataset_digest=latest["data_version"],
-            dataset_name=f"{problem.name}_training_set",
-            history=history,
-            figures=figures,
-            version_tags={**lineage},
-        )
-        url = mlflow.run_url(logged.experiment_id, logged.run_id)
-        context.log.info(f"registered {problem.name} version {logged.version} from run {url}")
-        return dg.MaterializeResult(
-            metadata={
-                "mlflow_run_id": logged.run_id,
-                "mlflow_run": dg.MetadataValue.url(url),
-                "registered_model": problem.name,
-                "registered_version": logged.version,
-                "model_uri": logged.model_uri,
-                "training_set_version": latest["data_version"],
-                "git_commit": commit,
-                "valid_auc": final.auc,
-                "valid_logloss": final.logloss,
-                "best_iteration": final.booster.best_iteration,
-                "trainer": trainer,
-                "trials": dg.MetadataValue.json(result.counts if result else {}),
-                "best_params": dg.MetadataValue.json(candidate.params),
-                **{name: _png_md(plots.png(fig), name) for name, fig in figures.items()},
-            },
-            data_version=dg.DataVersion(
-                hashlib.sha256(final.booster.model_to_string().encode()).hexdigest()[:16]
-            ),
-        )
 
     return _model
+
+
+def training_lock(root: Path, problem: Problem) -> Path:
+    """The lock file one training of ``problem`` holds (``data/optuna/<problem>.lock``)."""
+    return root / "optuna" / f"{problem.name}.lock"
+
+
+def training_settings(problem: Problem, config: ModelConfig) -> "TrainingSpec":
+    """The spec's training block with the run's overrides; ``dg.Failure`` if invalid."""
+    import pydantic
+
+    from mlplatform.spec import TrainingSpec
+
+    overrides = {k: v for k, v in config.model_dump().items() if v is not None and k != "params"}
+    try:
+        return TrainingSpec.model_validate({**problem.spec.training.model_dump(), **overrides})
+    except pydantic.ValidationError as exc:
+        wrong = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise dg.Failure(f"{problem.name} training settings: {wrong}") from None
+
+
+def _train(
+    context: dg.AssetExecutionContext,
+    problem: Problem,
+    cfg: "TrainingSpec",
+    config: ModelConfig,
+    store: "DataLake",
+    mlflow: MlflowResource,
+    dask: DaskResource,
+) -> dg.MaterializeResult:
+    """Search, fit, track and register one candidate (the training lock is held)."""
+    import pandas as pd
+
+    from mlplatform.lib import plots
+    from mlplatform.lib import training as tr
+    from mlplatform.lib.tracking import git_commit, log_training
+    from mlplatform.settings import project_root
+
+    spec = problem.spec
+    latest = store.read_latest(problem.name, "training_set")
+    if latest is None:
+        raise dg.Failure(f"{problem.name}: no training set yet; materialize training_set")
+    training = pd.read_parquet(latest["path"])
+    # the same data and settings give the same study: a rerun resumes or reuses it
+    settings = json.dumps({**cfg.model_dump(), "sampler": SAMPLER_VERSION}, sort_keys=True)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    study_name = f"{problem.name}-{latest['data_version']}-{digest}"
+    (store.root / "optuna").mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{store.root / 'optuna' / f'{problem.name}.db'}"
+    try:
+        # the final fit on the Dask cluster when the profile names one
+        final_fit = dask.fit if dask.enabled else None
+        candidate = tr.train_candidate(
+            training, spec, cfg, storage, study_name, config.params, final_fit
+        )
+    except ValueError as exc:
+        raise dg.Failure(f"{problem.name} training set {latest['data_version']}: {exc}") from None
+    final, result, history = candidate.fit, candidate.search, candidate.history()
+    trainer = f"lightgbm.dask ({dask.scheduler_address})" if dask.enabled else "lightgbm"
+    figures = {"feature_importance": plots.importance(final.booster)}
+    if result is not None:
+        figures["optimization_history"] = plots.optimization_history(history, spec.metric.name)
+    commit = git_commit(project_root())
+    lineage = {
+        "data_version": latest["data_version"],
+        "git_commit": commit,
+        "dagster_run_id": context.run.run_id,
+        "spec_version": str(spec.version),
+        "training_window": f"{latest['start']}..{latest['end']}",
+    }
+    logged = log_training(
+        mlflow.tracking(),
+        experiment=problem.name,
+        run_name=f"{problem.name}-{context.run.run_id[:8]}",
+        registered_model=problem.name,
+        params={
+            **candidate.params,
+            "search_space": json.dumps(cfg.model_dump()["search_space"]),
+            "n_trials": cfg.n_trials if result else 0,
+            "seed": cfg.seed,
+            "pruner": cfg.pruner,
+            "trainer": trainer,
+            "best_iteration": final.booster.best_iteration,
+            "study": study_name if result else "none: fixed parameters",
+        },
+        metrics={
+            "valid_auc": final.auc,
+            "valid_logloss": final.logloss,
+            "train_rows": float(candidate.train_rows),
+            "valid_rows": float(candidate.valid_rows),
+            **(
+                {
+                    "best_trial_auc": float(result.study.best_value),
+                    "search_rounds": float(result.rounds),
+                    **{f"trials_{k}": float(v) for k, v in result.counts.items() if v},
+                }
+                if result
+                else {}
+            ),
+        },
+        tags={
+            "mlflow.source.git.commit": commit,
+            **{f"mlplatform.{k}": v for k, v in lineage.items()},
+        },
+        booster=final.booster,
+        encoding_json=candidate.encoding.to_json(),
+        example=candidate.example,
+        dataset=training,
+        dataset_source=latest["path"],
+        dataset_digest=latest["data_version"],
+        dataset_name=f"{problem.name}_training_set",
+        history=history,
+        figures=figures,
+        version_tags={**lineage},
+    )
+    url = mlflow.run_url(logged.experiment_id, logged.run_id)
+    context.log.info(f"registered {problem.name} version {logged.version} from run {url}")
+    return dg.MaterializeResult(
+        metadata={
+            "mlflow_run_id": logged.run_id,
+            "mlflow_run": dg.MetadataValue.url(url),
+            "registered_model": problem.name,
+            "registered_version": logged.version,
+            "model_uri": logged.model_uri,
+            "training_set_version": latest["data_version"],
+            "git_commit": commit,
+            "valid_auc": final.auc,
+            "valid_logloss": final.logloss,
+            "best_iteration": final.booster.best_iteration,
+            "trainer": trainer,
+            "trials": dg.MetadataValue.json(result.counts if result else {}),
+            "best_params": dg.MetadataValue.json(candidate.params),
+            **{name: _png_md(plots.png(fig), name) for name, fig in figures.items()},
+        },
+        data_version=dg.DataVersion(
+            hashlib.sha256(final.booster.model_to_string().encode()).hexdigest()[:16]
+        ),
+    )
