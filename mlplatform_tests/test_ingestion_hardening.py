@@ -104,6 +104,18 @@ def test_only_the_declared_spellings_read_as_null(tmp_path: Path, problem: Probl
     assert validate_schema(declared, FlightsSchema)[1].passed
 
 
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_a_null_spelled_out_as_a_tail_number_is_refused(spelling: str) -> None:
+    frame = export_day("flights", date(2013, 1, 7)).head(20).astype("string")
+    frame.loc[2, "tailnum"] = spelling
+
+    typed, outcome = validate_schema(frame, FlightsSchema)
+
+    assert typed is None
+    (case,) = outcome.details["failure_cases"]
+    assert (case["row"], case["column"], case["value"]) == ("2", "tailnum", spelling)
+
+
 @pytest.mark.parametrize("text", ["nan", "NaN", "-nan", "inf", "-Infinity"])
 def test_text_that_coerces_to_nan_or_infinity_is_refused(text: str) -> None:
     frame = export_day("flights", date(2013, 1, 7)).head(20).astype("string")

@@ -14,6 +14,9 @@ from pandera.typing import Series
 
 UtcTimestamp = Annotated[pd.DatetimeTZDtype, "ns", "UTC"]
 NYC_ORIGINS = ["EWR", "JFK", "LGA"]
+# Every 2013 tail number: 2-6 capitals or digits, at least one digit. Spelled-out nulls
+# ("NULL", "None", "N/A", "nan") are not tail numbers, and only the empty field is null.
+TAILNUM = r"^(?=.*[0-9])[A-Z0-9]{2,6}$"
 
 
 class FlightsSchema(pa.DataFrameModel):
@@ -30,7 +33,7 @@ class FlightsSchema(pa.DataFrameModel):
     arr_delay: Series[float] = pa.Field(nullable=True)
     carrier: Series[str] = pa.Field(str_matches=r"^[A-Z0-9]{2}$")
     flight: Series[int] = pa.Field(ge=1)
-    tailnum: Series[str] = pa.Field(nullable=True)
+    tailnum: Series[str] = pa.Field(nullable=True, str_matches=TAILNUM)
     origin: Series[str] = pa.Field(isin=NYC_ORIGINS)
     dest: Series[str] = pa.Field(str_matches=r"^[A-Z0-9]{3}$")
     air_time: Series[float] = pa.Field(nullable=True, ge=0)
@@ -71,7 +74,7 @@ class WeatherSchema(pa.DataFrameModel):
 class PlanesSchema(pa.DataFrameModel):
     """Aircraft registry; manufacture year and speed are often unknown."""
 
-    tailnum: Series[str]
+    tailnum: Series[str] = pa.Field(str_matches=TAILNUM)
     year: Series[float] = pa.Field(nullable=True, ge=1900, le=2100)
     type: Series[str]
     manufacturer: Series[str]
