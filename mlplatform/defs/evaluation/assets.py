@@ -55,11 +55,39 @@ class EvaluationConfig(dg.Config):
     override_reason: str = ""
 
 
+def run_materialization(
+    context: dg.AssetExecutionContext, key: dg.AssetKey
+) -> dg.AssetMaterialization | None:
+    """The newest materialization of ``key`` made by this run (or the run it re-executes).
+
+    What an asset built in the same run is the one its downstream step must use: "the
+    newest in the instance" may come from another run that finished in between.
+    """
+    run = context.run
+    for run_id in dict.fromkeys(r for r in (run.run_id, run.parent_run_id, run.root_run_id) if r):
+        entries = context.instance.all_logs(
+            run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        )
+        mine = [e.asset_materialization for e in entries if e.asset_materialization]
+        mine = [m for m in mine if m.asset_key == key]
+        if mine:
+            return mine[-1]
+    return None
+
+
 def _candidate_version(context: dg.AssetExecutionContext, problem: Problem, config_version: str):
+    """The version to judge: the configured one, else the candidate this run trained.
+
+    Only a run that trained no candidate (the evaluation job, `mlplatform evaluate`
+    without ``--version``) takes the newest candidate in the instance.
+    """
     if config_version:
         return config_version
-    event = context.instance.get_latest_materialization_event(model_key(problem))
-    meta = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    materialization = run_materialization(context, model_key(problem))
+    if materialization is None:
+        event = context.instance.get_latest_materialization_event(model_key(problem))
+        materialization = event.asset_materialization if event else None
+    meta = materialization.metadata if materialization else {}
     if "registered_version" not in meta:
         raise dg.Failure(f"{problem.name}: no model candidate yet; materialize model_candidate")
     return str(meta["registered_version"].value)

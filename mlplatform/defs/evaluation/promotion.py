@@ -9,7 +9,7 @@ that a passing model becomes ``challenger`` and reaches traffic through the roll
 import dagster as dg
 
 from mlplatform import settings
-from mlplatform.defs.evaluation.assets import GROUP, evaluation_key
+from mlplatform.defs.evaluation.assets import GROUP, evaluation_key, run_materialization
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource, MlflowResource
 
@@ -36,8 +36,11 @@ def build_promotion_asset(problem: Problem) -> dg.AssetsDefinition:
         from mlplatform.lib import registry as reg
         from mlplatform.lib.deployment import REPLACED, DeploymentLog, Transition, plan
 
-        event = context.instance.get_latest_materialization_event(evaluation_key(problem))
-        report = event.asset_materialization if event else None
+        # the report of this run, never a newer one another run wrote in between
+        report = run_materialization(context, evaluation_key(problem))
+        if report is None:
+            event = context.instance.get_latest_materialization_event(evaluation_key(problem))
+            report = event.asset_materialization if event else None
         if report is None:
             raise dg.Failure(f"{problem.name}: no evaluation report; materialize it first")
         version = str(report.metadata["registered_version"].value)
