@@ -309,6 +309,7 @@ def test_a_file_size_limit_on_the_service_fails_no_request_and_loses_no_answered
     assert "File too large" in failing["last_error"]
     assert status["up"] and status["prediction_log"]["pending"] == 600
     assert "File too large" in status["prediction_log"]["last_error"]
+    assert any("prediction log: 0 records lost, 600 waiting" in a for a in status["alerts"])
     assert (recovered["failing"], recovered["lost"]) == (False, 0)
     assert recovered["written"] >= 650
     assert not tmp_after_recovery

@@ -305,7 +305,8 @@ def service_status(root: Path, problem: str) -> dict[str, Any]:
     """The ``service`` block of ``mlplatform status``: its URL and whether it answers.
 
     A service that answers adds ``prediction_log``: records written, pending (answered,
-    not yet on disk) and lost, and the last write error (see ``PredictionLog.health``).
+    not yet on disk) and lost, and the last write error (see ``PredictionLog.health``);
+    while its writes fail or once records were lost, an alert says so.
     A degraded service adds ``alerts``: why it does not serve what the registry names (a
     champion deleted, an alias on a version the gates did not clear, an unreadable registry).
     """
@@ -318,4 +319,10 @@ def service_status(root: Path, problem: str) -> dict[str, Any]:
         out["alerts"] = [a["reason"] for a in health.get("alerts", [])]
         if not health.get("registry", {}).get("ok", True):
             out["alerts"].append(f"registry unreadable: {health['registry'].get('error')}")
+    written = out.get("prediction_log") or {}
+    if written.get("failing") or written.get("lost"):  # answered requests without a record
+        out.setdefault("alerts", []).append(
+            f"prediction log: {written.get('lost', 0)} records lost, "
+            f"{written.get('pending', 0)} waiting; last write error: {written.get('last_error')}"
+        )
     return out
