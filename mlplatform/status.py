@@ -12,7 +12,7 @@ from mlplatform.lib.deployment import DeploymentLog, is_rollback
 from mlplatform.lib.deployment import status as deployment_status
 from mlplatform.lib.landing import Pending, pending
 from mlplatform.lib.names import raw_table
-from mlplatform.lib.registry import aliases, last_verdict
+from mlplatform.lib.registry import RegistryError, aliases, last_verdict
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.timeline import latest_timeline
 from mlplatform.lib.tracking import Tracking, local_tracking, registered_versions
@@ -37,7 +37,7 @@ def problem_status(
     tracking = tracking or local
     # the embedded store exists once something was tracked; a server always answers
     has_registry = tracking != local or local.artifact_root.parent.joinpath("mlflow.db").exists()
-    held = aliases(tracking, problem.name) if has_registry else {}
+    held, versions, verdict, registry_error = _registry(tracking, problem.name, has_registry)
     current = DeploymentLog(lake.root, problem.name).current()
     relanded = [p for p in pending(lake, problem) if p.relanded]
     return {
@@ -70,11 +70,10 @@ def problem_status(
             if training
             else None
         ),
-        "registered_versions": (
-            registered_versions(tracking, problem.name) if has_registry else []
-        ),
+        "registered_versions": versions,
         "aliases": held,
-        "last_verdict": last_verdict(tracking, problem.name) if has_registry else None,
+        "last_verdict": verdict,
+        "registry_error": registry_error,  # the registry could not be read: figures unknown
         "deployment": deployment_status(held, current),
         "service": service_status(lake.root, problem.name),
         "monitoring": monitoring_status(problem, instance, lake),
@@ -108,6 +107,19 @@ def stale_days(
                 for source in p.landed:
                     out.setdefault((p.day.isoformat(), source), "re-landed, not ingested yet")
     return [{"day": d, "source": s, "why": why} for (d, s), why in sorted(out.items())]
+
+
+def _registry(
+    tracking: Tracking, name: str, has_registry: bool
+) -> tuple[dict[str, str], list[dict[str, str]], dict[str, Any] | None, str | None]:
+    """Aliases, versions and last verdict; an unreadable registry says so, not "none"."""
+    if not has_registry:
+        return {}, [], None, None
+    try:
+        held = aliases(tracking, name)
+        return held, registered_versions(tracking, name), last_verdict(tracking, name), None
+    except RegistryError as exc:
+        return {}, [], None, str(exc)
 
 
 def monitoring_status(

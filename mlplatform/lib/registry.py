@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlplatform.lib.tracking import Tracking
+from mlplatform.errors import PlatformError
+from mlplatform.lib.tracking import RegistryError as RegistryError  # raised by the readers here
+from mlplatform.lib.tracking import Tracking, not_found, read_error
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -74,28 +76,8 @@ def load_version(tracking: Tracking, name: str, version: str) -> LoadedModel:
     return LoadedModel(name, str(version), booster, encoding)
 
 
-class ModelFilesError(RuntimeError):
+class ModelFilesError(PlatformError, RuntimeError):
     """A registered version's model files are missing or unreadable."""
-
-
-class RegistryError(RuntimeError):
-    """The registry could not be read (locked, unreachable, emptied, wrong schema).
-
-    Not the same as an empty registry: callers must never take this for "no champion".
-    """
-
-
-def _not_found(exc: Exception) -> bool:
-    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
-
-
-def read_error(tracking: Tracking, what: str, exc: Exception) -> RegistryError:
-    """A ``RegistryError`` naming the store, what was read and the cause's first line."""
-    cause = (str(exc).strip().splitlines() or [""])[0][:300]
-    return RegistryError(
-        f"the model registry at {tracking.tracking_uri} could not be read ({what}): "
-        f"{type(exc).__name__}: {cause}"
-    )
 
 
 def aliases(tracking: Tracking, name: str) -> dict[str, str]:
@@ -107,7 +89,7 @@ def aliases(tracking: Tracking, name: str) -> dict[str, str]:
     try:
         model = tracking.client().get_registered_model(name)
     except Exception as exc:
-        if _not_found(exc):
+        if not_found(exc):
             return {}
         raise read_error(tracking, f"aliases of {name}", exc) from exc
     return {alias: str(version) for alias, version in model.aliases.items()}
@@ -138,7 +120,7 @@ def clearance(tracking: Tracking, name: str, version: str) -> Clearance:
     try:
         tags = dict(tracking.client().get_model_version(name, version).tags)
     except Exception as exc:
-        if _not_found(exc):
+        if not_found(exc):
             return Clearance(
                 version, False, f"version {version} is not in the registry (deleted)", exists=False
             )
@@ -232,7 +214,7 @@ def last_verdict(tracking: Tracking, name: str) -> dict[str, Any] | None:
     try:
         versions = tracking.client().search_model_versions(f"name='{name}'")
     except Exception as exc:
-        if _not_found(exc):
+        if not_found(exc):
             return None
         raise read_error(tracking, f"versions of {name}", exc) from exc
     judged = [v for v in versions if "verdict" in v.tags]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlplatform.errors import PlatformError
+
 if TYPE_CHECKING:
     import lightgbm as lgb
     import pandas as pd
@@ -136,6 +138,27 @@ def _discard_pool_on_error(context: Any) -> None:
         context.is_disconnect = True  # SQLAlchemy then drops every pooled connection
 
 
+class RegistryError(PlatformError, RuntimeError):
+    """The registry could not be read (locked, unreachable, emptied, wrong schema).
+
+    Not the same as an empty registry: callers must never take this for "no champion".
+    """
+
+
+def not_found(exc: Exception) -> bool:
+    """The registry answered that the model or version does not exist."""
+    return getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def read_error(tracking: Tracking, what: str, exc: Exception) -> RegistryError:
+    """A ``RegistryError`` naming the store, what was read and the cause's first line."""
+    cause = (str(exc).strip().splitlines() or [""])[0][:300]
+    return RegistryError(
+        f"the model registry at {tracking.tracking_uri} could not be read ({what}): "
+        f"{type(exc).__name__}: {cause}"
+    )
+
+
 def local_tracking(data: Path) -> Tracking:
     """The embedded store under a data folder: SQLite backend, local artifact folder."""
     root = data / "mlflow"
@@ -148,14 +171,14 @@ def registered_versions(tracking: Tracking, model: str) -> list[dict[str, str]]:
     """Every version of a registered model with its lineage tags, oldest first.
 
     Raises:
-        mlflow.exceptions.MlflowException: the registry could not be read (not "no versions").
+        RegistryError: the registry could not be read (not "no versions").
     """
     try:
         versions = tracking.client().search_model_versions(f"name='{model}'")
     except Exception as exc:
-        if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+        if not_found(exc):
             return []
-        raise
+        raise read_error(tracking, f"versions of {model}", exc) from exc
     return [
         {
             "version": str(v.version),
