@@ -73,7 +73,8 @@ def problem_status(
         "registered_versions": versions,
         "aliases": held,
         "last_verdict": verdict,
-        "registry_error": registry_error,  # the registry could not be read: figures unknown
+        # only when the registry could not be read: the three keys above are then unknown
+        **({"registry_error": registry_error} if registry_error else {}),
         "deployment": deployment_status(held, current),
         "service": service_status(lake.root, problem.name),
         "monitoring": monitoring_status(problem, instance, lake),
