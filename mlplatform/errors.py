@@ -21,10 +21,14 @@ class PlatformError(Exception):
         return str(self.args[0]) if self.args else self.__class__.__name__
 
 
-class UsageError(PlatformError):
-    """The command's arguments cannot be used (unknown problem, days outside the data)."""
+class UsageError(PlatformError, ValueError):
+    """The command's arguments cannot be used (a bad spec, days outside the data...)."""
 
     exit_code = 2
+
+
+class UnknownNameError(UsageError, KeyError):
+    """A name (a problem, a source) that is not defined; the message lists the known ones."""
 
 
 class BusyError(PlatformError):

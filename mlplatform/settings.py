@@ -8,6 +8,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlplatform.errors import UsageError
+
 ENV_VAR = "MLPLATFORM_ENV"
 HOME_VAR = "MLPLATFORM_HOME"
 DATA_VAR = "MLPLATFORM_DATA_DIR"
@@ -19,7 +21,7 @@ def environment() -> str:
     """The active profile (``MLPLATFORM_ENV``), ``local`` unless set."""
     profile = os.environ.get(ENV_VAR, "local")
     if profile not in PROFILES:
-        raise ValueError(f"{ENV_VAR}={profile!r} is not a known profile (known: {PROFILES})")
+        raise UsageError(f"{ENV_VAR}={profile!r} is not a known profile (known: {PROFILES})")
     return profile
 
 

@@ -12,12 +12,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mlplatform.errors import UsageError
+
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 TimePart = Literal["year", "month", "day", "hour", "minute"]
 
 
-class SpecError(ValueError):
+class SpecError(UsageError):
     """A problem spec that cannot be used; the message names the file and the fields."""
 
 

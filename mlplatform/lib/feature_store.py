@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from mlplatform.errors import PlatformError
 from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tables import EVENT_TS
@@ -170,7 +171,7 @@ def _redis_row_counts(store: "FeatureStore") -> dict[str, int]:
     return counts
 
 
-class NotMaterializedError(RuntimeError):
+class NotMaterializedError(PlatformError, RuntimeError):
     """A feature view has never been materialized into the online store."""
 
 

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 
 import pandas as pd
 
+from mlplatform.errors import PlatformError
 from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tables import EVENT_TS, FeatureTable, local_midnight
@@ -19,7 +20,7 @@ from mlplatform.problems import Problem
 from mlplatform.spec import TargetSpec
 
 
-class MissingInputError(FileNotFoundError):
+class MissingInputError(PlatformError, FileNotFoundError):
     """A feature table's own day of a validated source is not there."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
+from mlplatform.errors import PlatformError
 from mlplatform.lib import validation as v
 from mlplatform.lib.checks import override as release
 from mlplatform.lib.names import NULL_RATES, VOLUME, raw_table
@@ -31,11 +32,11 @@ class Override:
     reason: str
 
 
-class NothingLandedError(FileNotFoundError):
+class NothingLandedError(PlatformError, FileNotFoundError):
     """No export file has landed for the partition."""
 
 
-class RejectedBatchError(ValueError):
+class RejectedBatchError(PlatformError, ValueError):
     """A typed table was asked for a raw partition whose batch was rejected."""
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from mlplatform.errors import UsageError
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
 
@@ -18,7 +19,7 @@ from mlplatform.problems import Problem
 def days(start: date, end: date) -> Iterator[date]:
     """Every day from ``start`` to ``end``, both included."""
     if end < start:
-        raise ValueError(f"end {end} is before start {start}")
+        raise UsageError(f"end {end} is before start {start}")
     for offset in range((end - start).days + 1):
         yield start + timedelta(days=offset)
 
@@ -31,7 +32,7 @@ def land(lake: DataLake, problem: Problem, start: date, end: date) -> dict[str, 
     spec = problem.spec
     first, last = spec.partitioning.start, spec.partitioning.end - timedelta(days=1)
     if start < first or end > last:
-        raise ValueError(f"{problem.name} has data for {first}..{last}, not {start}..{end}")
+        raise UsageError(f"{problem.name} has data for {first}..{last}, not {start}..{end}")
     rows: dict[str, int] = {}
     for source, source_spec in spec.sources.items():
         if source_spec.kind == "reference":

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from mlplatform.errors import PlatformError
 
-class MalformedFileError(ValueError):
+
+class MalformedFileError(PlatformError, ValueError):
     """A landed file that cannot be read as a table."""
 
     def __init__(self, path: Path, problem: str) -> None:

@@ -13,13 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mlplatform.errors import PlatformError
 from mlplatform.lib import registry as reg
 from mlplatform.lib.deployment import DeploymentLog, Transition, plan
 from mlplatform.lib.tracking import Tracking
 from mlplatform.spec import ProblemSpec, RolloutSpec
 
 
-class RolloutError(ValueError):
+class RolloutError(PlatformError, ValueError):
     """A transition that the current state does not allow; nothing was changed."""
 
 

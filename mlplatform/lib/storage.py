@@ -30,6 +30,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlplatform.errors import PlatformError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -39,7 +41,7 @@ LANDED_SUFFIXES = (".csv", ".parquet")
 RAW_PREFIX = "raw_"
 
 
-class RejectedDayError(FileNotFoundError):
+class RejectedDayError(PlatformError, FileNotFoundError):
     """A table's day is not readable: its newest landing was rejected and not overridden."""
 
 

@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from mlplatform.errors import UnknownNameError
 from mlplatform.spec import ProblemSpec, SpecError, load_spec
 
 if TYPE_CHECKING:
@@ -174,5 +175,6 @@ def get_problem(name: str) -> Problem:
     """The problem called ``name``; the error lists the known ones."""
     known = problems()
     if name not in known:
-        raise KeyError(f"unknown problem {name!r} (known: {', '.join(sorted(known)) or 'none'})")
+        listed = ", ".join(sorted(known)) or "none"
+        raise UnknownNameError(f"unknown problem {name!r} (known: {listed})")
     return known[name]

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlplatform.errors import PlatformError
 from mlplatform.lib import registry as reg
 from mlplatform.lib.deployment import DeploymentLog, Plan, plan
 from mlplatform.lib.prediction_log import PredictionLog, monotonic_ms, now_utc
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlplatform.serving")
 
 
-class NoChampionError(RuntimeError):
+class NoChampionError(PlatformError, RuntimeError):
     """Nothing may be served: no version holds the ``champion`` alias."""
 
 

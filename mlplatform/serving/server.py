@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlplatform.errors import PlatformError
 from mlplatform.lib.tracking import Tracking
 from mlplatform.problems import Problem
 from mlplatform.serving.runtime import Runtime
@@ -111,7 +112,7 @@ def serve(
         sock.close()
 
 
-class ServeError(ValueError):
+class ServeError(PlatformError, ValueError):
     """The service cannot start as asked (the command prints the message, exits 2)."""
 
 
