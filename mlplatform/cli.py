@@ -10,6 +10,8 @@ from datetime import date
 from pathlib import Path
 
 from mlplatform import settings
+from mlplatform.errors import PlatformError
+from mlplatform.runs import owner_tags
 
 
 def _out(line: str = "") -> None:
@@ -35,8 +37,14 @@ def _tracking():
 def _instance():
     import dagster as dg
 
+    from mlplatform.runs import fail_orphaned_runs
+
     os.environ["DAGSTER_HOME"] = str(settings.ensure_dagster_home())
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    # a killed command leaves its run STARTED (and its pool slots taken): not for long
+    for run_id in fail_orphaned_runs(instance):
+        sys.stderr.write(f"mlplatform: run {run_id[:8]} lost its process; marked failed\n")
+    return instance
 
 
 def cmd_land(args: argparse.Namespace) -> int:
@@ -83,6 +91,7 @@ def _run_jobs(
             partition_key=partition,
             raise_on_error=False,
             run_config={**_QUIET, **({"ops": run_ops} if run_ops else {})},
+            tags=owner_tags(),  # so a run whose process dies is found and marked failed
         )
         if results is not None:
             results.append(result)
@@ -217,12 +226,23 @@ def _print_verdict(result) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train a candidate, evaluate it against the champion, promote it if every gate passes."""
+    """Train a candidate, evaluate it against the champion, promote it if every gate passes.
+
+    Refuses at once (``BusyError``) while another training of the problem runs; its
+    model step holds the problem's training lock from the search to the registration.
+    """
     from mlplatform.defs.jobs import training_job_name
+    from mlplatform.defs.training.model import training_lock
+    from mlplatform.lib.training import exclusive
     from mlplatform.problems import get_problem
 
+    problem = get_problem(args.problem)
+    # Only a probe: the run's model step takes the lock for itself. Without it, the run
+    # would queue on the problem's training pool, then register a second version.
+    with exclusive(training_lock(settings.data_dir(), problem), f"a training of {problem.name}"):
+        pass
     results: list = []
-    code = _run_jobs([(training_job_name(get_problem(args.problem)), None)], results=results)
+    code = _run_jobs([(training_job_name(problem), None)], results=results)
     _print_verdict(results[0])
     return code
 
@@ -471,6 +491,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _day(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -529,7 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem", required=True)
     p.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--end", type=_day, required=True, help="last day (included)")
-    p.add_argument("--trials", type=int, help="search trials per retrain (default: the spec's)")
+    p.add_argument(
+        "--trials", type=_positive, help="search trials per retrain (default: the spec's)"
+    )
     p.set_defaults(fn=cmd_replay)
 
     p = sub.add_parser("serve", help="serve predictions over HTTP (FastAPI)")
@@ -605,9 +637,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return args.fn(args)
-    except (KeyError, ValueError) as exc:
+    except PlatformError as exc:  # the platform's own: one line, what is wrong and what to do
         sys.stderr.write(f"mlplatform {args.command}: {exc}\n")
+        return exc.exit_code
+    except (KeyError, ValueError) as exc:
+        if not _raised_here(exc):
+            raise  # a bug: its traceback is what helps
+        sys.stderr.write(f"mlplatform {args.command}: {exc}\n")  # a verb's argument check
         return 2
+
+
+def _raised_here(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by a verb of this module (its own argument checks)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename == __file__
 
 
 if __name__ == "__main__":

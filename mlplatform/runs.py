@@ -10,8 +10,10 @@ this host whose process is gone, and frees their pool slots. The daemon's run mo
 
 import os
 import socket
+from typing import TYPE_CHECKING
 
-import dagster as dg
+if TYPE_CHECKING:
+    import dagster as dg
 
 PID_TAG, HOST_TAG = "mlplatform/pid", "mlplatform/host"
 
@@ -31,12 +33,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+def fail_orphaned_runs(instance: "dg.DagsterInstance") -> list[str]:
     """Mark failed the in-progress runs of this host whose process is gone; their ids.
 
     A run is orphaned when its ``mlplatform/pid`` tag names a process that no longer
     exists on this host (``mlplatform/host``). Its pool slots are freed with it.
     """
+    import dagster as dg
+
     host = socket.gethostname()
     records = instance.get_run_records(
         dg.RunsFilter(
