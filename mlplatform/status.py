@@ -85,29 +85,37 @@ def problem_status(
 def stale_days(
     problem: Problem, lake: DataLake, training: dict[str, Any], relanded: list[Pending]
 ) -> list[dict[str, str]]:
-    """Days the latest training set read that changed since: ``{day, source, why}`` each.
+    """Days the latest training or holdout set read that changed since.
 
     A day is stale when it was ingested again with other content than the set read (its
     ``inputs``), when its newest landing is now rejected, or when new content landed for it
-    and waits for ingestion.
+    and waits for ingestion. The one step that builds the training set builds the holdout
+    set (the days after it) too: both are listed, each entry saying which (``set``).
+
+    Returns:
+        ``{day, source, set, why}`` per stale day and source, by day.
     """
-    out: dict[tuple[str, str], str] = {}
-    for key, digest in (training.get("inputs") or {}).items():
-        source, day = key.split("/", 1)
-        report = lake.read_batch_report(problem.name, raw_table(source), day)
-        if report is not None and report.get("accepted") and report.get("content_hash") != digest:
-            out[(day, source)] = (
-                f"ingested again with new content ({digest} -> {report['content_hash']})"
-            )
-        elif (rejected := lake.blocking(problem.name, source, day)) is not None:
-            out[(day, source)] = f"newest landing rejected, quarantined at {rejected.quarantine}"
-    if "start" in training and "end" in training:
-        start, end = date.fromisoformat(training["start"]), date.fromisoformat(training["end"])
-        for p in relanded:
-            if start <= p.day <= end:
-                for source in p.landed:
-                    out.setdefault((p.day.isoformat(), source), "re-landed, not ingested yet")
-    return [{"day": d, "source": s, "why": why} for (d, s), why in sorted(out.items())]
+    out: dict[tuple[str, str, str], str] = {}
+    holdout = lake.read_latest(problem.name, "holdout_set")
+    for name, latest in (("training_set", training), ("holdout_set", holdout or {})):
+        for key, digest in (latest.get("inputs") or {}).items():
+            source, day = key.split("/", 1)
+            report = lake.read_batch_report(problem.name, raw_table(source), day)
+            if report and report.get("accepted") and report.get("content_hash") != digest:
+                new = report["content_hash"]
+                out[(day, source, name)] = f"ingested again with new content ({digest} -> {new})"
+            elif (rejected := lake.blocking(problem.name, source, day)) is not None:
+                out[(day, source, name)] = (
+                    f"newest landing rejected, quarantined at {rejected.quarantine}"
+                )
+        if "start" in latest and "end" in latest:
+            start, end = date.fromisoformat(latest["start"]), date.fromisoformat(latest["end"])
+            for p in relanded:
+                if start <= p.day <= end:
+                    for source in p.landed:
+                        key = (p.day.isoformat(), source, name)
+                        out.setdefault(key, "re-landed, not ingested yet")
+    return [{"day": d, "source": s, "set": n, "why": why} for (d, s, n), why in sorted(out.items())]
 
 
 def _registry(
