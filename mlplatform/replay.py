@@ -37,9 +37,11 @@ import dagster as dg
 from mlplatform import settings
 from mlplatform.defs.automation import AUTOMATION_SENSOR, retrain_job_name
 from mlplatform.defs.deployment.sensors import rollout_sensor_name
+from mlplatform.errors import PlatformError
 from mlplatform.lib.landing import days, land
 from mlplatform.lib.names import raw_table
 from mlplatform.problems import Problem
+from mlplatform.runs import owner_tags
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -198,7 +200,14 @@ class Replay:
         return total
 
     def execute(self, origin: str, job_name: str | None, request: dg.RunRequest) -> int:
-        """Run one request in-process with the daemon's tags; 0 if its run key already ran."""
+        """Run one request in-process with the daemon's tags; 0 if its run key already ran.
+
+        A request for several partitions at once (the automation sensor emits those as a
+        backfill) runs as the backfill daemon would: one run per partition, oldest day
+        first, then the unpartitioned assets.
+        """
+        if request.asset_graph_subset is not None:
+            return self._backfill(origin, request)
         kind = SCHEDULE_NAME if origin == self.schedule else SENSOR_NAME
         tags = {**request.tags, kind: origin}
         if request.run_key:
@@ -215,7 +224,10 @@ class Replay:
             name = request.job_name or job_name
             job = self.defs.resolve_job_def(name) if name else None
         if job is None:
-            raise RuntimeError(f"{origin}: no job for {request}")
+            wanted = [k.to_user_string() for k in selection or []] or [request.job_name]
+            raise ReplayError(
+                f"{origin} asked for {wanted}, which no job of the code location runs"
+            )
         run_config = dict(request.run_config or {})
         if job.name == retrain_job_name(self.problem) and self.retrain_ops:
             run_config["ops"] = {**self.retrain_ops, **run_config.get("ops", {})}
@@ -228,13 +240,31 @@ class Replay:
                 run_config={**QUIET, **run_config},
                 partition_key=request.partition_key,
                 asset_selection=selection,
-                tags=tags,
+                tags={**tags, **owner_tags()},
                 raise_on_error=False,
             )
         self.launched.append(
             Launched(settings.now(), origin, job.name, result.success, tags, result)
         )
         return 1
+
+    def _backfill(self, origin: str, request: dg.RunRequest) -> int:
+        """One run per partition key of a backfill request (unpartitioned assets last)."""
+        subset = request.asset_graph_subset
+        assert subset is not None
+        by_partition: dict[str | None, list[dg.AssetKey]] = {}
+        for asset_partition in subset.iterate_asset_partitions():
+            keys = by_partition.setdefault(asset_partition.partition_key, [])
+            keys.append(asset_partition.asset_key)
+        launched = 0
+        for partition in sorted(by_partition, key=lambda p: (p is None, p or "")):
+            part = dg.RunRequest(
+                asset_selection=sorted(set(by_partition[partition]), key=str),
+                partition_key=partition,
+                tags=dict(request.tags),
+            )
+            launched += self.execute(origin, None, part)
+        return launched
 
     def _save_cursors(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -308,8 +338,8 @@ def frozen_scores(model: "LoadedModel", outcomes: "pd.DataFrame") -> "pd.Series"
     return pd.Series(model.predict_matrix(np.asarray(rows, dtype=float)), index=outcomes.index)
 
 
-class ReplayError(RuntimeError):
-    """The replay cannot start (nothing deployed, or days outside the problem's data)."""
+class ReplayError(PlatformError, RuntimeError):
+    """The replay cannot start (nothing deployed, days outside the problem's data, a gap)."""
 
 
 class AlreadyReplayed(ReplayError):
@@ -356,6 +386,62 @@ def retrain_event(problem: Problem, tracking: Any, run: Launched, day: date) -> 
     )
 
 
+def _refuse_gaps(
+    problem: Problem, instance: dg.DagsterInstance, start: date, ingested: list[str]
+) -> None:
+    """Refuse a start that leaves days unlanded, or ingested but without features.
+
+    A replayed day is served from the features of the days before it: a gap would serve
+    it silently from stale values (the newest weather weeks old, delay rates of the last
+    days missing). Raises ``ReplayError`` saying which days and what to run.
+    """
+    if not ingested:
+        return  # nothing before the start: the champion check says what to do
+    newest = date.fromisoformat(ingested[-1])
+    after = newest + timedelta(days=1)
+    if start > after:
+        missing = (start - after).days
+        raise ReplayError(
+            f"{problem.name}: {after}..{start - timedelta(days=1)} ({missing} days) were never "
+            f"landed and ingested, so {start} would be served from features {missing + 1} "
+            f"days old; start at {after}, or land, ingest and build features for those days "
+            "first ('mlplatform land/ingest/features')"
+        )
+    tables = [dg.AssetKey([problem.name, t.name]) for t in problem.feature_tables()]
+    unbuilt = sorted(
+        {
+            d
+            for key in tables
+            for d in ingested
+            if d not in instance.get_materialized_partitions(key)
+        }
+    )
+    # older days may lack features for their own reasons (a rejected batch); the days
+    # right before the start must all have them
+    recent = [d for d in unbuilt if d > (newest - timedelta(days=7)).isoformat()]
+    if recent:
+        raise ReplayError(
+            f"{problem.name}: {recent[0]}..{recent[-1]} were ingested but their features were "
+            f"not built; run 'mlplatform features --problem {problem.name} --start "
+            f"{recent[0]} --end {recent[-1]}' first"
+        )
+
+
+def _check_retrain_ops(problem: Problem, retrain_ops: dict[str, Any]) -> None:
+    """Refuse retraining settings a retrain would fail on, before the first day."""
+    from mlplatform.defs.training.model import ModelConfig, model_key, training_settings
+
+    op = "__".join(model_key(problem).path)
+    config = retrain_ops.get(op, {}).get("config")
+    if config is None:
+        return
+    try:
+        training_settings(problem, ModelConfig(**config))
+    except (dg.Failure, ValueError) as exc:
+        message = exc.description if isinstance(exc, dg.Failure) else str(exc)
+        raise ReplayError(f"retraining settings: {message}") from None
+
+
 def replay(
     problem: Problem,
     start: date,
@@ -395,6 +481,8 @@ def replay(
             f"{problem.name}: {replayed[0]}..{replayed[-1]} ({len(replayed)} days) were "
             f"already ingested; a replay walks new days: start after {ingested[-1]}"
         )
+    _refuse_gaps(problem, instance, start, ingested)
+    _check_retrain_ops(problem, retrain_ops or {})
     tracking = resources["mlflow"].tracking()
     champion = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
     if champion is None:
