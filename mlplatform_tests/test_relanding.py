@@ -310,3 +310,32 @@ def test_a_relanded_day_marks_the_training_set_stale(featured: Platform) -> None
     assert _execute(featured, request).success
     (stale,) = problem_status(problem, lake, featured.instance)["training_set"]["stale_days"]
     assert stale["day"] == "2013-01-03" and "ingested again with new content" in stale["why"]
+
+
+def test_keep_from_the_command_line(
+    platform: Platform,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from mlplatform.cli import main
+
+    monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(platform.lake.root))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    keep = ["keep", "--problem", "flight_delay", "--source", "flights", "--day", "2013-01-06"]
+    assert main([*keep, "--by", "ana", "--reason", "checked"]) == 1  # a state, not a usage
+    assert "not rejected; nothing to keep" in capsys.readouterr().err
+
+    flights = platform.landed_file("flights", "2013-01-06")
+    _replace_landed(flights, _read_text_csv(flights).head(0))
+    assert not platform.run_day("2013-01-06").success
+    assert main([*keep, "--reason", "the first delivery was right", "--by", "ana"]) == 0
+    printed = capsys.readouterr().out
+    assert "kept flight_delay/flights 2013-01-06 (by ana" in printed
+    assert str(platform.lake.root / "quarantine") in printed
+    assert main(["status", "--json"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["flight_delay"]["rejected_days"]
+    assert shown["day"] == "2013-01-06" and shown["kept"]["by"] == "ana"
+    assert len(platform.lake.read_table("flight_delay", "flights", "2013-01-06")) > 800

@@ -383,10 +383,14 @@ def keep_previous(
         The record written to the lake.
 
     Raises:
-        ValueError: unknown source, no who/why, nothing rejected, or nothing to keep.
+        UnknownNameError: ``source`` is not a daily source of the problem.
+        UsageError: no who or why.
+        NothingToKeepError: the day's newest landing was not rejected, or has no table.
     """
+    from mlplatform.errors import UnknownNameError
+
     if source not in problem.spec.daily_sources():
-        raise ValueError(
+        raise UnknownNameError(
             f"{problem.name} has no daily source {source!r}; "
             f"known: {', '.join(problem.spec.daily_sources())}"
         )

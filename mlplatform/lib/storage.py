@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlplatform.errors import PlatformError
+from mlplatform.errors import PlatformError, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,6 +43,10 @@ RAW_PREFIX = "raw_"
 
 class RejectedDayError(PlatformError, FileNotFoundError):
     """A table's day is not readable: its newest landing was rejected and not overridden."""
+
+
+class NothingToKeepError(PlatformError, ValueError):
+    """``keep`` asked for a day whose newest landing was not rejected, or with no table."""
 
 
 @dataclass(frozen=True)
@@ -319,20 +323,21 @@ class DataLake:
             The record written.
 
         Raises:
-            ValueError: no who or why; the newest landing of the day was not rejected;
-                or there is no accepted table of that day to keep.
+            UsageError: no who or why.
+            NothingToKeepError: the newest landing of the day was not rejected, or no
+                landing of that day was ever accepted (there is no table to keep).
         """
         if not by.strip() or not reason.strip():
-            raise ValueError("keeping a rejected day's previous table needs --by and --reason")
+            raise UsageError("keeping a rejected day's previous table needs --by and --reason")
         label = partition_label(day)
         found = self.rejection(problem, source, day)
         if found is None:
-            raise ValueError(
+            raise NothingToKeepError(
                 f"{problem}/{source} {label}: its newest landing was not rejected; nothing to keep"
             )
         table = self.table_path(problem, source, day)
         if not table.exists():
-            raise ValueError(
+            raise NothingToKeepError(
                 f"{problem}/{source} {label}: no landing of that day was ever accepted, so "
                 f"there is no table to keep; re-land a corrected file (the rejected one is at "
                 f"{found.quarantine})"
