@@ -439,7 +439,7 @@ def _check_retrain_ops(problem: Problem, retrain_ops: dict[str, Any]) -> None:
         training_settings(problem, ModelConfig(**config))
     except (dg.Failure, ValueError) as exc:
         message = exc.description if isinstance(exc, dg.Failure) else str(exc)
-        raise ReplayError(f"retraining settings: {message}") from None
+        raise ReplayError(f"cannot retrain with these settings: {message}") from None
 
 
 def replay(
