@@ -59,7 +59,7 @@ def test_zero_trials_per_retrain_is_refused_before_the_first_day(
     featured: Platform, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ops = {"flight_delay__model_candidate": {"config": {"n_trials": 0}}}
-    with pytest.raises(ReplayError, match="training settings: n_trials: Input should be greater than or equal to 1"):
+    with pytest.raises(ReplayError, match="n_trials: Input should be greater than or equal to 1"):
         _replay(featured, date(2013, 1, 8), retrain_ops=ops)
 
     argv = ["replay", "--problem", "flight_delay", "--start", "2013-01-08", "--end", "2013-01-09"]
