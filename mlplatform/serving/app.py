@@ -107,8 +107,8 @@ class BodyTooLarge(Exception):
 class Lanes:
     """Bounded worker threads for single requests and batch chunks; singles go first.
 
-    Limiters are made on the event loop (``open``); ``busy`` counts single requests being
-    scored, and ``idle`` is set when there are none.
+    The limiters are made on the event loop (``open``). A count of the single requests being
+    scored sets an event when it falls to zero; batch items wait on it (``give_way``).
     """
 
     def __init__(self) -> None:
