@@ -19,7 +19,15 @@ import pytest
 
 from mlplatform.cli import main
 from mlplatform.defs.training.model import training_pool
-from mlplatform_tests.helpers import Platform, failure_messages
+from mlplatform_tests.helpers import (
+    BETTER,
+    QUIET,
+    STUMP,
+    STUMP_TRAINING,
+    Platform,
+    failure_messages,
+    tuned_problem,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # small but not trivial: ten trials of up to 120 rounds, pruned by Hyperband
@@ -226,3 +234,59 @@ def test_a_run_whose_process_was_killed_is_marked_failed_and_frees_its_pool(
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE  # type: ignore[union-attr]
         pool = instance.event_log_storage.get_concurrency_info(training_pool(featured.problem))
         assert pool.active_slot_count == 0
+
+
+def test_evaluation_judges_the_candidate_of_its_own_run(featured: Platform, problem) -> None:
+    from mlplatform.defs.training.model import model_key
+
+    tuned = tuned_problem(problem)
+    platform = Platform(tuned, featured.lake.root, featured.instance)
+    assert platform.run_feature_store().success  # the training-set checks, on this instance
+    assert platform.run_training(**STUMP_TRAINING, params=STUMP).success  # version 1
+
+    @dg.success_hook
+    def another_training_finishes(context: dg.HookContext) -> None:
+        """Between this run's candidate and its evaluation, another run's candidate lands."""
+        if context.op.name.endswith("model_candidate"):
+            context.instance.report_runless_asset_event(
+                dg.AssetMaterialization(model_key(tuned), metadata={"registered_version": "1"})
+            )
+
+    keys = [dg.AssetKey(["flight_delay", n]) for n in ("model_candidate", "evaluation_report")]
+    job = dg.define_asset_job("interleaved", selection=keys, hooks={another_training_finishes})
+    defs = dg.Definitions.merge(platform.defs, dg.Definitions(jobs=[job]))
+    ops = {"flight_delay__model_candidate": {"config": {**STUMP_TRAINING, "params": BETTER}}}
+    result = defs.resolve_job_def("interleaved").execute_in_process(
+        instance=platform.instance, run_config={**QUIET, "ops": ops}, raise_on_error=False
+    )
+
+    judged = {
+        e.asset_key.path[-1]: e.materialization.metadata["registered_version"].value
+        for e in result.get_asset_materialization_events()
+        if e.asset_key
+    }
+    assert judged == {"model_candidate": "2", "evaluation_report": "2"}
+
+
+def test_a_missing_model_file_ends_in_one_line_not_a_traceback(
+    featured: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from mlplatform.lib import registry as reg
+    from mlplatform.lib.tracking import local_tracking
+
+    assert featured.run_training(**STUMP_TRAINING, params=STUMP).success
+    tracking = local_tracking(featured.lake.root)
+    reg.set_alias(tracking, "flight_delay", reg.CHAMPION, "1")
+    for model_file in (featured.lake.root / "mlflow").rglob("*.lgb"):
+        model_file.unlink()  # what a cleaned-up artifact store leaves
+    monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(featured.lake.root))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    capsys.readouterr()
+
+    argv = ["replay", "--problem", "flight_delay", "--start", "2013-01-08", "--end", "2013-01-08"]
+    code = main(argv)
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("mlplatform replay: ") and err.count("\n") == 1, err
+    assert "version 1" in err and "Traceback" not in err
