@@ -339,3 +339,22 @@ def test_keep_from_the_command_line(
     (shown,) = json.loads(capsys.readouterr().out)["flight_delay"]["rejected_days"]
     assert shown["day"] == "2013-01-06" and shown["kept"]["by"] == "ana"
     assert len(platform.lake.read_table("flight_delay", "flights", "2013-01-06")) > 800
+
+
+def test_a_relanded_snapshot_is_ingested_again(platform: Platform) -> None:
+    assert platform.run_reference().success
+    assert not [r for r in _tick(platform).run_requests or [] if r.partition_key is None]
+    (planes,) = platform.lake.landed_files("flight_delay", "planes", None)
+    corrected = _read_text_csv(planes)
+    assert corrected.loc[0, "seats"] == "55"
+    corrected.loc[0, "seats"] = "50"  # a correction to the reference data
+    _replace_landed(planes, corrected)
+
+    (request,) = [r for r in _tick(platform).run_requests or [] if r.partition_key is None]
+    assert set(request.asset_selection or []) == {
+        dg.AssetKey(["flight_delay", "raw_planes"]),
+        dg.AssetKey(["flight_delay", "planes"]),
+    }
+    assert _execute(platform, request).success
+    assert platform.lake.read_table("flight_delay", "planes", None)["seats"].iloc[0] == 50
+    assert not [r for r in _tick(platform).run_requests or [] if r.partition_key is None]

@@ -10,6 +10,7 @@
   each behind the spec's rails (minimum new labels, cool-down, daily cap).
 """
 
+import hashlib
 import json
 import warnings
 from datetime import date, datetime, timedelta
@@ -18,7 +19,7 @@ from typing import Any
 import dagster as dg
 
 from mlplatform import settings
-from mlplatform.lib.landing import Pending, pending
+from mlplatform.lib.landing import Pending, pending, reference_changes
 from mlplatform.lib.names import raw_table
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource, MlflowResource
@@ -189,16 +190,22 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
             for s in daily
         }
         requests: list[dg.RunRequest] = []
-        landed_refs = all(store.landed_files(problem.name, r, None) for r in references)
-        if (
-            references
-            and landed_refs
-            and not all(
-                context.instance.get_latest_materialization_event(dg.AssetKey([problem.name, r]))
-                for r in references
+        built = {
+            r
+            for r in references
+            if context.instance.get_latest_materialization_event(dg.AssetKey([problem.name, r]))
+        }
+        # snapshots too: once when all landed, again for each new content of one of them
+        refs = reference_changes(store, problem, built)
+        if refs:
+            token = ",".join(f"{r}={h}" for r, h in sorted(refs.items()))
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"reference-{hashlib.sha256(token.encode()).hexdigest()[:12]}",
+                    asset_selection=keys(sorted(refs)),
+                    tags={CONTENT_TAG: token},
+                )
             )
-        ):
-            requests.append(dg.RunRequest(run_key="reference", asset_selection=keys(references)))
         todo = pending(store, problem, ingested)[:10]
         for day in todo:
             if day.relanded:

@@ -166,3 +166,23 @@ def pending(
         if new:
             out.append(Pending(day, new, before, stamps))
     return out
+
+
+def reference_changes(lake: DataLake, problem: Problem, built: set[str]) -> dict[str, str]:
+    """Reference snapshots to ingest: ``source → landed content hash``.
+
+    Nothing until every reference source has landed; then each source never built
+    (not in ``built``) or whose landed content differs from the batch ingested last.
+    """
+    from mlplatform.lib.names import raw_table
+
+    refs = [s for s, spec in problem.spec.sources.items() if spec.kind == "reference"]
+    landed = {r: landed_hash(lake, problem.name, r, None) for r in refs}
+    out: dict[str, str] = {}
+    for source, digest in landed.items():
+        if digest is None:
+            return {}
+        report = lake.read_batch_report(problem.name, raw_table(source), None)
+        if source not in built or report is None or report.get("content_hash") != digest:
+            out[source] = digest
+    return out
