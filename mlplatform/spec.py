@@ -222,7 +222,13 @@ class GatesSpec(_Strict):
     known_failures: list[str] = Field(default_factory=list)
     p99_latency_ms: float = Field(gt=0)
     holdout_days: int = Field(default=7, ge=1, description="Days after the training window")
-    latency_requests: int = Field(default=300, ge=20, description="Requests timed for p99")
+    latency_requests: int = Field(default=300, ge=20, description="Requests per timed round")
+    max_latency_ratio: float = Field(
+        default=1.5,
+        ge=1,
+        description="Refuse a candidate whose steady p99 exceeds the champion's (both timed "
+        "in the same rounds, interleaved) by more than this factor",
+    )
 
 
 class RolloutSpec(_Strict):
