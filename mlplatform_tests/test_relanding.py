@@ -227,6 +227,14 @@ def test_a_rejected_redelivery_is_not_read_downstream_until_kept(featured: Platf
     (stale,) = shown["training_set"]["stale_days"]  # the holdout set read that day
     assert (stale["day"], stale["source"], stale["set"]) == (day, "flights", "holdout_set")
     assert rejection.quarantine in stale["why"]
+    # sets built now leave the day out, saying so; they are not stale
+    built = featured.run_feature_store()
+    assert built.success, failure_messages(built)
+    holdout = lake.read_latest("flight_delay", "holdout_set")
+    assert holdout is not None and holdout["end"] == "2013-01-06"  # the day is left out
+    logged = [e.user_message for e in featured.instance.all_logs(built.run_id)]
+    assert any(m.startswith("left out") and rejection.quarantine in m for m in logged)
+    assert problem_status(problem, lake, featured.instance)["training_set"]["stale"] is False
 
     # keeping the previous table needs who and why, and a rejected day with a table
     with pytest.raises(ValueError, match="--by and --reason"):

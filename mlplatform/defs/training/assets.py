@@ -112,6 +112,12 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
             )
         except ValueError as exc:
             raise dg.Failure(f"{problem.name}: {exc}") from None
+        # days left out because their newest landing was rejected: say which, and where
+        for rejected in (
+            r for s in spec.daily_sources() for r in store.rejections(problem.name, s)
+        ):
+            if rejected.blocks and train_days[0].isoformat() <= rejected.day:
+                context.log.warning(f"left out: {rejected.message()}")
         fs = feast.store(problem)
         service = feast.service(problem, fs)
         # the audit recomputes every pick from the offline rows the join could have seen
