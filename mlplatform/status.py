@@ -10,7 +10,7 @@ import dagster as dg
 
 from mlplatform.lib.deployment import DeploymentLog, is_rollback
 from mlplatform.lib.deployment import status as deployment_status
-from mlplatform.lib.landing import Pending, pending
+from mlplatform.lib.landing import Pending, pending, reference_changes
 from mlplatform.lib.names import raw_table
 from mlplatform.lib.registry import RegistryError, aliases, last_verdict
 from mlplatform.lib.storage import DataLake
@@ -39,7 +39,8 @@ def problem_status(
     has_registry = tracking != local or local.artifact_root.parent.joinpath("mlflow.db").exists()
     held, versions, verdict, registry_error = _registry(tracking, problem.name, has_registry)
     current = DeploymentLog(lake.root, problem.name).current()
-    relanded = [p for p in pending(lake, problem) if p.relanded]
+    refs = reference_changes(lake, problem, set(problem.spec.sources))
+    relanded = [p for p in [*pending(lake, problem), refs] if p is not None and p.relanded]
     return {
         "landed_days": len(set.intersection(*landed)) if landed else 0,
         "ingested_partitions": len(set.intersection(*ingested)) if ingested else 0,
@@ -47,7 +48,7 @@ def problem_status(
         # new content landed for a day already ingested; the landing sensor ingests it
         "relanded_not_ingested": [
             {
-                "day": p.day.isoformat(),
+                "day": p.label,
                 "sources": {
                     s: {"landed": h, "ingested": p.ingested[s]} for s, h in p.landed.items()
                 },
@@ -111,9 +112,9 @@ def stale_days(
         if "start" in latest and "end" in latest:
             start, end = date.fromisoformat(latest["start"]), date.fromisoformat(latest["end"])
             for p in relanded:
-                if start <= p.day <= end:
+                if p.day is not None and start <= p.day <= end:
                     for source in p.landed:
-                        key = (p.day.isoformat(), source, name)
+                        key = (p.label, source, name)
                         out.setdefault(key, "re-landed, not ingested yet")
     return [{"day": d, "source": s, "set": n, "why": why} for (d, s, n), why in sorted(out.items())]
 

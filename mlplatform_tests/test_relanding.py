@@ -296,7 +296,7 @@ def test_a_relanded_day_marks_the_training_set_stale(featured: Platform) -> None
     corrected = _read_text_csv(flights)
     corrected.loc[0, "arr_delay"] = "180.0"
     _replace_landed(flights, corrected)
-    assert [p.day.isoformat() for p in pending(lake, problem)] == ["2013-01-03"]
+    assert [p.label for p in pending(lake, problem)] == ["2013-01-03"]
 
     tick = _tick(featured)
     (request,) = list(tick.run_requests or [])
@@ -357,6 +357,8 @@ def test_a_relanded_snapshot_is_ingested_again(platform: Platform) -> None:
     assert corrected.loc[0, "seats"] == "55"
     corrected.loc[0, "seats"] = "50"  # a correction to the reference data
     _replace_landed(planes, corrected)
+    shown = problem_status(platform.problem, platform.lake, platform.instance)
+    assert [r["day"] for r in shown["relanded_not_ingested"]] == ["snapshot"]
 
     (request,) = [r for r in _tick(platform).run_requests or [] if r.partition_key is None]
     assert set(request.asset_selection or []) == {

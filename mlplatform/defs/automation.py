@@ -10,7 +10,6 @@
   each behind the spec's rails (minimum new labels, cool-down, daily cap).
 """
 
-import hashlib
 import json
 import warnings
 from datetime import date, datetime, timedelta
@@ -140,7 +139,7 @@ def stale_observations(
         if not latest or "start" not in latest:
             continue
         start, end = date.fromisoformat(latest["start"]), date.fromisoformat(latest["end"])
-        hit = [p for p in days if p.relanded and start <= p.day <= end]
+        hit = [p for p in days if p.relanded and p.day is not None and start <= p.day <= end]
         if hit:
             out.append(
                 dg.AssetObservation(
@@ -148,7 +147,7 @@ def stale_observations(
                     metadata={
                         "stale": True,
                         "data_version": str(latest.get("data_version", "")),
-                        "stale_days": dg.MetadataValue.json([str(p.day) for p in hit]),
+                        "stale_days": dg.MetadataValue.json([p.label for p in hit]),
                         "reason": "re-landed with new content, ingested again: "
                         + "; ".join(p.describe() for p in hit),
                     },
@@ -179,7 +178,7 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
         minimum_interval_seconds=LANDING_INTERVAL,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Ingests each {problem.name} day once every daily source has landed, and "
-        "again when a landed file's content changes; the reference snapshots once.",
+        "the reference snapshots once all landed; each again when its content changes.",
     )
     def _landing(context: dg.SensorEvaluationContext, lake: LakeResource):
         store = lake.lake()
@@ -197,13 +196,12 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
         }
         # snapshots too: once when all landed, again for each new content of one of them
         refs = reference_changes(store, problem, built)
-        if refs:
-            token = ",".join(f"{r}={h}" for r, h in sorted(refs.items()))
+        if refs is not None:
             requests.append(
                 dg.RunRequest(
-                    run_key=f"reference-{hashlib.sha256(token.encode()).hexdigest()[:12]}",
-                    asset_selection=keys(sorted(refs)),
-                    tags={CONTENT_TAG: token},
+                    run_key=refs.run_key,
+                    asset_selection=keys(refs.sources),
+                    tags={CONTENT_TAG: ",".join(f"{s}={h}" for s, h in refs.landed.items())},
                 )
             )
         todo = pending(store, problem, ingested)[:10]
@@ -213,7 +211,7 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
             requests.append(
                 dg.RunRequest(
                     run_key=day.run_key,
-                    partition_key=day.day.isoformat(),
+                    partition_key=day.label,
                     asset_selection=keys(day.sources),
                     tags={CONTENT_TAG: ",".join(f"{s}={h}" for s, h in day.landed.items())},
                 )

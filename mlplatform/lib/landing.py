@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from mlplatform.errors import UsageError
-from mlplatform.lib.storage import DataLake
+from mlplatform.lib.storage import DataLake, partition_label
 from mlplatform.problems import Problem
 
 
@@ -74,19 +74,24 @@ def landed_hash(lake: DataLake, problem: str, source: str, day: date | str | Non
 
 @dataclass(frozen=True)
 class Pending:
-    """A landed day whose content differs from what was last ingested, for some sources.
+    """A landed partition whose content differs from what was last ingested, for some sources.
 
     Attributes:
-        day: The partition.
+        day: The partition; None for the reference snapshots.
         landed: ``source → content hash`` of the landed files, for the sources to ingest.
         ingested: ``source → content hash`` ingested last (None: never ingested).
         checked_at: ``source → time`` of that last ingestion (ISO; None: never ingested).
     """
 
-    day: date
+    day: date | None
     landed: dict[str, str]
     ingested: dict[str, str | None]
     checked_at: dict[str, str | None]
+
+    @property
+    def label(self) -> str:
+        """The partition's label: the ISO day, or ``snapshot``."""
+        return partition_label(self.day)
 
     @property
     def sources(self) -> list[str]:
@@ -100,7 +105,7 @@ class Pending:
 
     @property
     def run_key(self) -> str:
-        """Unique per (day, landed content, previous ingestion).
+        """Unique per (partition, landed content, previous ingestion).
 
         The content hash makes a corrected file a new request; the previous ingestion's
         time makes content that comes back (a correction undone) a new request too, where
@@ -109,14 +114,42 @@ class Pending:
         token = "|".join(
             f"{s}={self.landed[s]}@{self.checked_at.get(s) or ''}" for s in sorted(self.landed)
         )
-        return f"ingest-{self.day.isoformat()}-{hashlib.sha256(token.encode()).hexdigest()[:12]}"
+        name = f"ingest-{self.label}" if self.day else "reference"
+        return f"{name}-{hashlib.sha256(token.encode()).hexdigest()[:12]}"
 
     def describe(self) -> str:
         """One line: the day, and per source what landed against what was ingested."""
         parts = [
             f"{s} {self.ingested.get(s) or 'never ingested'} -> {h}" for s, h in self.landed.items()
         ]
-        return f"{self.day}: {'; '.join(parts)}"
+        return f"{self.label}: {'; '.join(parts)}"
+
+
+def _compare(
+    lake: DataLake, problem: str, sources: list[str], day: date | None, built: set[str]
+) -> Pending | None:
+    """The sources of one partition whose landed content is not the one ingested last.
+
+    ``built`` names the sources whose partition the Dagster instance holds materialized;
+    for the others the lake's report is not trusted (a new instance ingests again).
+    """
+    from mlplatform.lib.names import raw_table
+
+    new: dict[str, str] = {}
+    before: dict[str, str | None] = {}
+    stamps: dict[str, str | None] = {}
+    for source in sources:
+        digest = landed_hash(lake, problem, source, day)
+        if digest is None:  # removed since the listing
+            continue
+        report = lake.read_batch_report(problem, raw_table(source), day)
+        known = report is not None and source in built
+        previous = str(report.get("content_hash")) if report and known else None
+        if previous != digest:
+            new[source] = digest
+            before[source] = previous
+            stamps[source] = str(report.get("checked_at")) if report and known else None
+    return Pending(day, new, before, stamps) if new else None
 
 
 def pending(
@@ -141,48 +174,26 @@ def pending(
     Returns:
         The days to ingest, oldest first; each names only the sources to ingest.
     """
-    from mlplatform.lib.names import raw_table
-
     daily = list(problem.spec.daily_sources())
     if not daily:
         return []
     landed = set.intersection(*(set(lake.landed_days(problem.name, s)) for s in daily))
     out: list[Pending] = []
     for day in sorted(landed):
-        new: dict[str, str] = {}
-        before: dict[str, str | None] = {}
-        stamps: dict[str, str | None] = {}
-        for source in daily:
-            digest = landed_hash(lake, problem.name, source, day)
-            if digest is None:  # removed since the listing
-                continue
-            report = lake.read_batch_report(problem.name, raw_table(source), day)
-            known = ingested is None or day.isoformat() in ingested.get(source, set())
-            previous = str(report.get("content_hash")) if report and known else None
-            if previous != digest:
-                new[source] = digest
-                before[source] = previous
-                stamps[source] = str(report.get("checked_at")) if report and known else None
-        if new:
-            out.append(Pending(day, new, before, stamps))
+        label = day.isoformat()
+        built = {s for s in daily if ingested is None or label in ingested.get(s, set())}
+        if (found := _compare(lake, problem.name, daily, day, built)) is not None:
+            out.append(found)
     return out
 
 
-def reference_changes(lake: DataLake, problem: Problem, built: set[str]) -> dict[str, str]:
-    """Reference snapshots to ingest: ``source → landed content hash``.
+def reference_changes(lake: DataLake, problem: Problem, built: set[str]) -> Pending | None:
+    """The reference snapshots to ingest, or None.
 
     Nothing until every reference source has landed; then each source never built
     (not in ``built``) or whose landed content differs from the batch ingested last.
     """
-    from mlplatform.lib.names import raw_table
-
     refs = [s for s, spec in problem.spec.sources.items() if spec.kind == "reference"]
-    landed = {r: landed_hash(lake, problem.name, r, None) for r in refs}
-    out: dict[str, str] = {}
-    for source, digest in landed.items():
-        if digest is None:
-            return {}
-        report = lake.read_batch_report(problem.name, raw_table(source), None)
-        if source not in built or report is None or report.get("content_hash") != digest:
-            out[source] = digest
-    return out
+    if not refs or not all(lake.landed_files(problem.name, r, None) for r in refs):
+        return None
+    return _compare(lake, problem.name, refs, None, built)
