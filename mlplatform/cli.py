@@ -266,6 +266,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_gates_calibrate(args: argparse.Namespace) -> int:
+    """Measure the comparison gates on the problem's latest training set and holdout."""
+    import pandas as pd
+
+    from mlplatform.lib import calibration as cal
+    from mlplatform.problems import get_problem
+
+    problem, lake = get_problem(args.problem), _lake()
+    if args.pairs < 1:
+        raise ValueError("--pairs must be at least 1")
+    sets = {t: lake.read_latest(problem.name, t) for t in ("training_set", "holdout_set")}
+    found = {t: latest for t, latest in sets.items() if latest is not None}
+    if len(found) < len(sets):
+        raise PlatformError(
+            f"{problem.name}: no {' or '.join(sorted(set(sets) - set(found)))} in {lake.root}; "
+            f"build them first (mlplatform features --problem {problem.name} ...)"
+        )
+    frames = {t: pd.read_parquet(latest["path"]) for t, latest in found.items()}
+    _out(
+        f"calibrating {problem.name}'s gates: {args.pairs} A/A pairs on training set "
+        f"{found['training_set']['data_version']} ({len(frames['training_set'])} rows), "
+        f"holdout {found['holdout_set']['data_version']} ({len(frames['holdout_set'])} rows)"
+    )
+    result = cal.calibrate(
+        problem,
+        frames["training_set"],
+        frames["holdout_set"],
+        pairs=args.pairs,
+        seed=problem.spec.training.seed,
+        progress=lambda line: sys.stderr.write(line + "\n"),
+    )
+    stamp = settings.now().strftime("%Y%m%dT%H%M%S")
+    paths = cal.write_report(lake.reports_dir(problem.name, "gates"), problem, result, stamp)
+    run_id = cal.log_report(_tracking(), problem, result, paths)
+    for key, value in result.headline().items():
+        _out(f"  {key}: {value}")
+    _out(f"report: {paths['html']} (and .md, .png, .json); MLflow run {run_id}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a problem's champion (and challenger, by rollout stage) over HTTP."""
     from mlplatform.problems import get_problem
@@ -552,6 +592,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", help="who overrides (recorded in the registry and the report)")
     p.add_argument("--reason", help="why (recorded in the registry and the report)")
     p.set_defaults(fn=cmd_evaluate)
+
+    p = sub.add_parser("gates", help="the promotion gates: how often they are wrong")
+    gates_sub = p.add_subparsers(dest="gates_command", required=True)
+    p = gates_sub.add_parser(
+        "calibrate",
+        help="measure false refusals (A/A) and power on the problem's own data; a report",
+    )
+    p.add_argument("--problem", required=True)
+    p.add_argument("--pairs", type=int, default=40, help="A/A pairs, two fits each (40)")
+    p.set_defaults(fn=cmd_gates_calibrate)
 
     p = sub.add_parser(
         "replay", help="replay days on simulated time through the automation; a timeline"

@@ -219,6 +219,32 @@ class GatesSpec(_Strict):
     slices: list[str] = Field(default_factory=list)
     slice_tolerance: float = Field(default=0.02, ge=0)
     min_slice_rows: int = Field(default=200, ge=1)
+    min_slice_positives: int = Field(
+        default=30, ge=1, description="Positive labels a slice needs to be judged"
+    )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Two-sided level of the paired difference's interval: the overall metric "
+        "passes when the whole interval of its drop is within max_regression (non-inferiority); "
+        "a slice is refused when its drop is beyond slice_tolerance and the slice is worse "
+        "with this confidence after the family's adjustment",
+    )
+    comparison: Literal["auto", "delong", "bootstrap"] = Field(
+        default="auto", description="auto: DeLong for roc_auc, a paired bootstrap otherwise"
+    )
+    bootstrap_resamples: int = Field(default=1000, ge=100, description="Seeded, over rows")
+    slice_error_control: Literal["holm", "bh", "none"] = Field(
+        default="holm",
+        description="Over the family of judged slices: holm (family-wise error rate) or bh "
+        "(Benjamini-Hochberg, false discovery rate)",
+    )
+    slice_family: Literal["column", "all"] = Field(
+        default="column",
+        description="What one family of slices is: the values of one slicing column (every "
+        "carrier), or every judged slice at once",
+    )
     known_failures: list[str] = Field(default_factory=list)
     p99_latency_ms: float = Field(gt=0)
     holdout_days: int = Field(default=7, ge=1, description="Days after the training window")
@@ -226,8 +252,8 @@ class GatesSpec(_Strict):
     max_latency_ratio: float = Field(
         default=1.5,
         ge=1,
-        description="Refuse a candidate whose steady p99 exceeds the champion's (both timed "
-        "in the same rounds, interleaved) by more than this factor",
+        description="Refuse a candidate slower than the champion by more than this factor "
+        "(median over requests, each timed for both in the same rounds, interleaved)",
     )
 
 

@@ -115,7 +115,8 @@ def test_a_worse_model_keeps_the_champion_and_names_no_regression(
     tags = _tags(platform, version)
     assert tags["verdict"] == "failed" and "no_regression" in tags["failed_gates"].split(",")
     reason = _gates(result)["no_regression"].description or ""
-    assert "regression of" in reason and "beyond the tolerance 0.01" in reason
+    tolerance = platform.problem.spec.gates.max_regression
+    assert "regression of" in reason and f"beyond the tolerance {tolerance}" in reason
 
 
 def test_a_model_that_regresses_on_one_slice_keeps_the_champion(

@@ -1,11 +1,12 @@
 """Promotion gates: each turns evaluation figures into a pass/fail with its numbers and reason.
 
 All gates are ERROR severity (they block promotion). Gates that compare with the champion
-pass on the bootstrap path (no champion yet) and say so.
+pass on the bootstrap path (no champion yet) and say so; with a champion they decide on the
+paired difference on the same holdout rows and its confidence interval (``lib.comparison``).
 """
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplatform.lib.checks import CheckOutcome
 from mlplatform.lib.names import (
@@ -17,6 +18,9 @@ from mlplatform.lib.names import (
     TRAINING_SET_CHECKS,
 )
 from mlplatform.spec import GatesSpec, MetricSpec
+
+if TYPE_CHECKING:
+    from mlplatform.lib.comparison import Paired
 
 
 def _fmt(value: float) -> str:
@@ -45,10 +49,22 @@ def min_metric(value: float, metric: MetricSpec, gates: GatesSpec) -> CheckOutco
 
 
 def no_regression(
-    candidate: float, champion: float | None, metric: MetricSpec, gates: GatesSpec
+    candidate: float, paired: "Paired | None", metric: MetricSpec, gates: GatesSpec
 ) -> CheckOutcome:
-    """The candidate is not worse than the champion by more than the tolerance."""
-    if champion is None:
+    """Non-inferiority: the whole interval of the candidate's drop is within the tolerance.
+
+    Args:
+        candidate: the candidate's holdout metric.
+        paired: candidate against champion on the same rows (``lib.comparison.compare``);
+            None on the bootstrap path (no champion).
+        metric: the success metric and its direction.
+        gates: ``max_regression`` and ``confidence``.
+
+    The burden of proof lies with the candidate: it passes when the upper end of the
+    ``gates.confidence`` interval of (champion - candidate) (for a maximized metric) is at
+    most ``gates.max_regression``; an undefined difference refuses.
+    """
+    if paired is None:
         return CheckOutcome(
             NO_REGRESSION,
             True,
@@ -56,28 +72,148 @@ def no_regression(
             "bootstrap: no champion to compare with",
             {"value": candidate, "threshold": gates.max_regression, "champion": None},
         )
-    drop = regression(candidate, champion, metric)
-    ok = not math.isnan(drop) and drop <= gates.max_regression
+    drop, low, high = paired.drop(metric.direction)
+    ok = not math.isnan(high) and high <= gates.max_regression
+    level = f"{gates.confidence:.0%}"
+    row = comparison_row(f"overall {metric.name}", paired, metric)
+    row["decision"] = "passed" if ok else "REFUSED"
+    row["reason"] = (
+        f"the drop's upper {level} bound {_fmt(high)} is "
+        f"{'within' if ok else 'beyond'} the tolerance {gates.max_regression}"
+    )
     return CheckOutcome(
         NO_REGRESSION,
         ok,
         "ERROR",
-        f"holdout {metric.name} {_fmt(candidate)} against the champion's {_fmt(champion)}: "
+        f"holdout {metric.name} {_fmt(paired.candidate)} against the champion's "
+        f"{_fmt(paired.champion)} on the same rows: "
         f"{'a regression of ' + _fmt(drop) if drop > 0 else 'no regression'} "
-        f"({'within' if ok else 'beyond'} the tolerance {gates.max_regression})",
+        f"({level} interval of the drop {_fmt(low)}..{_fmt(high)}, {paired.method}); "
+        + row["reason"],
         {
             "value": candidate,
-            "champion": champion,
+            "champion": paired.champion,
             "regression": drop,
+            "regression_low": low,
+            "regression_high": high,
             "threshold": gates.max_regression,
+            "confidence": gates.confidence,
+            "method": paired.method,
+            "rule": f"refused unless the drop is within {gates.max_regression} "
+            f"with {level} confidence (non-inferiority)",
+            "comparison": [row],
         },
     )
+
+
+def comparison_row(name: str, paired: "Paired", metric: MetricSpec) -> dict[str, Any]:
+    """One row of the comparison table: candidate, champion, difference and its interval."""
+    return {
+        "slice": name,
+        "candidate": round(paired.candidate, 4),
+        "champion": round(paired.champion, 4),
+        "difference": round(paired.difference, 4),
+        "low": round(paired.low, 4),
+        "high": round(paired.high, 4),
+    }
+
+
+def slice_rule(gates: GatesSpec) -> str:
+    """The slice gate's rule in words, with the spec's numbers."""
+    family = (
+        "the judged values of the same slicing column (e.g. all carriers)"
+        if gates.slice_family == "column"
+        else "all judged slices"
+    )
+    return (
+        f"a slice is refused when its drop is larger than {gates.slice_tolerance} and it is "
+        f"worse than the champion with {gates.confidence:.0%} confidence, "
+        f"{gates.slice_error_control}-adjusted over {family}; slices under "
+        f"{gates.min_slice_rows} rows or {gates.min_slice_positives} positives are NOT JUDGED"
+    )
+
+
+def judge_slices(
+    table: list[dict[str, Any]], metric: MetricSpec, gates: GatesSpec
+) -> list[dict[str, Any]]:
+    """Each slice's decision: refused, passed or NOT JUDGED, with its reason.
+
+    A slice is refused when both hold: its drop (point estimate) is larger than
+    ``gates.slice_tolerance`` (a drop that matters), and it is worse than the champion with
+    ``gates.confidence`` confidence (one-sided p-value of "no drop" below
+    ``(1 - confidence) / 2``, i.e. the whole two-sided interval below zero) after
+    ``gates.slice_error_control`` over the family (``gates.slice_family``). With Holm, the
+    chance that noise alone refuses some slice of a family stays below (1 - confidence) / 2.
+
+    Args:
+        table: ``lib.evaluation.paired_slices`` records (judged ones carry ``paired``).
+        metric: the success metric and its direction.
+        gates: ``slice_tolerance``, ``confidence``, ``slice_error_control``, ``slice_family``.
+
+    Returns:
+        One row per slice: slice, value, rows, positives, candidate, champion, difference,
+        low, high, drop, p, p_adjusted, decision, reason.
+    """
+    from mlplatform.lib.comparison import adjust
+
+    alpha = (1 - gates.confidence) / 2
+    judged = [r for r in table if r.get("paired") is not None]
+    raw = {id(r): r["paired"].p_drop_above(0.0, metric.direction) for r in judged}
+    families: dict[str, list[dict[str, Any]]] = {}
+    for r in judged:
+        families.setdefault(r["slice"] if gates.slice_family == "column" else "all", []).append(r)
+    adjusted: dict[int, float] = {}
+    for members in families.values():
+        q = adjust([raw[id(r)] for r in members], gates.slice_error_control)
+        adjusted |= dict(zip(map(id, members), q, strict=True))
+    out = []
+    for r in table:
+        row: dict[str, Any] = {
+            "slice": r["slice"],
+            "value": r["value"],
+            "rows": r["rows"],
+            "positives": r["positives"],
+        }
+        paired = r.get("paired")
+        if paired is None:
+            why = r.get("not_judged") or "no champion"
+            row |= {"decision": "NOT JUDGED", "reason": why}
+            out.append(row)
+            continue
+        drop = paired.drop(metric.direction)[0]
+        q = adjusted[id(r)]
+        beyond = not drop <= gates.slice_tolerance  # NaN counts as beyond
+        shown = q < alpha
+        refused = beyond and shown
+        row |= comparison_row(f"{r['slice']}={r['value']}", paired, metric)
+        row["slice"] = r["slice"]
+        k = len(families[r["slice"] if gates.slice_family == "column" else "all"])
+        evidence = f"{gates.slice_error_control}-adjusted p {q:.2g} over {k}"
+        row |= {
+            "drop": drop,
+            "p": raw[id(r)],
+            "p_adjusted": q,
+            "decision": "REFUSED" if refused else "passed",
+            "reason": f"drop {_fmt(drop)} beyond {gates.slice_tolerance}, worse with "
+            f"{gates.confidence:.0%} confidence ({evidence} < {alpha:.3g})"
+            if refused
+            else f"drop {_fmt(drop)} within {gates.slice_tolerance}"
+            if not beyond
+            else f"drop {_fmt(drop)} beyond {gates.slice_tolerance} but not shown worse "
+            f"({evidence} >= {alpha:.3g})",
+        }
+        out.append(row)
+    return out
 
 
 def no_slice_regression(
     table: list[dict[str, Any]], has_champion: bool, metric: MetricSpec, gates: GatesSpec
 ) -> CheckOutcome:
-    """No evaluated slice is worse than the champion's beyond the slice tolerance."""
+    """No judged slice is worse than the champion's beyond the tolerance, with confidence.
+
+    Slices with too few rows or positives are NOT JUDGED (reported, not passed). See
+    ``judge_slices`` for the rule.
+    """
     evaluated = [r for r in table if r["evaluated"]]
     if not has_champion:
         return CheckOutcome(
@@ -87,29 +223,55 @@ def no_slice_regression(
             f"bootstrap: no champion to compare with ({len(evaluated)} slices measured)",
             {"threshold": gates.slice_tolerance, "slices_evaluated": len(evaluated)},
         )
-    worst: list[dict[str, Any]] = []
-    for r in evaluated:
-        drop = regression(r["candidate"], r["champion"], metric)
-        if not drop <= gates.slice_tolerance:  # NaN counts as a regression
-            worst.append({"slice": f"{r['slice']}={r['value']}", "rows": r["rows"], "drop": drop})
+    rows = judge_slices(table, metric, gates)
+    worst = [
+        {
+            "slice": f"{r['slice']}={r['value']}",
+            "rows": r["rows"],
+            "drop": r["drop"],
+            "low": r["low"],
+            "high": r["high"],
+            "p_adjusted": r["p_adjusted"],
+        }
+        for r in rows
+        if r["decision"] == "REFUSED"
+    ]
     worst.sort(key=lambda r: -r["drop"] if not math.isnan(r["drop"]) else -math.inf)
+    not_judged = [f"{r['slice']}={r['value']}" for r in rows if r["decision"] == "NOT JUDGED"]
+    judged = len(rows) - len(not_judged)
     ok = not worst
+    level = f"{gates.confidence:.0%}"
     named = ", ".join(f"{w['slice']} ({_fmt(w['drop'])})" for w in worst[:5])
+    tail = f"; {len(not_judged)} NOT JUDGED (too few rows or positives)" if not_judged else ""
     return CheckOutcome(
         NO_SLICE_REGRESSION,
         ok,
         "ERROR",
-        f"all {len(evaluated)} slices within {gates.slice_tolerance} of the champion"
-        if ok
-        else f"{len(worst)} of {len(evaluated)} slices regress beyond "
-        f"{gates.slice_tolerance}: {named}",
+        (
+            f"no slice of {judged} judged is worse than the champion by more than "
+            f"{gates.slice_tolerance} with {level} confidence ({gates.slice_error_control})"
+            if ok
+            else f"{len(worst)} of {judged} judged slices regress beyond "
+            f"{gates.slice_tolerance}, worse with {level} confidence "
+            f"({gates.slice_error_control}): {named}"
+        )
+        + tail,
         {
             "threshold": gates.slice_tolerance,
-            "slices_evaluated": len(evaluated),
+            "confidence": gates.confidence,
+            "error_control": gates.slice_error_control,
+            "rule": slice_rule(gates),
+            "slices_evaluated": judged,
             "regressed": worst,
-            "skipped": len(table) - len(evaluated),
+            "not_judged": not_judged,
+            "skipped": len(not_judged),
+            "slices": [{k: _cell(v) for k, v in r.items()} for r in rows],
         },
     )
+
+
+def _cell(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) and not math.isnan(value) else value
 
 
 def behavioural_cases(results: list[dict[str, Any]]) -> CheckOutcome:
@@ -140,7 +302,8 @@ def p99_latency(timing: dict[str, Any], gates: GatesSpec) -> CheckOutcome:
         timing: ``lib.evaluation.latency_summary`` of candidate and champion timed in the
             same rounds, interleaved. The budget applies to the candidate's
             ``steady_p99_ms`` (each request's fastest time over the rounds, then the p99),
-            and ``ratio`` (its steady p99 over the champion's) must stay within the spec's
+            and ``ratio`` (median over requests of the candidate's fastest time over the
+            champion's on the same request) must stay within the spec's
             ``max_latency_ratio``; ``ratio`` is None on the bootstrap path (no champion),
             where the budget alone applies. Both figures leave out the stalls a busy machine
             puts on single calls, which a single p99 over one pass reports as the model's.
@@ -160,9 +323,9 @@ def p99_latency(timing: dict[str, Any], gates: GatesSpec) -> CheckOutcome:
         close = ratio <= gates.max_latency_ratio
         ok = within and close
         compared = (
-            f"; {ratio:.2f}x the champion's steady p99 {timing['champion_steady_p99_ms']:.2f} "
-            f"ms, timed in the same rounds ({'within' if close else 'beyond'} the ratio "
-            f"{gates.max_latency_ratio})"
+            f"; {ratio:.2f}x the champion on the same requests in the same rounds (its "
+            f"steady p99 {timing['champion_steady_p99_ms']:.2f} ms; "
+            f"{'within' if close else 'beyond'} the ratio {gates.max_latency_ratio})"
         )
     return CheckOutcome(
         P99_LATENCY,

@@ -86,3 +86,30 @@ def calibration(tables: dict[str, pd.DataFrame]) -> "Figure":
     ax.set_title("Calibration on the holdout")
     ax.legend(loc="upper left")
     return fig
+
+
+def forest(rows: list[dict], tolerance: float, title: str = "Candidate - champion") -> "Figure":
+    """Each comparison's difference with its interval, one line per slice (a forest plot).
+
+    Args:
+        rows: records with ``label``, ``difference``, ``low``, ``high`` and ``decision``
+            (``REFUSED`` drawn in red, ``NOT JUDGED`` rows left out by the caller).
+        tolerance: where a drop becomes a refusal, drawn as a dashed line at ``-tolerance``
+            (differences in the metric's better direction, positive: the candidate is better).
+        title: the figure's title.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 0.28 * len(rows) + 1.4))
+    ax = fig.subplots()
+    for i, r in enumerate(reversed(rows)):
+        color = "tab:red" if r["decision"] == "REFUSED" else "tab:blue"
+        ax.plot([r["low"], r["high"]], [i, i], color=color, linewidth=2)
+        ax.plot([r["difference"]], [i], marker="o", color=color)
+    ax.set_yticks(range(len(rows)), [r["label"] for r in reversed(rows)])
+    ax.axvline(0, color="grey", linestyle=":")
+    ax.axvline(-tolerance, color="tab:red", linestyle="--", label=f"-tolerance ({tolerance})")
+    ax.set_xlabel("difference (candidate - champion), with its interval")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
+    return fig

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from mlplatform.defs.metadata import md_table
+from mlplatform.lib.names import NO_REGRESSION, NO_SLICE_REGRESSION
 from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
@@ -59,6 +60,67 @@ def _slice_rows(result: "Evaluation") -> list[dict[str, Any]]:
     return rows
 
 
+COMPARISON_COLUMNS = (
+    "slice",
+    "value",
+    "rows",
+    "positives",
+    "candidate",
+    "champion",
+    "difference",
+    "low",
+    "high",
+    "decision",
+    "reason",
+)
+
+
+def comparison_rows(judged: "Judged") -> list[dict[str, Any]]:
+    """The metric and every slice: candidate, champion, difference, its interval, decision.
+
+    Taken from the comparison gates' details (what they decided on); empty without a champion.
+    """
+    by_name = {o.name: o.details for o in judged.outcomes}
+    overall = by_name.get(NO_REGRESSION, {}).get("comparison", [])
+    rows = [
+        {
+            **r,
+            "value": "all",
+            "rows": int(judged.result.metrics["candidate"]["rows"]),
+            "positives": int(judged.result.labels.sum()),
+        }
+        for r in overall
+    ]
+    rows += by_name.get(NO_SLICE_REGRESSION, {}).get("slices", [])
+    return [{c: _num(r.get(c, "")) for c in COMPARISON_COLUMNS} for r in rows]
+
+
+def forest_png(judged: "Judged") -> bytes | None:
+    """Forest plot of the judged slices' differences (better direction), None without any."""
+    from mlplatform.lib import plots
+
+    gates = judged.problem.spec.gates
+    flip = judged.problem.spec.metric.direction == "minimize"
+    details = {o.name: o.details for o in judged.outcomes}
+    slices = details.get(NO_SLICE_REGRESSION, {}).get("slices", [])
+    rows = [
+        {
+            "label": f"{r['slice']}={r['value']}",
+            "difference": -r["difference"] if flip else r["difference"],
+            "low": -r["high"] if flip else r["low"],
+            "high": -r["low"] if flip else r["high"],
+            "decision": r["decision"],
+        }
+        for r in slices
+        if r["decision"] != "NOT JUDGED"
+    ]
+    if not rows:
+        return None
+    level = f"{gates.confidence:.0%}"
+    title = f"Slices: candidate - champion, {level} intervals ({gates.slice_error_control})"
+    return plots.png(plots.forest(rows, gates.slice_tolerance, title))
+
+
 @dataclass(frozen=True)
 class Judged:
     """One evaluation: who was judged against whom, on what, with which outcome."""
@@ -91,22 +153,80 @@ def markdown(judged: Judged, figures: dict[str, bytes]) -> str:
             "### Metrics\n" + md_table(metrics),
             "### Behavioural cases\n" + md_table(cases),
             "### Slices\n" + md_table(_slice_rows(result)),
+            *(
+                [
+                    "### Candidate against champion (paired, same rows)\n"
+                    + _rules(judged)
+                    + "\n\n"
+                    + md_table(comparison_rows(judged))
+                ]
+                if champion
+                else []
+            ),
             *(_img(png, name) for name, png in figures.items()),
         ]
     )
 
 
-def _figures(result: "Evaluation") -> dict[str, bytes]:
+def _rules(judged: Judged) -> str:
+    """The comparison gates' rules in words."""
+    rules = [o.details["rule"] for o in judged.outcomes if "rule" in o.details]
+    return "\n".join(f"- {r}" for r in rules)
+
+
+def _figures(judged: Judged) -> dict[str, bytes]:
     from mlplatform.lib import plots
     from mlplatform.lib.evaluation import calibration
 
+    result = judged.result
     y = result.labels
-    return {
+    figures = {
         "roc": plots.png(plots.roc(y, result.predictions)),
         "calibration": plots.png(
             plots.calibration({m: calibration(y, p) for m, p in result.predictions.items()})
         ),
     }
+    forest = forest_png(judged)
+    if forest is not None:
+        figures["slice differences"] = forest
+    return figures
+
+
+def _append_to_page(html: Path, judged: Judged) -> None:
+    """Add the paired comparison (table and forest plot) to the Evidently page."""
+    import html as escape
+
+    rows = comparison_rows(judged)
+    if not rows:
+        return
+    head = "".join(f"<th>{c}</th>" for c in COMPARISON_COLUMNS)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td>{escape.escape(str(r[c]))}</td>" for c in COMPARISON_COLUMNS)
+        + "</tr>"
+        for r in rows
+    )
+    forest = forest_png(judged)
+    img = (
+        f'<img alt="slice differences" src="data:image/png;base64,'
+        f'{base64.b64encode(forest).decode()}"/>'
+        if forest
+        else ""
+    )
+    rules = "".join(
+        f"<li>{escape.escape(o.details['rule'])}</li>"
+        for o in judged.outcomes
+        if "rule" in o.details
+    )
+    section = (
+        '<section id="paired-comparison" style="font-family:sans-serif;margin:2em">'
+        "<h2>Candidate against champion (paired, same rows)</h2>"
+        f"<ul>{rules}</ul><table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
+        f"{img}</section>"
+    )
+    text = html.read_text()
+    at = text.lower().rfind("</body>")
+    html.write_text(text[:at] + section + text[at:] if at >= 0 else text + section)
 
 
 def log_evaluation(
@@ -126,6 +246,7 @@ def log_evaluation(
     html = lake.reports_dir(problem.name, "evaluation") / f"version-{version}.html"
     reference = frame("champion") if "champion" in result.predictions else None
     classification_report(frame("candidate"), reference, html)
+    _append_to_page(html, judged)
     client = tracking.client()
     run_id = client.get_model_version(problem.name, version).run_id
     for name, value in result.metrics["candidate"].items():
@@ -135,7 +256,10 @@ def log_evaluation(
     client.log_artifact(run_id, str(html), "evaluation")
     gates = [o.to_dict() for o in judged.outcomes]
     client.log_dict(run_id, {"verdict": judged.verdict, "gates": gates}, "evaluation/gates.json")
-    client.log_text(run_id, json.dumps(result.slices, default=str), "evaluation/slices.json")
+    slices = [
+        {k: (v.to_dict() if k == "paired" else v) for k, v in r.items()} for r in result.slices
+    ]
+    client.log_text(run_id, json.dumps(slices, default=str), "evaluation/slices.json")
     experiment = client.get_run(run_id).info.experiment_id
     return html, mlflow.run_url(experiment, run_id)
 
@@ -147,7 +271,7 @@ def report_metadata(
     problem, version, champion = judged.problem, judged.version, judged.champion
     holdout, result, outcomes = judged.holdout, judged.result, judged.outcomes
     verdict = judged.verdict
-    report = markdown(judged, _figures(result))
+    report = markdown(judged, _figures(judged))
     metric = problem.spec.metric.name
     meta: dict[str, Any] = {
         "report": dg.MetadataValue.md(report),
@@ -166,6 +290,12 @@ def report_metadata(
     }
     if champion:
         meta[f"champion_{metric}"] = result.metrics["champion"][metric]
+        meta["comparison"] = dg.MetadataValue.md(
+            _rules(judged) + "\n\n" + md_table(comparison_rows(judged))
+        )
+        forest = forest_png(judged)
+        if forest is not None:
+            meta["slice_differences"] = dg.MetadataValue.md(_img(forest, "slice differences"))
     if "override_by" in verdict_tags:
         meta["override"] = dg.MetadataValue.json(
             {k: verdict_tags[k] for k in ("override_by", "override_reason", "overridden_gates")}
