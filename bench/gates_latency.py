@@ -17,8 +17,8 @@ imports it. ``--data DIR`` reuses the data folder of an earlier run (printed on 
 Last line: one JSON object with latency_gate_flips_under_load, trials, the candidate's
 per-round p99 (median over rounds) quiet and loaded (median over trials, the largest, and the
 largest single round), its steady p99 (what the budget judges) quiet and loaded, the ratio
-the gate judges (steady p99s) quiet and loaded, the median of per-round p99 ratios (shown in
-the metadata, not judged) loaded, the budget and the ratio limit.
+the gate judges (paired per request) quiet and loaded, the median of per-round p99 ratios
+(shown in the metadata, not judged) loaded, the budget and the ratio limit.
 """
 
 import argparse
