@@ -40,6 +40,8 @@ def test_land_writes_one_folder_per_source_per_day(
             "landed_days": 2,
             "ingested_partitions": 0,
             "quarantined": 0,
+            "relanded_not_ingested": [],
+            "rejected_days": [],
             "feature_views": [],
             "online_store_rows": 0,
             "training_set": None,
