@@ -13,6 +13,11 @@ DEMO_PORT ?= 8765
 REPLAY_START ?= 2013-01-29
 REPLAY_END ?= 2013-02-04
 REPLAY_TRIALS ?= 5
+# a damaged re-delivery of one accepted day (field case 05: naive local time_hour), refused
+# with its reasons, then the corrected export landed again and re-ingested by content hash;
+# `make demo BAD_DAY=` skips the step
+BAD_DAY ?= 2013-01-16
+BAD_DAY_FILE := mlplatform_tests/cases/05_naive_local_time_hour_flights_2013-01-16.csv
 
 .PHONY: venv demo demo-production test lint dev mlflow constraints clean
 
@@ -27,6 +32,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/mlplatform land --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 	$(BIN)/mlplatform ingest --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
+ifneq ($(BAD_DAY),)
+	@echo "== a damaged re-delivery of flights $(BAD_DAY) (times without their UTC offset) =="
+	cp $(BAD_DAY_FILE) data/landing/$(PROBLEM)/flights/$(BAD_DAY)/flights_$(BAD_DAY).csv
+	-$(BIN)/mlplatform ingest --problem $(PROBLEM) --start $(BAD_DAY) --end $(BAD_DAY)
+	@echo "== the corrected export landed again: new content, ingested again =="
+	$(BIN)/mlplatform land --problem $(PROBLEM) --start $(BAD_DAY) --end $(BAD_DAY)
+	$(BIN)/mlplatform ingest --problem $(PROBLEM) --start $(BAD_DAY) --end $(BAD_DAY)
+endif
 	$(BIN)/mlplatform features --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 	$(BIN)/mlplatform train --problem $(PROBLEM)
 	@# the service in the background, five real flights of the last day, then stop it

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from mlplatform.lib import checks
+
 Expect = Literal["same", "not_lower", "not_higher"]
 
 
@@ -355,31 +357,16 @@ def override(
 ) -> tuple[list[Any], list[str]]:
     """Failed gates named in ``gates`` become warnings that record who overrode them and why.
 
-    Returns the outcomes and the gates actually overridden. An override must name its
-    gates, its author and its reason; an unknown gate name is an error.
-    """
-    from dataclasses import replace
+    Returns the outcomes and the gates actually overridden (``lib.checks.override``, the
+    ingestion checks' release, with the gates of this evaluation as the names allowed).
 
-    if not gates:
-        return outcomes, []
+    Raises:
+        ValueError: an unknown gate name, or a missing author or reason.
+    """
     names = {o.name for o in outcomes}
-    unknown = sorted(set(gates) - names)
-    if unknown:
+    if unknown := sorted(set(gates) - names):
         raise ValueError(f"override_gates: unknown gate(s) {unknown} (gates: {sorted(names)})")
-    if not by.strip() or not reason.strip():
-        raise ValueError("an override needs override_by (who) and override_reason (why)")
-    out, applied = [], []
-    for o in outcomes:
-        if o.name in gates and not o.passed:
-            applied.append(o.name)
-            o = replace(
-                o,
-                severity="WARN",
-                reason=f"OVERRIDDEN by {by} ({reason}): {o.reason}",
-                details={**o.details, "override_by": by, "override_reason": reason},
-            )
-        out.append(o)
-    return out, applied
+    return checks.override(outcomes, gates, by, reason)
 
 
 def verdict(outcomes: list[Any]) -> tuple[str, list[str]]:
