@@ -1,12 +1,21 @@
 """What the benchmarks share: real 2013 days landed, validated and featurized in a folder."""
 
+import os
+import socket
+import subprocess
+import sys
 from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlplatform.lib.features import build_day
 from mlplatform.lib.ingest import ingest_batch, load_accepted
 from mlplatform.lib.landing import days, land
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 def prepare(lake: DataLake, problem: Problem, start: date, end: date) -> None:
@@ -22,3 +31,35 @@ def prepare(lake: DataLake, problem: Problem, start: date, end: date) -> None:
     for day in days(start, end):
         for table in problem.feature_tables():
             build_day(lake, problem, table, day)
+
+
+def definitions(problem: Problem, root: Path) -> "dg.Definitions":
+    """The code location of ``problem`` over the lake at ``root`` (local profile)."""
+    from mlplatform.definitions import build_definitions
+    from mlplatform.resources import FeastResource, LakeResource, MlflowResource
+
+    res = LakeResource(root=str(root))
+    return build_definitions(
+        [problem],
+        {"lake": res, "feast": FeastResource(lake=res), "mlflow": MlflowResource(lake=res)},
+    )
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_service(root: Path, home: Path, port: int, workers: int = 1) -> subprocess.Popen:
+    """``mlplatform serve`` over the lake at ``root`` as its own process (output discarded)."""
+    cli = Path(sys.executable).with_name("mlplatform")
+    env = {**os.environ, "MLPLATFORM_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
+    return subprocess.Popen(
+        [str(cli), "serve", "--problem", "flight_delay", "--port", str(port)]
+        + (["--workers", str(workers)] if workers > 1 else []),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

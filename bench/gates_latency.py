@@ -34,13 +34,12 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
-from common import prepare
+from common import definitions, prepare
 
-from mlplatform.definitions import build_definitions
 from mlplatform.defs.jobs import feature_store_job_name, training_job_name
 from mlplatform.lib.storage import DataLake
-from mlplatform.problems import Problem, get_problem
-from mlplatform.resources import FeastResource, LakeResource, MlflowResource
+from mlplatform.problems import get_problem
+from mlplatform.resources import FeastResource, LakeResource
 
 START, END = date(2013, 1, 1), date(2013, 1, 7)
 HOLDOUT_DAYS = 2  # seven days: five to train on, two held out (as the tests do)
@@ -49,19 +48,11 @@ SEEDS = (1, 2)  # two seeds of the same fit: versions 1 and 2
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
-def _definitions(problem: Problem, root: Path) -> dg.Definitions:
-    res = LakeResource(root=str(root))
-    return build_definitions(
-        [problem],
-        {"lake": res, "feast": FeastResource(lake=res), "mlflow": MlflowResource(lake=res)},
-    )
-
-
 def setup(root: Path) -> None:
     """A lake, an online store, a holdout and two versions of the same fit."""
     problem = get_problem("flight_delay")
     prepare(DataLake(root), problem, START, END)
-    defs = _definitions(problem, root)
+    defs = definitions(problem, root)
     with dg.instance_for_test() as instance:
         op = f"{problem.name}__training_set"
         config = {**QUIET, "ops": {op: {"config": {"holdout_days": HOLDOUT_DAYS}}}}

@@ -24,8 +24,6 @@ import asyncio
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,15 +33,13 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import numpy as np
-from common import prepare
+from common import definitions, free_port, prepare, start_service
 
-from mlplatform.definitions import build_definitions
 from mlplatform.defs.jobs import feature_store_job_name, training_job_name
 from mlplatform.lib import registry as reg
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tracking import local_tracking, registered_versions
 from mlplatform.problems import get_problem
-from mlplatform.resources import FeastResource, LakeResource, MlflowResource
 from mlplatform.serving.client import sample_requests, wait_until_up
 
 START, END = date(2013, 1, 1), date(2013, 1, 21)
@@ -57,11 +53,7 @@ def setup(root: Path) -> tuple[DataLake, list[dict]]:
     problem = get_problem("flight_delay")
     lake = DataLake(root)
     prepare(lake, problem, START, END)
-    res = LakeResource(root=str(root))
-    defs = build_definitions(
-        [problem],
-        {"lake": res, "feast": FeastResource(lake=res), "mlflow": MlflowResource(lake=res)},
-    )
+    defs = definitions(problem, root)
     with dg.instance_for_test() as instance:
         job = defs.resolve_job_def(feature_store_job_name(problem))
         assert job.execute_in_process(instance=instance, run_config=QUIET).success
@@ -150,16 +142,9 @@ def main() -> None:
     versions = [v["version"] for v in registered_versions(tracking, "flight_delay")]
     reg.set_alias(tracking, "flight_delay", reg.CHAMPION, versions[0])
     reg.delete_alias(tracking, "flight_delay", reg.CHALLENGER)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
+    server = start_service(root, tmp / "dh", port)
     env = {**os.environ, "MLPLATFORM_DATA_DIR": str(root), "DAGSTER_HOME": str(tmp / "dh")}
-    server = subprocess.Popen(
-        [str(CLI), "serve", "--problem", "flight_delay", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
     try:
         assert wait_until_up(url, 120), "service did not start"
@@ -236,12 +221,7 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=20)
     # the same 200 rps against two uvicorn workers (each with its own runtime)
-    two = subprocess.Popen(
-        [str(CLI), "serve", "--problem", "flight_delay", "--port", str(port), "--workers", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    two = start_service(root, tmp / "dh", port, workers=2)
     try:
         assert wait_until_up(url, 120), "two-worker service did not start"
         asyncio.run(load(url, requests, 50, 3, []))  # warm-up (both workers)

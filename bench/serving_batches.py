@@ -23,9 +23,6 @@ budget_ms (the spec's latency budget), batch_items_per_s and batches.
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,13 +32,11 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import numpy as np
-from common import prepare
+from common import definitions, free_port, prepare, start_service
 
-from mlplatform.definitions import build_definitions
 from mlplatform.defs.jobs import feature_store_job_name, training_job_name
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import get_problem
-from mlplatform.resources import FeastResource, LakeResource, MlflowResource
 from mlplatform.serving.client import sample_requests, wait_until_up
 
 START, END = date(2013, 1, 1), date(2013, 1, 21)
@@ -49,7 +44,6 @@ RATE = 50
 SECONDS = 8
 BATCH, BATCH_CLIENTS = 1000, 3
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-CLI = Path(sys.executable).with_name("mlplatform")
 
 
 def setup(root: Path) -> None:
@@ -57,11 +51,7 @@ def setup(root: Path) -> None:
     problem = get_problem("flight_delay")
     lake = DataLake(root)
     prepare(lake, problem, START, END)
-    res = LakeResource(root=str(root))
-    defs = build_definitions(
-        [problem],
-        {"lake": res, "feast": FeastResource(lake=res), "mlflow": MlflowResource(lake=res)},
-    )
+    defs = definitions(problem, root)
     with dg.instance_for_test() as instance:
         job = defs.resolve_job_def(feature_store_job_name(problem))
         assert job.execute_in_process(instance=instance, run_config=QUIET).success
@@ -153,16 +143,8 @@ def main() -> None:
         setup(root)
     print(f"data folder: {root}", file=sys.stderr)
     requests = sample(root)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "MLPLATFORM_DATA_DIR": str(root), "DAGSTER_HOME": str(tmp / "dh")}
-    server = subprocess.Popen(
-        [str(CLI), "serve", "--problem", "flight_delay", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
+    server = start_service(root, tmp / "dh", port)
     url = f"http://127.0.0.1:{port}"
     try:
         assert wait_until_up(url, 120), "service did not start"
