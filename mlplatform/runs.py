@@ -23,14 +23,10 @@ def owner_tags() -> dict[str, str]:
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
+def _alive(pid: object) -> bool:
+    import psutil  # a dagster dependency; light
+
+    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
 
 
 def fail_orphaned_runs(instance: "dg.DagsterInstance") -> list[str]:

@@ -306,14 +306,10 @@ def _row(record: dict[str, Any]) -> dict[str, Any]:
     return {c: record.get(c) for c in COLUMNS}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        return True
-    return True
+def _alive(pid: object) -> bool:
+    import psutil  # a dagster dependency; light
+
+    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
 
 
 def read_predictions(root: Path, problem: str, since: datetime | None = None) -> "pd.DataFrame":

@@ -269,17 +269,9 @@ def announced(root: Path, problem: str) -> dict[str, Any] | None:
 
 
 def _alive(pid: object) -> bool:
-    import os
+    import psutil  # a dagster dependency; light
 
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by another user
-        return True
-    return True
+    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
 
 
 def service_url(root: Path, problem: str) -> str | None:
