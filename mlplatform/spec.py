@@ -228,8 +228,8 @@ class GatesSpec(_Strict):
         lt=1,
         description="Two-sided level of the paired difference's interval: the overall metric "
         "passes when the whole interval of its drop is within max_regression (non-inferiority); "
-        "a slice is refused when its drop is beyond slice_tolerance and the slice is worse "
-        "with this confidence after the family's adjustment",
+        "a slice is refused when its drop is beyond slice_tolerance with this confidence, "
+        "after the family's adjustment",
     )
     comparison: Literal["auto", "delong", "bootstrap"] = Field(
         default="auto", description="auto: DeLong for roc_auc, a paired bootstrap otherwise"
@@ -241,7 +241,7 @@ class GatesSpec(_Strict):
         "(Benjamini-Hochberg, false discovery rate)",
     )
     slice_family: Literal["column", "all"] = Field(
-        default="column",
+        default="all",
         description="What one family of slices is: the values of one slicing column (every "
         "carrier), or every judged slice at once",
     )

@@ -120,9 +120,14 @@ def test_a_worse_model_keeps_the_champion_and_names_no_regression(
 
 
 def test_a_model_that_regresses_on_one_slice_keeps_the_champion(
-    gated: tuple[Platform, dg.ExecuteInProcessResult],
+    gated: tuple[Platform, dg.ExecuteInProcessResult], problem: Problem
 ) -> None:
+    # two test days give UA 295 flights: its 0.088 drop is beyond the spec's 0.03 with 95%
+    # confidence only on a 7-day holdout (the spec's size); here the test asks "worse at
+    # all" (tolerance 0), Holm over the carriers (see test_gates_noise.py)
     platform, _ = gated
+    strict = tuned_problem(problem, slice_tolerance=0.0, slice_family="column")
+    platform = Platform(strict, platform.lake.root, platform.instance)
 
     result = platform.run_gated_training(params=UNEVEN, **FAST)
 

@@ -8,7 +8,7 @@
   found by bisection so that the AUC on those rows drops by the injected size): the share
   refused per injected size.
 - Thresholds: per slice, the standard error of the paired difference and the smallest drop
-  the spec's rule refuses (max(tolerance, z * se), z of the first Holm step), so a user tunes
+  the spec's rule refuses (tolerance + z * se, z of the first Holm step), so a user tunes
   tolerances and confidence with numbers.
 
 The gates judged are the platform's own (``lib.gates``), fed exactly as the evaluation
@@ -353,7 +353,7 @@ def _thresholds(
                 "slice": name,
                 "interval_width": round(float(np.median(w)), 4),
                 "se": round(se, 4),
-                "smallest_refused_drop": round(max(g.slice_tolerance, z_family * se), 4),
+                "smallest_refused_drop": round(g.slice_tolerance + z_family * se, 4),
                 "aa_refused": round(refusals.get(name, 0) / pairs, 3),
             }
         )
@@ -417,7 +417,7 @@ def report_markdown(problem: "Problem", result: Calibration, image: str = "") ->
             "most a quarter of the holdout).\n\n" + _table(result.power),
             "### Overall metric: noise and what the tolerance means\n" + _table(overall),
             "### Slices: noise and the smallest drop the rule refuses\n"
-            "`smallest_refused_drop` = max(tolerance, z * se), z of Holm's first step over the "
+            "`smallest_refused_drop` = tolerance + z * se, z of Holm's first step over the "
             "slice's family (a lone regression among equal slices).\n\n"
             + _table(result.thresholds),
             *([image] if image else []),
