@@ -90,7 +90,7 @@ def latency_flips(quick: bool) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="8 pairs, short latency run")
     parser.add_argument("--pairs", type=int, help="A/A pairs (default 40, 8 with --quick)")
     parser.add_argument("--data", type=Path, help="data folder of an earlier run")
