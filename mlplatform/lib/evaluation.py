@@ -366,6 +366,8 @@ def override(
     names = {o.name for o in outcomes}
     if unknown := sorted(set(gates) - names):
         raise ValueError(f"override_gates: unknown gate(s) {unknown} (gates: {sorted(names)})")
+    if gates and (not by.strip() or not reason.strip()):  # named as the run config names them
+        raise ValueError("an override needs override_by (who) and override_reason (why)")
     return checks.override(outcomes, gates, by, reason)
 
 
