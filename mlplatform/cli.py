@@ -10,7 +10,7 @@ from datetime import date
 from pathlib import Path
 
 from mlplatform import settings
-from mlplatform.errors import PlatformError
+from mlplatform.errors import PlatformError, UsageError
 from mlplatform.runs import owner_tags
 
 
@@ -128,11 +128,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     """
     from mlplatform.defs.jobs import daily_job_name, reference_job_name
     from mlplatform.lib.ingest import OVERRIDABLE, describe_rejection
-    from mlplatform.lib.landing import days
+    from mlplatform.lib.landing import check_range, days
     from mlplatform.lib.names import raw_table
     from mlplatform.problems import get_problem
 
     problem = get_problem(args.problem)
+    check_range(problem, args.start, args.end)
     overrides = args.override_check or []
     if unknown := sorted(set(overrides) - set(OVERRIDABLE)):
         raise ValueError(f"--override-check: {unknown} cannot be overridden (only {OVERRIDABLE})")
@@ -179,10 +180,11 @@ def _overridden(report: dict) -> list[str]:
 def cmd_features(args: argparse.Namespace) -> int:
     """Build the feature tables for a range of days, then the online store and training set."""
     from mlplatform.defs.jobs import feature_store_job_name, features_job_name
-    from mlplatform.lib.landing import days
+    from mlplatform.lib.landing import check_range, days
     from mlplatform.problems import get_problem
 
     problem = get_problem(args.problem)
+    check_range(problem, args.start, args.end)
     runs: list[tuple[str, str | None]]
     runs = [(features_job_name(problem), d.isoformat()) for d in days(args.start, args.end)]
     runs.append((feature_store_job_name(problem), None))
@@ -253,6 +255,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mlplatform.problems import get_problem
 
     problem = get_problem(args.problem)
+    if args.override_gate and not ((args.by or "").strip() and (args.reason or "").strip()):
+        raise UsageError("--override-gate needs --by (who) and --reason (why)")
+    if args.version:
+        from mlplatform.lib.tracking import registered_versions
+
+        known = [v["version"] for v in registered_versions(_tracking(), problem.name)]
+        if args.version not in known:
+            raise UsageError(
+                f"{problem.name} has no registered version {args.version} "
+                f"(registered: {', '.join(known) or 'none'})"
+            )
     config = {
         "version": args.version or "",
         "override_gates": args.override_gate or [],
@@ -339,6 +352,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if day is None:
         _out(f"no {problem.spec.target.source} ingested yet to take requests from")
         return 1
+    if day not in days:
+        raise UsageError(
+            f"{problem.spec.target.source} of {day} are not ingested "
+            f"(ingested: {days[0]}..{days[-1]}); pass a --day among them"
+        )
     requests = sample_requests(lake, problem, day, args.n)
     answers = post(url + "/predict", {"instances": requests})["predictions"]
     _out(f"{len(answers)} requests from {day} answered by {url}:")
@@ -359,18 +377,14 @@ def _transition(problem_name: str, action: str, reason: str, actor: str, share: 
 
     # the alias move and the service's refresh first; Dagster loads after traffic moved
     from mlplatform.lib import registry as reg
-    from mlplatform.lib.rollout import RolloutError, apply
+    from mlplatform.lib.rollout import apply
     from mlplatform.problems import get_problem
     from mlplatform.serving.server import call, service_url
 
     started = time.perf_counter()
     problem, root = get_problem(problem_name), settings.data_dir()
     tracking = _tracking()
-    try:
-        done = apply(problem.name, problem.spec, root, tracking, action, reason, actor, share)
-    except RolloutError as exc:
-        _out(f"{action}: {exc}")
-        return 1
+    done = apply(problem.name, problem.spec, root, tracking, action, reason, actor, share)
     moved = time.perf_counter() - started
     url = service_url(root, problem.name)
     served = call(url, "/refresh", method="POST") if url else None
@@ -548,6 +562,28 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1..65535)")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share in (0, 1]")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one subcommand per verb."""
     parser = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
@@ -617,9 +653,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve predictions over HTTP (FastAPI)")
     p.add_argument("--problem", required=True)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--refresh", type=float, default=0.5, help="seconds between registry reads")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--workers", type=_count, default=1, help="uvicorn worker processes")
     p.set_defaults(fn=cmd_serve)
 
     p = sub.add_parser("predict", help="send real flights of a day to the running service")
@@ -627,7 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--day", type=_day, help="day to take flights from (default: the newest)")
     p.add_argument("-n", type=int, default=5, help="how many requests (one batch)")
     p.add_argument("--url", help="service URL (default: the one `mlplatform serve` announced)")
-    p.add_argument("--wait", type=float, default=0, help="seconds to wait for the service")
+    p.add_argument(
+        "--wait", type=float, default=10, help="seconds to wait for the service (default 10)"
+    )
     p.set_defaults(fn=cmd_predict)
 
     user = os.environ.get("USER", "operator")
@@ -642,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem", required=True)
     p.add_argument("--reason", required=True, help="why (recorded in the deployment log)")
     p.add_argument("--by", default=user, help="who (default: $USER)")
-    p.add_argument("--share", type=float, help="canary share (default: the spec's)")
+    p.add_argument("--share", type=_share, help="canary share in (0, 1] (default: the spec's)")
     p.set_defaults(fn=cmd_rollout)
 
     p = sub.add_parser(
@@ -658,7 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mlflow", help="open the MLflow UI on the project's tracking store")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000)
     p.set_defaults(fn=cmd_mlflow)
 
     p = sub.add_parser("status", help="what the platform holds, per problem")
@@ -674,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dev", help="start the Dagster UI on the project's instance")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--port", type=_port, default=3000)
     p.set_defaults(fn=cmd_dev)
     return parser
 

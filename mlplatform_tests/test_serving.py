@@ -6,6 +6,7 @@ and walk the rollout: shadow → canary → full, then a bad challenger rolled b
 sensor, the kill switch, and a rollback with requests in flight.
 """
 
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -127,6 +128,18 @@ def test_bad_requests_get_a_422_naming_the_field_and_big_bodies_a_413(
         extra = client.post("/predict", json={**good, "arr_delay": 12})
         in_batch = client.post("/predict", json={"instances": [good, {**good, "flight": -3}]})
         big = client.post("/predict", json={"instances": [good] * 10_000})
+        body = json.dumps({"instances": [good] * 10_000}).encode()
+        # the same body streamed without a Content-Length (chunked): 413 too, not a 400
+        chunked = client.post(
+            "/predict",
+            content=(body[i : i + 65536] for i in range(0, len(body), 65536)),
+            headers={"content-type": "application/json"},
+        )
+        small_chunked = client.post(
+            "/predict",
+            content=iter([json.dumps(good).encode()]),
+            headers={"content-type": "application/json"},
+        )
         schema = client.get("/openapi.json").json()
 
     assert wrong.status_code == 422
@@ -135,6 +148,8 @@ def test_bad_requests_get_a_422_naming_the_field_and_big_bodies_a_413(
     assert extra.json()["detail"][0]["type"] == "extra_forbidden"  # an outcome is refused
     assert [e["loc"] for e in in_batch.json()["detail"]] == [["body", "instances", 1, "flight"]]
     assert big.status_code == 413
+    assert chunked.status_code == 413 and "body over" in chunked.json()["detail"]
+    assert small_chunked.status_code == 200 and small_chunked.json()["version"] == "1"
     assert "/predict" in schema["paths"] and "Request" in schema["components"]["schemas"]
 
 
@@ -258,7 +273,7 @@ def test_a_challenger_worse_online_is_rolled_back_by_the_sensor(
 def test_the_kill_switch_sends_every_request_to_the_champion(
     served: tuple[Platform, Background],
 ) -> None:
-    from mlplatform.lib.rollout import apply
+    from mlplatform.lib.rollout import RolloutError, apply
 
     platform, service = served
     assert platform.run_gated_training(params=BETTER, **FAST).success  # same model as v2
@@ -276,6 +291,8 @@ def test_the_kill_switch_sends_every_request_to_the_champion(
     spec = platform.problem.spec
     apply("flight_delay", spec, platform.lake.root, tracking, "kill", "pager", "oncall")
     _sync(service)
+    with pytest.raises(RolloutError, match="nothing to kill"):  # a second kill: no entry
+        apply("flight_delay", spec, platform.lake.root, tracking, "kill", "again", "oncall")
 
     assert {(a["version"], a["route"]) for a in _send(service, requests)} == {("2", "champion")}
     assert _aliases(platform)["challenger"] == challenger  # kept, for a person to look at

@@ -24,15 +24,27 @@ def days(start: date, end: date) -> Iterator[date]:
         yield start + timedelta(days=offset)
 
 
+def check_range(problem: Problem, start: date, end: date) -> None:
+    """Refuse days outside the problem's partitions before anything runs.
+
+    Raises:
+        UsageError: ``end`` before ``start``, or a day outside the spec's partitioning.
+    """
+    first, last = problem.spec.partitioning.start, problem.spec.partitioning.end
+    last -= timedelta(days=1)
+    if end < start:
+        raise UsageError(f"end {end} is before start {start}")
+    if start < first or end > last:
+        raise UsageError(f"{problem.name} has data for {first}..{last}, not {start}..{end}")
+
+
 def land(lake: DataLake, problem: Problem, start: date, end: date) -> dict[str, int]:
     """Write the daily exports of ``start``..``end`` and the reference snapshots.
 
     Returns the number of rows landed per source. Landing a day again replaces its files.
     """
     spec = problem.spec
-    first, last = spec.partitioning.start, spec.partitioning.end - timedelta(days=1)
-    if start < first or end > last:
-        raise UsageError(f"{problem.name} has data for {first}..{last}, not {start}..{end}")
+    check_range(problem, start, end)
     rows: dict[str, int] = {}
     for source, source_spec in spec.sources.items():
         if source_spec.kind == "reference":

@@ -144,6 +144,8 @@ def kill(tracking: Tracking, log: DeploymentLog, name: str, reason: str, actor: 
     _, _, p = _state(tracking, log, name)
     if p.champion is None:
         raise RolloutError(f"{name}: no champion to send traffic to")
+    if p.challenger is None or not p.challenger_active:
+        raise RolloutError(f"{name}: no challenger takes traffic; nothing to kill")
     return log.append(Transition("killed", p.challenger or "", p.champion, 0.0, reason, actor))
 
 

@@ -36,6 +36,7 @@ BATCH_CHUNK = 50  # batch items per trip to a worker thread (~50-100 ms)
 BATCH_YIELD_SECONDS = 0.05  # the longest a batch item waits for single requests to finish
 MAX_ERRORS = 20  # validation errors reported per refused body
 MAX_ECHO_CHARS = 80  # the longest string echoed back (input, loc, ctx)
+MAX_MESSAGE_CHARS = 300  # an error's own message (which may quote the input)
 
 
 class Prediction(BaseModel):
@@ -67,7 +68,7 @@ class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with 413, before they are read.
 
     A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` costs ~0.5 ms a request.
-    A body without Content-Length is counted as it streams and cut off at the limit.
+    A body without Content-Length (chunked) is read here up to the limit, then handed on.
     """
 
     def __init__(self, app: Any, max_bytes: int) -> None:
@@ -78,30 +79,39 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send)
+        if length is not None and length.isdigit():
+            if int(length) > self.max_bytes:
+                return await self._refuse(send)
+            return await self.app(scope, receive, send)  # the server holds it to its length
+        # Streamed (chunked): read it here, up to the limit, then hand it on whole. Counting
+        # inside the app's own read would surface as FastAPI's 400 "error parsing the body".
+        chunks: list[bytes] = []
         seen = 0
-
-        async def counted() -> Any:
-            nonlocal seen
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > self.max_bytes:
-                raise BodyTooLarge
-            return message
+                return await self._refuse(send)
+            if not message.get("more_body", False):
+                break
+        whole = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        handed = False
 
-        try:
-            await self.app(scope, counted, send)
-        except BodyTooLarge:
-            await self._refuse(send)
+        async def replay() -> Any:
+            nonlocal handed
+            if handed:
+                return await receive()  # after the body: the disconnect, when it comes
+            handed = True
+            return whole
+
+        return await self.app(scope, replay, send)
 
     async def _refuse(self, send: Any) -> None:
         response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, 413)
         await response({"type": "http"}, None, send)  # pyright: ignore[reportArgumentType]
-
-
-class BodyTooLarge(Exception):
-    """A streamed body passed the limit."""
 
 
 class Lanes:
@@ -143,7 +153,7 @@ class Lanes:
         self._idle.wait(BATCH_YIELD_SECONDS)
 
 
-def _short(value: Any) -> Any:
+def _short(value: Any, limit: int = MAX_ECHO_CHARS) -> Any:
     """A JSON-safe, short form of one scalar; None for anything that should not be echoed."""
     if value is None or (isinstance(value, bool | int) and abs(value) < 2**63):
         return value
@@ -152,7 +162,7 @@ def _short(value: Any) -> Any:
     if isinstance(value, str):
         # lone surrogates cannot be encoded as UTF-8: replaced, never a 500
         text = value.encode("utf-8", "replace").decode("utf-8")
-        return text if len(text) <= MAX_ECHO_CHARS else text[:MAX_ECHO_CHARS] + "…"
+        return text if len(text) <= limit else text[:limit] + "…"
     return None
 
 
@@ -160,7 +170,7 @@ def _error(err: Any, loc: list[Any]) -> dict[str, Any]:
     """One validation error as strict JSON: loc, msg, type, ctx, and a short scalar input."""
     out: dict[str, Any] = {
         "loc": [p if isinstance(p, int) else _short(str(p)) for p in loc],
-        "msg": _short(str(err.get("msg", ""))[:300]),
+        "msg": _short(str(err.get("msg", "")), MAX_MESSAGE_CHARS),  # ours: whole, bounded
         "type": _short(str(err.get("type", ""))),
     }
     if isinstance(err.get("ctx"), dict):

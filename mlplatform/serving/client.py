@@ -45,15 +45,16 @@ def as_requests(problem: Problem, frame: "pd.DataFrame") -> list[dict[str, Any]]
 def wait_until_up(url: str, seconds: float) -> bool:
     """Poll ``/health`` until the service answers with a champion, or time runs out."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while True:  # asked at least once, whatever ``seconds`` is
         try:
             with urllib.request.urlopen(url + "/health", timeout=1) as resp:
                 if json.loads(resp.read()).get("status") == "ok":
                     return True
         except (urllib.error.URLError, OSError, ValueError):
             pass
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.25)
-    return False
 
 
 def post(url: str, body: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:

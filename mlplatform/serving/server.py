@@ -221,25 +221,49 @@ class Announcement:
     token: str
 
     def withdraw(self) -> None:
-        """Remove the announcement if it is still this process's: never another's."""
+        """Remove the announcement if it is still this process's: never another's.
+
+        A service this one replaced and that still runs gets its announcement back, so
+        stopping the newer of two services leaves the older one findable.
+        """
         import json
 
         try:
             held = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return
-        if isinstance(held, dict) and held.get("token") == self.token:
+        if not (isinstance(held, dict) and held.get("token") == self.token):
+            return
+        earlier = held.get("replaced")
+        while isinstance(earlier, dict) and not _alive(earlier.get("pid")):
+            earlier = earlier.get("replaced")
+        if isinstance(earlier, dict):
+            _write_json(self.path, earlier)
+        else:
             self.path.unlink(missing_ok=True)
+
+
+def _write_json(path: Path, body: dict[str, Any]) -> None:
+    """Replace ``path`` whole (a reader never sees half of it)."""
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(body))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def announce(root: Path, problem: str, url: str) -> Announcement:
     """Record the service's URL and process for ``status`` and ``rollback``.
 
     The newest service of a problem holds the announcement; the file is replaced whole
-    (a reader never sees half of it) and carries a token, so each process removes only
-    the announcement it wrote.
+    and carries a token, so each process removes only the announcement it wrote. A
+    running service it replaces is kept inside it (``replaced``) and restored when this
+    one withdraws.
     """
-    import json
     import os
     import secrets
     from urllib.parse import urlsplit
@@ -247,13 +271,16 @@ def announce(root: Path, problem: str, url: str) -> Announcement:
     path = service_file(root, problem)
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
-    body = {"url": url, "port": urlsplit(url).port, "pid": os.getpid(), "token": token}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(body))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    body: dict[str, Any] = {
+        "url": url,
+        "port": urlsplit(url).port,
+        "pid": os.getpid(),
+        "token": token,
+    }
+    earlier = announced(root, problem)
+    if earlier is not None and _alive(earlier.get("pid")):
+        body["replaced"] = earlier
+    _write_json(path, body)
     return Announcement(path, token)
 
 
