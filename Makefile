@@ -19,7 +19,7 @@ REPLAY_TRIALS ?= 5
 BAD_DAY ?= 2013-01-16
 BAD_DAY_FILE := mlplatform_tests/cases/05_naive_local_time_hour_flights_2013-01-16.csv
 
-.PHONY: venv demo demo-production test lint dev mlflow constraints clean
+.PHONY: venv demo demo-production test lint bench-quick dev mlflow constraints clean
 
 venv: $(STAMP)
 
@@ -63,6 +63,11 @@ demo-production: venv
 
 test: venv
 	$(BIN)/pytest
+
+# benchmarks in their quick mode, so a broken one shows in CI (figures: README, full runs)
+bench-quick: venv
+	$(BIN)/python bench/import_time.py
+	$(BIN)/python bench/gates.py --quick
 
 lint: venv
 	$(BIN)/ruff check .
