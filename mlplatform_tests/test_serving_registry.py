@@ -283,9 +283,9 @@ def test_deleting_the_champions_version_keeps_it_serving_and_the_commands_say_so
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)[NAME]
     assert main(["rollout", "shadow", "--problem", NAME, "--reason", "t", "--by", "t"]) == 1
-    rollout = capsys.readouterr().out
+    rollout = capsys.readouterr().err  # refusals: the platform's one line, on stderr
     assert main(["rollback", "--problem", NAME, "--reason", "t", "--by", "t"]) == 1
-    rollback = capsys.readouterr().out
+    rollback = capsys.readouterr().err
     reg.set_alias(tracking, NAME, "champion", v["passed"])  # the way back: a cleared version
     service.runtime.refresh()
     back = _get(service, "/health")
