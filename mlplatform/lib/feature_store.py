@@ -5,15 +5,16 @@
 feature views point-in-time (offline, for training) or reads the online store (serving).
 """
 
+import functools
 import math
 import os
 import sqlite3
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -22,7 +23,7 @@ import pandas as pd
 from mlplatform.errors import PlatformError
 from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tables import EVENT_TS
+from mlplatform.lib.tables import EVENT_TS, FeatureTable
 from mlplatform.problems import Problem
 from mlplatform.settings import DATA_VAR
 from mlplatform.spec import ProblemSpec
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
 
 _ROW = "__row"
+_T = TypeVar("_T")
 
 
 def open_store(
@@ -219,14 +221,113 @@ def _historical(
     return joined
 
 
+class AuditColumnError(PlatformError, ValueError):
+    """A served feature view lacks its ``<table>_ts`` column, so its TTL cannot apply online."""
+
+
+@dataclass(frozen=True)
+class ViewExpiry:
+    """How one feature view's TTL applies to the service's online answer.
+
+    ``names``: the view's output names in that answer, its audit column ``ts_column``
+    (epoch seconds of the row's event time) included; ``ttl_seconds``: 0 for none (Feast
+    reads a zero TTL as "never expires").
+    """
+
+    view: str
+    ts_column: str
+    ttl_seconds: float
+    names: tuple[str, ...]
+
+
+class _Same(Generic[_T]):
+    """Hashes and compares an object by identity: a cache key for unhashable objects."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: _T) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+
+def view_expiries(problem: Problem, service: "FeatureService") -> tuple[ViewExpiry, ...]:
+    """Per served feature table, its output names and TTL; built once per (problem, service).
+
+    Raises:
+        AuditColumnError: the service reads a table's view without its ``ts_column``.
+    """
+    return _view_expiries(_Same(problem), _Same(service))
+
+
+# Keyed by identity (a Problem holds an unhashable spec; FeatureService hashes by name and
+# compares deeply): the serving path reuses one problem and one service for every request.
+@functools.lru_cache(maxsize=32)
+def _view_expiries(
+    problem: _Same[Problem], service: "_Same[FeatureService]"
+) -> tuple[ViewExpiry, ...]:
+    tables: dict[str, FeatureTable] = {t.view: t for t in problem.obj.feature_tables()}
+    out = []
+    for projection in service.obj.feature_view_projections:
+        table = tables.get(projection.name)
+        if table is None:
+            continue  # not a feature table of the problem (e.g. an on-demand view): no TTL
+        names = tuple(f.name for f in projection.features)
+        if table.ts_column not in names:
+            raise AuditColumnError(
+                f"feature service {service.obj.name!r} reads {table.view} without its audit "
+                f"column {table.ts_column!r}: its {table.ttl} TTL cannot be applied online; "
+                f"serve the whole view (its schema declares {table.ts_column})"
+            )
+        out.append(ViewExpiry(table.view, table.ts_column, table.ttl.total_seconds(), names))
+    return tuple(out)
+
+
+def _epoch_seconds(moment: datetime) -> float:
+    # Feast reads a naive entity timestamp as UTC; so does this.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def expire(values: dict[str, Any], when: datetime, views: tuple[ViewExpiry, ...]) -> list[str]:
+    """Set to None, in place, the values of each view too old at ``when``; the views' names.
+
+    The offline join's rule (Feast 0.67's DuckDB/ibis store: a row is joined when
+    ``event_time <= when <= event_time + ttl``), so a value exactly TTL old is kept and
+    one older is missing; a view with no ``ts_column`` value (no row) is missing too.
+    ``ts_column`` holds whole seconds: event times must be whole seconds (the feature
+    tables' are) for the two paths to agree to the second.
+    """
+    now = _epoch_seconds(when)
+    expired = []
+    for view in views:
+        stamp = values.get(view.ts_column)
+        if stamp is None or stamp != stamp or (view.ttl_seconds and stamp + view.ttl_seconds < now):
+            expired.append(view.view)
+            for name in view.names:
+                values[name] = None
+    return expired
+
+
 def online_vector(
     problem: Problem, store: "FeatureStore", service: "FeatureService", request: Mapping[Any, Any]
 ) -> dict[str, Any]:
-    """One request's entity row and its newest feature values from the online store."""
+    """One request's entity row and its online feature values as of its prediction time.
+
+    The online store keeps each entity's newest value whatever its age; a view's values
+    older than its TTL at the request's prediction time (``event_timestamp`` of the
+    entity row) are returned as None, as the offline point-in-time join leaves them
+    missing (see ``expire``), so the spec's defaults apply alike on both paths.
+    """
     row = problem.entity_row(request)
     keys = {k: row[k] for k in join_keys(problem.spec)}
     values = store.get_online_features(features=service, entity_rows=[keys]).to_dict()
-    return {**row, **{name: found[0] for name, found in values.items() if name not in keys}}
+    found = {name: column[0] for name, column in values.items() if name not in keys}
+    expire(found, row[EVENT_TS], view_expiries(problem, service))
+    return {**row, **found}
 
 
 def join_keys(spec: ProblemSpec) -> list[str]:
