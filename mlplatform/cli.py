@@ -529,6 +529,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             dict(build_resources()),
             retrain_ops=ops,
             progress=_out,
+            serve_at=args.serve_at,
         )
     except AlreadyReplayed as exc:  # make demo run twice: nothing new to replay
         _out(f"replay: {exc}; timeline: {exc.table}")
@@ -647,6 +648,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=_day, required=True, help="last day (included)")
     p.add_argument(
         "--trials", type=_positive, help="search trials per retrain (default: the spec's)"
+    )
+    p.add_argument(
+        "--serve-at",
+        choices=["prediction_time", "morning"],
+        default="prediction_time",
+        help="prediction_time (default): each request at its own hour, after that hour's "
+        "pushes; morning: the whole day at 07:00 from the evening's store (the old way, "
+        "kept to measure skew)",
     )
     p.set_defaults(fn=cmd_replay)
 

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from mlplatform.serving.runtime import Runtime
 
 MORNING, SERVING, EVENING = time(6), time(7), time(23)
+PREDICTION_TIME, AT_MORNING = "prediction_time", "morning"  # how a replayed day is served
 MAX_ROUNDS = 8  # sensor rounds per settle; each round's runs finish before the next
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 RUN_KEY, SENSOR_NAME, SCHEDULE_NAME = (
@@ -290,28 +291,119 @@ class Replay:
         runtime.predictions.flush()
         return failed
 
-    def days(self, start: date, end: date) -> Iterator["Day"]:
-        """Replay ``start``..``end``, yielding each day as it ends."""
+    # -- the streams --------------------------------------------------------------------
+    def push(self, store: Any, hour: "pd.Timestamp") -> int:
+        """Push every stream source's events of ``[hour - 1h, hour)``, as the feed sends them.
+
+        Each push is a materialization of the source's stream asset. Returns the events
+        pushed.
+        """
+        import pandas as pd
+
+        from mlplatform.defs.features.stream import report_push
+        from mlplatform.lib.stream import HOUR, push_hour
+
+        events = 0
+        for source in self.problem.spec.stream_sources():
+            start = pd.Timestamp(hour) - HOUR
+            feed = self.problem.export_events(source, start, pd.Timestamp(hour))
+            result = push_hour(
+                self.lake.root, self.problem, store, source, start, feed, settings.now()
+            )
+            report_push(self.instance, self.problem, result)
+            events += result.rows
+        return events
+
+    def catch_up(self, store: Any, day: date) -> int:
+        """Push the hours before ``day`` that its stream views look back on.
+
+        Its first hours then see what a running feed would have shown; hours pushed
+        before are skipped. From the evening two days before (a day's schedule is
+        published the evening before it) to the hour before ``day``'s first. Returns the
+        events pushed.
+        """
+        import pandas as pd
+
+        from mlplatform.lib.stream import HOUR, EventLog
+        from mlplatform.lib.tables import local_midnight
+
+        tz = self.problem.spec.partitioning.timezone
+        back = max((t.trailing_days for t in self.problem.feature_tables() if t.stream), default=0)
+        first = pd.Timestamp(local_midnight(day - timedelta(days=back + 1), tz)) - HOUR
+        last = pd.Timestamp(local_midnight(day, tz)) - HOUR  # pushed by the day's first hour
+        log = EventLog(self.lake.root, self.problem.name)
+        pushed = {h for s in self.problem.spec.stream_sources() for h in log.hours(s)}
+        done, window = 0, first
+        while window < last:
+            if window not in pushed:
+                os.environ[settings.CLOCK_VAR] = (window + HOUR).isoformat()
+                done += self.push(store, window + HOUR)
+            window += HOUR
+        return done
+
+    def serve_day(self, runtime: "Runtime", store: Any, day: date) -> int:
+        """Serve a day hour by hour at each request's prediction time; count failures.
+
+        At each hour t of the local day the platform clock is t; the streams' events of
+        the hour before are pushed first, then the requests whose prediction time is t
+        are scored against the online store as it stands. The retrain schedule ticks when
+        its hour comes.
+        """
+        import pandas as pd
+
+        from mlplatform.lib.features import day_hours
+
+        requests = self.requests(day)
+        field = self.problem.spec.prediction_time
+        by_hour: dict[pd.Timestamp, list[dict[str, Any]]] = {}
+        for request in requests:
+            at = pd.Timestamp(request[field]).tz_convert("UTC").floor("h")
+            by_hour.setdefault(at, []).append(request)
+        hours = day_hours(day, self.problem.spec.partitioning.timezone)
+        late = [h for h in by_hour if h not in set(hours)]
+        assert not late, f"{day}: requests outside the day's hours: {late[:3]}"
+        failed = 0
+        for hour in hours:
+            os.environ[settings.CLOCK_VAR] = hour.isoformat()
+            if hour.tz_convert(self.zone).time() == MORNING:
+                self.tick_schedule(self._previous_tick, hour.to_pydatetime())
+                self.settle()
+                self._previous_tick = hour.to_pydatetime()
+            self.push(store, hour)
+            if by_hour.get(hour):
+                failed += self.serve(runtime, by_hour[hour])
+        return failed
+
+    def days(self, start: date, end: date, serve_at: str = PREDICTION_TIME) -> Iterator["Day"]:
+        """Replay ``start``..``end``, yielding each day as it ends.
+
+        ``serve_at``: ``prediction_time`` (each request at its own hour, after that hour's
+        pushes) or ``morning`` (the whole day at 07:00 from the evening's store, no pushes:
+        how the platform served before its stream views, kept to measure the skew).
+        """
         from mlplatform.serving.server import build_runtime
 
-        runtime = build_runtime(
-            self.problem,
-            self.lake.root,
-            self.tracking,
-            store=self.resources["feast"].store(self.problem),
-        )
-        previous = self.at(start - timedelta(days=1), MORNING)
+        store = self.resources["feast"].store(self.problem)
+        runtime = build_runtime(self.problem, self.lake.root, self.tracking, store=store)
+        self._previous_tick = self.at(start - timedelta(days=1), MORNING)
         try:
+            if serve_at == PREDICTION_TIME:
+                self.catch_up(store, start)
             for day in days(start, end):
                 before = len(self.launched)
                 clock = perf_counter()
-                morning = self.at(day, MORNING)
-                self.tick_schedule(previous, morning)
-                self.settle()
-                previous = morning
-                self.at(day, SERVING)
-                served = perf_counter()
-                failed = self.serve(runtime, self.requests(day))
+                if serve_at == PREDICTION_TIME:
+                    self.at(day, time(0))
+                    served = perf_counter()
+                    failed = self.serve_day(runtime, store, day)
+                else:
+                    morning = self.at(day, MORNING)
+                    self.tick_schedule(self._previous_tick, morning)
+                    self.settle()
+                    self._previous_tick = morning
+                    self.at(day, SERVING)
+                    served = perf_counter()
+                    failed = self.serve(runtime, self.requests(day))
                 self.at(day, EVENING)
                 landed = perf_counter()
                 land(self.lake, self.problem, day, day)
@@ -451,6 +543,7 @@ def replay(
     resources: dict[str, Any],
     retrain_ops: dict[str, Any] | None = None,
     progress: Callable[[str], None] = lambda line: None,
+    serve_at: str = PREDICTION_TIME,
 ) -> "Timeline":
     """Replay ``start``..``end`` from the deployment in place; return its timeline.
 
@@ -497,7 +590,7 @@ def replay(
     seen = len(deployments.entries())
     drift_key = dg.AssetKey([problem.name, "drift_report"])
     progress(f"replaying {problem.name} {start}..{end}; frozen first model: version {champion}")
-    for today in runner.days(start, end):
+    for today in runner.days(start, end, serve_at):
         day, launched = today.day, today.launched
         outcomes = lake.read_days(problem.name, "monitoring/online_outcomes", [day])
         entries = deployments.entries()

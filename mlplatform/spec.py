@@ -78,10 +78,31 @@ class IngestionDrift(_Strict):
     threshold: float = Field(default=0.2, gt=0)
 
 
-class SourceSpec(_Strict):
-    """One data source: a daily export or a reference snapshot."""
+class StreamSpec(_Strict):
+    """Events of a source pushed to the feature store as they happen, within the day.
 
-    kind: Literal["daily", "reference"]
+    The plug-in's ``source.export_events(source, start, end)`` gives the events whose
+    ``event_time`` (UTC) falls in ``[start, end)``; ``source.stream_events(source, frame)``
+    derives the same events from a validated day, so the offline path (the evening's batch)
+    and the online path (the pushes) see one history. Each push holds one hour's events.
+    """
+
+    description: str
+    schema_name: str = Field(alias="schema", description="DataFrameModel of one pushed event")
+    event_time: str = Field(description="column: when the event became known, UTC")
+    freshness_minutes: int = Field(
+        default=120, ge=1, description="a feed silent this long is late (freshness policy)"
+    )
+
+
+class SourceSpec(_Strict):
+    """One data source: a daily export, a reference snapshot, or a stream.
+
+    A ``stream`` source is landed and validated daily like a ``daily`` one (the system of
+    record for training); its events are also pushed hour by hour (``stream``).
+    """
+
+    kind: Literal["daily", "reference", "stream"]
     description: str
     schema_name: str = Field(alias="schema", description="DataFrameModel in the problem's schemas")
     format: Literal["csv", "parquet"] = "csv"
@@ -105,11 +126,21 @@ class SourceSpec(_Strict):
     )
     volume: VolumeRule | None = None
     drift: IngestionDrift | None = None
+    stream: StreamSpec | None = None
+
+    @property
+    def is_daily(self) -> bool:
+        """Landed as one export per day (``daily`` and ``stream`` sources)."""
+        return self.kind != "reference"
 
     @model_validator(mode="after")
     def _daily_needs_time(self) -> Self:
-        if self.kind == "daily" and not self.event_timestamp:
-            raise ValueError("a daily source needs event_timestamp")
+        if self.is_daily and not self.event_timestamp:
+            raise ValueError(f"a {self.kind} source needs event_timestamp")
+        if (self.kind == "stream") != (self.stream is not None):
+            raise ValueError(
+                "stream: a stream source needs its stream block, no other kind has one"
+            )
         if self.kind == "reference" and (self.volume or self.drift):
             raise ValueError("volume and drift rules apply to daily sources only")
         if self.timestamp_parts and not self.event_timestamp:
@@ -269,8 +300,37 @@ class RolloutSpec(_Strict):
     min_outcomes: int = Field(default=200, ge=1, description="Outcomes before judging the metric")
 
 
+class SkewSpec(_Strict):
+    """Train/serve skew: each day's served vectors against their point-in-time rebuild.
+
+    A request is skewed when any of its features differs: categoricals exactly, numbers by
+    more than ``abs_tolerance + rel_tolerance * |offline value|``.
+    """
+
+    sample: int = Field(
+        default=1000, ge=1000, description="Requests compared per day at most (seeded sample)"
+    )
+    seed: int = 0
+    abs_tolerance: float = Field(default=1e-6, ge=0)
+    rel_tolerance: float = Field(default=1e-6, ge=0)
+    warn_share: Ratio = Field(
+        default=0.01, description="WARN above this share of requests with any mismatch"
+    )
+    error_share: Ratio = Field(
+        default=0.10, description="ERROR above this share: promotion is held while it lasts"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.warn_share > self.error_share:
+            raise ValueError(
+                f"warn_share {self.warn_share} must not exceed error_share {self.error_share}"
+            )
+        return self
+
+
 class MonitoringSpec(_Strict):
-    """Feature and prediction drift against the training reference."""
+    """Feature and prediction drift against the training reference, and train/serve skew."""
 
     stattest: str = "kl_div"
     threshold: float = Field(default=0.1, gt=0)
@@ -281,6 +341,7 @@ class MonitoringSpec(_Strict):
         description="Days of served requests each drift report compares, ending on its day: "
         "one day of hourly weather or daily rates is narrow by construction",
     )
+    skew: SkewSpec = Field(default_factory=SkewSpec)
 
 
 class RetrainingSpec(_Strict):
@@ -323,7 +384,7 @@ class ProblemSpec(_Strict):
             raise ValueError(
                 f"target.source: unknown source {self.target.source!r} (declared: {known})"
             )
-        if self.sources[self.target.source].kind != "daily":
+        if not self.sources[self.target.source].is_daily:
             raise ValueError("target.source: the target must come from a daily source")
         for i, feature in enumerate(self.features):
             if feature.source not in self.sources:
@@ -344,8 +405,12 @@ class ProblemSpec(_Strict):
         return self
 
     def daily_sources(self) -> dict[str, SourceSpec]:
-        """Sources that arrive as one export per day."""
-        return {n: s for n, s in self.sources.items() if s.kind == "daily"}
+        """Sources that arrive as one export per day (``daily`` and ``stream``)."""
+        return {n: s for n, s in self.sources.items() if s.is_daily}
+
+    def stream_sources(self) -> dict[str, SourceSpec]:
+        """Sources whose events are also pushed as they happen."""
+        return {n: s for n, s in self.sources.items() if s.kind == "stream"}
 
 
 def parse_spec(data: Any, origin: str) -> ProblemSpec:

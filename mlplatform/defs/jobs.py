@@ -47,7 +47,7 @@ def _source_keys(problem: Problem, kind: str) -> list[dg.AssetKey]:
     return [
         dg.AssetKey([problem.name, table])
         for source, spec in problem.spec.sources.items()
-        if spec.kind == kind
+        if ("daily" if spec.is_daily else spec.kind) == kind
         for table in (raw_table(source), source)
     ]
 
@@ -98,6 +98,7 @@ def build_jobs(problem: Problem) -> list[Any]:  # the unresolved job type is pri
                     for n in ("served_predictions", "online_outcomes", "online_performance")
                 ),
                 dg.AssetKey([problem.name, "drift_report"]),
+                dg.AssetKey([problem.name, "serving_skew"]),
             ),
             description=f"One day of {problem.name} monitoring: served predictions, outcomes, "
             "online performance per version, feature and prediction drift.",

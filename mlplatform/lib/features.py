@@ -7,7 +7,7 @@ Parquet file per day, which a Feast ``FileSource`` reads. Every table carries it
 (epoch seconds), so the timestamps Feast picked can be audited in the training set.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import pandas as pd
@@ -33,10 +33,18 @@ class FeatureInputs:
     target: TargetSpec
     daily: dict[str, pd.DataFrame]
     reference: dict[str, pd.DataFrame]
+    events: dict[str, pd.DataFrame] = field(default_factory=dict)
+    hours: list[pd.Timestamp] = field(default_factory=list)
 
     def day_start(self, offset_days: int = 0) -> pd.Timestamp:
         """Local midnight starting ``day + offset_days``, in UTC."""
         return pd.Timestamp(local_midnight(self.day + timedelta(days=offset_days), self.timezone))
+
+
+def day_hours(day: date, timezone: str) -> list[pd.Timestamp]:
+    """The UTC starts of every hour of a local day (23 or 25 when the clocks change)."""
+    start, end = local_midnight(day, timezone), local_midnight(day + timedelta(days=1), timezone)
+    return list(pd.date_range(start, end, freq="h", inclusive="left", unit="us"))
 
 
 def window(day: date, days: int) -> list[date]:
@@ -125,12 +133,19 @@ def build_day(lake: DataLake, problem: Problem, table: FeatureTable, day: date) 
             "materialize the ingestion assets for the day first"
         )
     days = window(day, table.trailing_days)
+    tz = problem.spec.partitioning.timezone
+    daily = {s: lake.read_days(problem.name, s, days) for s in table.sources}
     inputs = FeatureInputs(
         day=day,
-        timezone=problem.spec.partitioning.timezone,
+        timezone=tz,
         target=problem.spec.target,
-        daily={s: lake.read_days(problem.name, s, days) for s in table.sources},
+        daily=daily,
         reference={r: lake.read_table(problem.name, r, None) for r in table.reference},
+        # a stream view offline: the events the validated days carry, every hour of the day
+        events={table.stream: problem.stream_events(table.stream, daily[table.stream])}
+        if table.stream
+        else {},
+        hours=day_hours(day, tz) if table.stream else [],
     )
     frame = with_timestamps(table, problem.build_features(table, inputs))
     lake.write_table(problem.name, features_table(table), day, frame)

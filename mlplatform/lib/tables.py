@@ -19,6 +19,11 @@ class FeatureTable:
     ``builder`` names a function in the problem's ``features`` module taking
     ``FeatureInputs`` and returning the day's rows: the join key, ``event_timestamp``
     (when the values became known) and the feature columns.
+
+    A table with a ``stream`` (a stream source of the spec) is a stream view: its builder
+    reads ``FeatureInputs.events[stream]`` and ``hours``, so the same function computes the
+    evening's offline rows (every hour of the day, from the validated days) and the rows
+    pushed online each hour (from the events pushed so far).
     """
 
     name: str
@@ -29,6 +34,12 @@ class FeatureTable:
     sources: tuple[str, ...]
     reference: tuple[str, ...] = ()
     trailing_days: int = 0
+    stream: str | None = None
+
+    @property
+    def push_source(self) -> str:
+        """Name of the Feast push source of a stream view."""
+        return f"{self.name}_push"
 
     @property
     def ts_column(self) -> str:

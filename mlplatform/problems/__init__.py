@@ -4,7 +4,9 @@ A problem folder ``problems/<name>/`` contains
 - ``spec.yaml``: the problem spec (see ``mlplatform.spec``);
 - ``schemas.py``: one pandera ``DataFrameModel`` per source, named in the spec;
 - ``source.py``: ``export_day(source, day)`` and ``export_reference(source)``, the daily
-  export that ``mlplatform land`` writes into the landing zone;
+  export that ``mlplatform land`` writes into the landing zone; for stream sources also
+  ``stream_events(source, frame)`` (the events days of the export carry) and
+  ``export_events(source, start, end)`` (the feed: events of ``[start, end)``, UTC);
 - ``feature_tables.py``: ``FEATURE_TABLES``, the problem's feature tables (import-light);
 - ``features.py``: one builder per feature table, and ``entity_row(request, timezone)``,
   the single mapping from a request (or a historical row) to its feature lookup;
@@ -54,11 +56,14 @@ class Problem:
 
     def schema(self, source: str) -> "type[pa.DataFrameModel]":
         """The pandera model that validates ``source``."""
-        name = self.spec.sources[source].schema_name
+        return self.schema_named(self.spec.sources[source].schema_name, f"sources.{source}")
+
+    def schema_named(self, name: str, where: str = "schema") -> "type[pa.DataFrameModel]":
+        """The pandera model called ``name`` in the problem's ``schemas.py``."""
         model = getattr(self._module("schemas"), name, None)
         if model is None:
             raise SpecError(
-                f"{self.folder / 'spec.yaml'}: sources.{source}.schema: no model {name!r} "
+                f"{self.folder / 'spec.yaml'}: {where}.schema: no model {name!r} "
                 f"in {self.folder / 'schemas.py'}"
             )
         return model
@@ -72,6 +77,23 @@ class Problem:
         """The current snapshot of a reference source."""
         fn = cast("Callable[[str], pd.DataFrame]", self._module("source").export_reference)
         return fn(source)
+
+    def stream_events(self, source: str, frame: "pd.DataFrame") -> "pd.DataFrame":
+        """The events of stream ``source`` carried by days of its validated table."""
+        fn = cast(
+            "Callable[[str, pd.DataFrame], pd.DataFrame]", self._module("source").stream_events
+        )
+        return fn(source, frame)
+
+    def export_events(
+        self, source: str, start: "pd.Timestamp", end: "pd.Timestamp"
+    ) -> "pd.DataFrame":
+        """The feed of stream ``source``: events with event time in ``[start, end)``, UTC."""
+        fn = cast(
+            "Callable[[str, pd.Timestamp, pd.Timestamp], pd.DataFrame]",
+            self._module("source").export_events,
+        )
+        return fn(source, start, end)
 
     def feature_tables(self) -> "list[FeatureTable]":
         """The problem's feature tables, in declaration order."""

@@ -1,4 +1,4 @@
-"""The feature stage: feature tables, the Feast registry and the online store."""
+"""The feature stage: feature tables, stream pushes, the Feast registry and the online store."""
 
 import dagster as dg
 
@@ -7,6 +7,7 @@ from mlplatform.defs.features.assets import (
     build_online_asset,
     build_registry_asset,
 )
+from mlplatform.defs.features.stream import stream_specs
 from mlplatform.problems import Problem
 
 
@@ -14,5 +15,10 @@ def build_defs(problem: Problem) -> dg.Definitions:
     """Feature tables of ``problem``, its registry and its online store."""
     assets = [build_feature_asset(problem, t) for t in problem.feature_tables()]
     return dg.Definitions(
-        assets=[*assets, build_registry_asset(problem), build_online_asset(problem)]
+        assets=[
+            *assets,
+            *stream_specs(problem),
+            build_registry_asset(problem),
+            build_online_asset(problem),
+        ]
     )

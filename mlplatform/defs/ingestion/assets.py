@@ -53,7 +53,7 @@ def check_names(problem: Problem, source: str) -> list[str]:
     """The gating checks the spec asks of a source's raw batches."""
     spec = problem.spec.sources[source]
     names = [SCHEMA, DUPLICATES]
-    if spec.kind == "daily":
+    if spec.is_daily:
         names.append(TIMESTAMPS)
     if spec.timestamp_parts:
         names.append(TIMESTAMP_PARTS)
@@ -79,7 +79,7 @@ def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
         description=f"{spec.description} As landed, gated by the spec's checks.",
         kinds={spec.format, "pandera"},
         owners=[problem.spec.owner],
-        partitions_def=daily_partitions(problem.spec) if spec.kind == "daily" else None,
+        partitions_def=daily_partitions(problem.spec) if spec.is_daily else None,
         check_specs=[
             dg.AssetCheckSpec(name, asset=key, blocking=True, description=_CHECK_DESCRIPTIONS[name])
             for name in check_names(problem, source)
@@ -151,7 +151,7 @@ def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
     spec = problem.spec.sources[source]
     key = dg.AssetKey([problem.name, source])
     check_specs = []
-    if spec.drift and spec.kind == "daily":
+    if spec.drift and spec.is_daily:
         check_specs.append(
             dg.AssetCheckSpec(
                 DRIFT,
@@ -170,7 +170,7 @@ def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
         description=f"{spec.description} Validated and typed.",
         kinds={"pandas", "parquet"},
         owners=[problem.spec.owner],
-        partitions_def=daily_partitions(problem.spec) if spec.kind == "daily" else None,
+        partitions_def=daily_partitions(problem.spec) if spec.is_daily else None,
         check_specs=check_specs,
         tags={"mlplatform/problem": problem.name},
     )

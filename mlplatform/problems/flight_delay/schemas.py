@@ -104,3 +104,28 @@ class AirportsSchema(pa.DataFrameModel):
     class Config:  # noqa: D106 - pandera's options
         coerce = True
         strict = True
+
+
+class FlightEventSchema(pa.DataFrameModel):
+    """One pushed flight status event (``source.flight_events``)."""
+
+    carrier: Series[str] = pa.Field(str_matches=r"^[A-Z0-9]{2}$")
+    flight: Series[int] = pa.Field(ge=1)
+    origin: Series[str] = pa.Field(isin=NYC_ORIGINS)
+    dest: Series[str] = pa.Field(str_matches=r"^[A-Z0-9]{3}$")
+    tailnum: Series[str] = pa.Field(nullable=True, str_matches=TAILNUM)
+    time_hour: Series[UtcTimestamp]
+    sched_at: Series[UtcTimestamp]
+    status: Series[str] = pa.Field(isin=["scheduled", "departed"])
+    dep_delay: Series[float] = pa.Field(nullable=True, ge=-120, le=2000)
+    status_at: Series[UtcTimestamp]
+
+    class Config:  # noqa: D106 - pandera's options
+        coerce = True
+        strict = True
+
+
+class WeatherReportSchema(WeatherSchema):
+    """One pushed hourly weather report (``source.weather_events``)."""
+
+    reported_at: Series[UtcTimestamp]

@@ -7,7 +7,7 @@ names below are what the ``feast`` CLI finds in this folder.
 
 from pathlib import Path
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64, String
 
@@ -15,7 +15,7 @@ from mlplatform.problems.flight_delay.feature_tables import FEATURE_TABLES
 from mlplatform.settings import data_dir
 
 PROBLEM = "flight_delay"
-SERVICE_VERSION = 1
+SERVICE_VERSION = 2
 
 
 TABLES = {t.name: t for t in FEATURE_TABLES}
@@ -33,13 +33,25 @@ def _source(data: Path, table: str) -> FileSource:
 
 def _view(data: Path, table: str, entity: Entity, schema: list[Field]) -> FeatureView:
     spec = TABLES[table]
+    batch = _source(data, table)
+    # a stream view: pushed hour by hour online; the evening's validated batch is its
+    # offline history (and what materialize reads)
+    source = (
+        PushSource(
+            name=spec.push_source,
+            batch_source=batch,
+            description=f"Hourly pushes of the {table} rows computed from the {spec.stream} feed.",
+        )
+        if spec.stream
+        else batch
+    )
     return FeatureView(
         name=spec.view,
         entities=[entity],
         ttl=spec.ttl,
         description=spec.description,
         schema=[*schema, Field(name=spec.ts_column, dtype=Int64)],
-        source=_source(data, table),
+        source=source,
     )
 
 
@@ -49,8 +61,19 @@ def _rates(key: str) -> list[Field]:
         fields += [
             Field(name=f"{key}_delay_rate_{w}d", dtype=Float64),
             Field(name=f"{key}_flights_{w}d", dtype=Int64),
+            Field(name=f"{key}_cancel_rate_{w}d", dtype=Float64),
+            Field(name=f"{key}_scheduled_{w}d", dtype=Int64),
         ]
     return fields
+
+
+def _ops(key: str) -> list[Field]:
+    return [
+        Field(name=f"{key}_ops_scheduled", dtype=Int64),
+        Field(name=f"{key}_ops_dep_delay", dtype=Float64),
+        Field(name=f"{key}_ops_late_share", dtype=Float64),
+        Field(name=f"{key}_ops_not_gone_share", dtype=Float64),
+    ]
 
 
 def definitions(data: Path) -> dict[str, object]:
@@ -107,6 +130,23 @@ def definitions(data: Path) -> dict[str, object]:
             Field(name="plane_type", dtype=String),
         ],
     )
+    origin_ops_fv = _view(
+        data,
+        "origin_ops",
+        origin,
+        [
+            *_ops("origin"),
+            Field(name="origin_sched_hour", dtype=Int64),
+            Field(name="origin_sched_day", dtype=Int64),
+        ],
+    )
+    carrier_ops_fv = _view(data, "carrier_ops", carrier, _ops("carrier"))
+    plane_ops_fv = _view(
+        data,
+        "plane_ops",
+        plane,
+        [Field(name="prev_dep_delay", dtype=Float64), Field(name="prev_overdue", dtype=Float64)],
+    )
     # What the delay model reads; a new model version with other inputs gets a new service.
     service = FeatureService(
         name=f"{PROBLEM}_v{SERVICE_VERSION}",
@@ -116,8 +156,11 @@ def definitions(data: Path) -> dict[str, object]:
             route_delays_fv,
             origin_delays_fv,
             plane_fv,
+            origin_ops_fv,
+            carrier_ops_fv,
+            plane_ops_fv,
         ],
-        description="Inputs of the flight-delay model, version 1.",
+        description=f"Inputs of the flight-delay model, version {SERVICE_VERSION}.",
     )
     return {
         "origin": origin,
@@ -129,6 +172,9 @@ def definitions(data: Path) -> dict[str, object]:
         "route_delays_fv": route_delays_fv,
         "origin_delays_fv": origin_delays_fv,
         "plane_fv": plane_fv,
+        "origin_ops_fv": origin_ops_fv,
+        "carrier_ops_fv": carrier_ops_fv,
+        "plane_ops_fv": plane_ops_fv,
         "service": service,
     }
 
@@ -144,4 +190,7 @@ carrier_delays_fv = _defs["carrier_delays_fv"]
 route_delays_fv = _defs["route_delays_fv"]
 origin_delays_fv = _defs["origin_delays_fv"]
 plane_fv = _defs["plane_fv"]
-flight_delay_v1 = _defs["service"]
+origin_ops_fv = _defs["origin_ops_fv"]
+carrier_ops_fv = _defs["carrier_ops_fv"]
+plane_ops_fv = _defs["plane_ops_fv"]
+flight_delay_v2 = _defs["service"]
