@@ -79,6 +79,7 @@ def problem_status(
         "deployment": deployment_status(held, current),
         "service": service_status(lake.root, problem.name),
         "monitoring": monitoring_status(problem, instance, lake),
+        "skew": skew_status(problem, instance),
         "timeline": str(table) if (table := latest_timeline(lake.root, problem.name)) else None,
     }
 
@@ -144,6 +145,31 @@ def monitoring_status(
         "last_drift_partition": max(drift) if drift else None,
         "retrains": len(retrains),
         "rollbacks": len(rollbacks),
+    }
+
+
+def skew_status(problem: Problem, instance: dg.DagsterInstance) -> dict[str, Any] | None:
+    """The newest day's train/serve skew, or None before any ``serving_skew`` check ran.
+
+    Returns:
+        ``{day, share, worst_feature, severity, rows_compared, error_days}``: the share of
+        compared requests with any mismatching feature, the check's severity (ok | warn |
+        error), and every day whose newest check is ERROR.
+    """
+    from mlplatform.defs.monitoring.assets import skew_by_day
+
+    by_day = skew_by_day(instance, problem)
+    if not by_day:
+        return None
+    day = max(by_day)
+    newest = by_day[day]
+    return {
+        "day": day,
+        "share": newest["skew_share"],
+        "worst_feature": newest["worst_feature"],
+        "severity": newest["severity"],
+        "rows_compared": newest["rows_compared"],
+        "error_days": sorted(d for d, e in by_day.items() if e["severity"] == "error"),
     }
 
 

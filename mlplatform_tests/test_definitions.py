@@ -26,6 +26,7 @@ def test_asset_keys_snapshot() -> None:
         "feature_registry", "online_features", "training_set", "holdout_set", "model_candidate",
         "evaluation_report", "promotion", "deployment",
         "served_predictions", "online_outcomes", "online_performance", "drift_report",
+        "serving_skew",
     )  # fmt: skip
     assert keys == {f"flight_delay/{name}" for name in names}
 
@@ -68,6 +69,7 @@ def test_raw_checks_are_blocking_and_drift_is_not() -> None:
     assert checks[("raw_flights", "timestamps_in_partition")] is True
     assert checks[("raw_weather", "volume")] is True
     assert checks[("flights", "ingestion_drift")] is False
+    assert checks[("serving_skew", "skew_within_threshold")] is False  # read by the rollout
     for name in ("point_in_time", "no_leakage", "online_parity"):
         assert checks[("training_set", name)] is True
     for name in ("point_in_time", "no_leakage"):

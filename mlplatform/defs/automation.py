@@ -57,7 +57,14 @@ def conditions(problem: Problem) -> dict[dg.AssetKey, dg.AutomationCondition]:
         dg.AssetKey([problem.name, t.name]): ANY_DAY for t in problem.feature_tables()
     }
     out[dg.AssetKey([problem.name, "feature_registry"])] = ONCE
-    for name in ("served_predictions", "online_outcomes", "online_performance", "drift_report"):
+    monitoring = (
+        "served_predictions",
+        "online_outcomes",
+        "online_performance",
+        "drift_report",
+        "serving_skew",  # after served_predictions and the day's feature tables
+    )
+    for name in monitoring:
         out[dg.AssetKey([problem.name, name])] = ANY_DAY  # when the day's data lands
     out[dg.AssetKey([problem.name, "online_features"])] = AFTER_ANY_UPDATE
     return out

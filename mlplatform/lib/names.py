@@ -15,6 +15,8 @@ INGESTION_DRIFT = "ingestion_drift"
 POINT_IN_TIME = "point_in_time"
 NO_LEAKAGE = "no_leakage"
 ONLINE_PARITY = "online_parity"
+SKEW = "skew_within_threshold"  # serving_skew: served vectors vs point-in-time
+SERVING_SKEW = "serving_skew"  # the monitoring asset the rollout sensor reads
 
 
 def raw_table(source: str) -> str:

@@ -2,16 +2,20 @@
 
 Each tick reads the registry, the deployment log and the prediction log joined to the
 outcomes that arrived, applies ``lib.rollout.decide`` and asks for at most one
-transition (a run of the deployment job with its reason).
+transition (a run of the deployment job with its reason). A promotion (to canary or to
+full) waits while a day of the challenger's traffic since its stage began has its
+``serving_skew`` check at ERROR (train/serve skew); rollbacks never wait.
 """
 
 import dagster as dg
 
 from mlplatform.defs.deployment.assets import deployment_job_name
+from mlplatform.defs.monitoring.assets import skew_by_day
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource, MlflowResource
 
 INTERVAL_SECONDS = 30
+PROMOTIONS = ("canary", "full")
 
 
 def rollout_sensor_name(problem: Problem) -> str:
@@ -45,6 +49,7 @@ def build_rollout_sensor(problem: Problem) -> dg.SensorDefinition:
         from mlplatform.lib.online import challenger_figures
         from mlplatform.lib.prediction_log import read_predictions
         from mlplatform.lib.rollout import decide, since
+        from mlplatform.lib.skew import hold_reason, traffic_days
 
         spec = problem.spec
         store, tracking = lake.lake(), mlflow.tracking()
@@ -60,8 +65,9 @@ def build_rollout_sensor(problem: Problem) -> dg.SensorDefinition:
         if not p.challenger_active or p.challenger is None:
             return dg.SkipReason(f"no challenger in shadow or canary (stage {current.stage})")
         start = since(current)
+        logged = read_predictions(store.root, problem.name, start)
         figures = challenger_figures(
-            read_predictions(store.root, problem.name, start),
+            logged,
             store,
             problem.name,
             spec,
@@ -73,6 +79,12 @@ def build_rollout_sensor(problem: Problem) -> dg.SensorDefinition:
         if decision is None:
             return dg.SkipReason(f"{p.stage} of {p.challenger}: waiting ({figures})")
         action, reason = decision
+        if action in PROMOTIONS:
+            days = traffic_days(logged, p.challenger, spec.partitioning.timezone)
+            held = hold_reason(skew_by_day(context.instance, problem), days)
+            if held:
+                context.log.warning(f"{problem.name} {p.challenger}: {action} held: {held}")
+                return dg.SkipReason(f"{p.stage} of {p.challenger}: {action} held: {held}")
         return request(p.challenger, action, reason, current.time)
 
     return _rollout

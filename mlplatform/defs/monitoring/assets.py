@@ -5,20 +5,31 @@
 - ``online_performance``: per version that answered, the spec's metric, calibration,
   volume, p99 latency and error rate (numeric metadata, so the UI plots them over time);
 - ``drift_report``: feature and prediction drift of the day against the champion's
-  training set, with the spec's statistical test (Evidently; HTML linked).
+  training set, with the spec's statistical test (Evidently; HTML linked);
+- ``serving_skew``: the day's served vectors against the training path's point-in-time
+  rebuild of the same requests, feature by feature; its check (WARN/ERROR above the spec's
+  shares) holds promotion in the rollout sensor.
 """
 
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 
 from mlplatform.defs.partitions import daily_partitions
+from mlplatform.lib.names import SERVING_SKEW, SKEW
 from mlplatform.problems import Problem
-from mlplatform.resources import LakeResource, MlflowResource
+from mlplatform.resources import FeastResource, LakeResource, MlflowResource
 
 GROUP = "monitoring"
 REFERENCE_ROWS = 5000  # a seeded sample of the training set: Evidently's cost grows with rows
-NAMES = ("served_predictions", "online_outcomes", "online_performance", "drift_report")
+NAMES = (
+    "served_predictions",
+    "online_outcomes",
+    "online_performance",
+    "drift_report",
+    SERVING_SKEW,
+)
 
 
 def monitoring_key(problem: Problem, name: str) -> dg.AssetKey:
@@ -31,7 +42,7 @@ def _table(name: str) -> str:
 
 
 def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
-    """The four monitoring assets of ``problem``."""
+    """The monitoring assets of ``problem``."""
     spec = problem.spec
     common = {
         "partitions_def": daily_partitions(spec),
@@ -207,8 +218,182 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
             }
         )
 
-    return [_served, _outcomes, _performance, _drift]  # pyright: ignore[reportReturnType]
+    return [  # pyright: ignore[reportReturnType]
+        _served,
+        _outcomes,
+        _performance,
+        _drift,
+        build_skew_asset(problem, key[SERVING_SKEW], key["served_predictions"], common),
+    ]
+
+
+def build_skew_asset(
+    problem: Problem, key: dg.AssetKey, served_key: dg.AssetKey, common: dict
+) -> dg.AssetsDefinition:
+    """``serving_skew``: served vectors against their point-in-time rebuild, and its check."""
+    spec = problem.spec
+    rule = spec.monitoring.skew
+    # the rebuild joins the day's feature rows: the day's feature tables must exist
+    tables = [dg.AssetKey([problem.name, t.name]) for t in problem.feature_tables()]
+
+    @dg.asset(
+        key=key,
+        deps=[served_key, *tables],
+        description="Train/serve skew of the day: each served request's logged model inputs "
+        "against the training path's point-in-time vector at its prediction time (up to "
+        f"{rule.sample} requests, seeded); categoricals exactly, numbers within "
+        f"{rule.abs_tolerance:g} + {rule.rel_tolerance:g} x |value|.",
+        kinds={"feast", "pandas"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                SKEW,
+                asset=key,
+                description=f"Share of requests with any mismatching feature: WARN above "
+                f"{rule.warn_share:g}, ERROR above {rule.error_share:g} (holds promotion).",
+            )
+        ],
+        **common,
+    )
+    def _skew(
+        context: dg.AssetExecutionContext, lake: LakeResource, feast: FeastResource
+    ) -> dg.MaterializeResult:
+        from mlplatform.defs.metadata import md_table
+        from mlplatform.lib.skew import (
+            Tolerance,
+            comparable,
+            compare,
+            offline_matrix,
+            requests_of,
+            sample,
+            served_matrix,
+            severity,
+        )
+
+        store, day = lake.lake(), _day(context)
+        served = store.read_days(problem.name, _table("served_predictions"), [day])
+        answered = int((served["status"] == "ok").sum()) if len(served) else 0
+        rows = comparable(served, spec)
+        picked = sample(rows, rule.sample, rule.seed)
+        if picked.empty:
+            why = "no answered request with a logged vector that day"
+            return dg.MaterializeResult(
+                metadata={"rows_compared": 0, "skipped": why},
+                check_results=[
+                    dg.AssetCheckResult(
+                        check_name=SKEW,
+                        passed=True,
+                        metadata={"day": day.isoformat(), "skipped": why, "severity": "ok"},
+                    )
+                ],
+            )
+        fstore = feast.store(problem)
+        offline = offline_matrix(
+            problem, fstore, feast.service(problem, fstore), requests_of(picked)
+        )
+        result = compare(
+            served_matrix(picked, spec),
+            offline,
+            picked["key"],
+            spec.features,
+            Tolerance(rule.abs_tolerance, rule.rel_tolerance),
+            not_comparable=answered - len(rows),
+        )
+        level = severity(result.mismatch_share, rule.warn_share, rule.error_share)
+        challengers = sorted({str(v) for v in picked["challenger_version"].dropna()})
+        context.log.info(
+            f"{problem.name} {day}: {result.mismatch_share:.3f} of {result.rows} requests "
+            f"skewed ({level}); worst feature {result.worst_feature}"
+        )
+        figures = {
+            "day": day.isoformat(),
+            "skew_share": result.mismatch_share,
+            "rows_compared": result.rows,
+            "worst_feature": result.worst_feature or "",
+            "severity": level,
+            "challenger_versions": dg.MetadataValue.json(challengers),
+        }
+        rates = {k: round(v, 6) for k, v in result.mismatch_rate.items()}
+        return dg.MaterializeResult(
+            metadata={
+                **figures,
+                "dagster/row_count": result.rows,
+                "not_comparable": result.not_comparable,
+                "mismatch_rate": dg.MetadataValue.json(rates),
+                "skewed_features": dg.MetadataValue.md(
+                    md_table(
+                        [
+                            {"feature": k, "mismatch_rate": f"{v:.4f}"}
+                            for k, v in sorted(rates.items(), key=lambda kv: -kv[1])
+                            if v > 0
+                        ]
+                    )
+                ),
+                "worst_examples": dg.MetadataValue.json(result.worst),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=SKEW,
+                    passed=level == "ok",
+                    severity=(
+                        dg.AssetCheckSeverity.ERROR
+                        if level == "error"
+                        else dg.AssetCheckSeverity.WARN
+                    ),
+                    metadata={
+                        **figures,
+                        "warn_share": rule.warn_share,
+                        "error_share": rule.error_share,
+                    },
+                )
+            ],
+        )
+
+    return _skew  # pyright: ignore[reportReturnType]
 
 
 def _day(context: dg.AssetExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
+
+
+def skew_check_key(problem: Problem) -> dg.AssetCheckKey:
+    """Key of the skew check on ``serving_skew``."""
+    return dg.AssetCheckKey(monitoring_key(problem, SERVING_SKEW), SKEW)
+
+
+def skew_by_day(
+    instance: dg.DagsterInstance, problem: Problem, limit: int = 400
+) -> dict[str, dict[str, Any]]:
+    """The newest evaluation of the skew check per day, from the instance's event log.
+
+    Args:
+        instance: The Dagster instance whose event log holds the check's evaluations.
+        problem: The problem whose ``serving_skew`` check is read.
+        limit: Evaluations read at most, newest first (one per day and re-run).
+
+    Returns:
+        ``{day: {severity, passed, skew_share, worst_feature, rows_compared,
+        challenger_versions}}``; ``severity`` is ``ok`` when the check passed, else its
+        Dagster severity (``warn`` or ``error``).
+    """
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        skew_check_key(problem), limit=limit
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for record in records:  # newest first: the first evaluation seen per day wins
+        evaluation = record.event.asset_check_evaluation if record.event else None
+        if evaluation is None:
+            continue  # planned, never evaluated (a failed run)
+        meta = {k: v.value for k, v in evaluation.metadata.items()}
+        day = record.partition or evaluation.partition or meta.get("day")
+        if not day or str(day) in out:
+            continue
+        failed = evaluation.severity.value.lower() if not evaluation.passed else "ok"
+        out[str(day)] = {
+            "severity": failed,
+            "passed": evaluation.passed,
+            "skew_share": meta.get("skew_share"),
+            "worst_feature": meta.get("worst_feature") or None,
+            "rows_compared": meta.get("rows_compared"),
+            "challenger_versions": meta.get("challenger_versions") or [],
+        }
+    return out
