@@ -40,11 +40,12 @@ def test_delay_rates_use_only_that_day_and_earlier_and_are_stamped_at_its_end(
     assert set(stats["event_timestamp"]) == {pd.Timestamp("2013-01-07T05:00:00Z")}
 
 
-def test_weather_is_stamped_when_its_hour_ends(featured_base: Path) -> None:
+def test_weather_is_stamped_when_its_report_goes_out(featured_base: Path) -> None:
     weather = DataLake(featured_base).read_table("flight_delay", "weather", DAY)
     features = _table(featured_base, "origin_weather")
     observed = pd.to_datetime(weather["time_hour"], utc=True)
-    assert sorted(features["event_timestamp"]) == sorted(observed + timedelta(hours=1))
+    # reported at :55, before the next hour's flights: a 14:00 flight reads 13:00's weather
+    assert sorted(features["event_timestamp"]) == sorted(observed + timedelta(minutes=55))
     assert (
         features["origin_weather_ts"] == features["event_timestamp"].astype("int64") // 10**6
     ).all()

@@ -297,7 +297,9 @@ def expire(values: dict[str, Any], when: datetime, views: tuple[ViewExpiry, ...]
 
     The offline join's rule (Feast 0.67's DuckDB/ibis store: a row is joined when
     ``event_time <= when <= event_time + ttl``), so a value exactly TTL old is kept and
-    one older is missing; a view with no ``ts_column`` value (no row) is missing too.
+    one older is missing; a view with no ``ts_column`` value (no row) is missing too, and
+    so is one stamped after ``when`` (the online store may hold values newer than a late
+    request's prediction time; serving them would leak what was not yet known).
     ``ts_column`` holds whole seconds: event times must be whole seconds (the feature
     tables' are) for the two paths to agree to the second.
     """
@@ -305,7 +307,10 @@ def expire(values: dict[str, Any], when: datetime, views: tuple[ViewExpiry, ...]
     expired = []
     for view in views:
         stamp = values.get(view.ts_column)
-        if stamp is None or stamp != stamp or (view.ttl_seconds and stamp + view.ttl_seconds < now):
+        # a value stamped after the prediction time (a request served after its hour, or
+        # a store filled in hindsight) is one the offline join could never pick: missing too
+        stale = view.ttl_seconds and stamp is not None and stamp + view.ttl_seconds < now
+        if stamp is None or stamp != stamp or stale or stamp > now:
             expired.append(view.view)
             for name in view.names:
                 values[name] = None
