@@ -26,7 +26,8 @@ def test_asset_keys_snapshot() -> None:
         "feature_registry", "online_features", "training_set", "holdout_set", "model_candidate",
         "evaluation_report", "promotion", "deployment",
         "served_predictions", "online_outcomes", "online_performance", "drift_report",
-        "serving_skew", "origin_ops", "carrier_ops", "plane_ops", "flights_stream", "weather_stream",
+        "serving_skew", "origin_ops", "carrier_ops", "plane_ops",
+        "flights_stream", "weather_stream",
     )  # fmt: skip
     assert keys == {f"flight_delay/{name}" for name in names}
 
