@@ -360,3 +360,16 @@ def test_a_stale_online_store_is_caught_at_error_and_holds_promotion(
     )
     transition = strict.tick_rollout()
     assert transition is not None and transition[0] == "rolled_back"
+
+
+def test_serving_skew_follows_the_days_feature_tables_by_automation(problem: Problem) -> None:
+    from mlplatform.definitions import defs
+    from mlplatform.defs.automation import ANY_DAY
+
+    specs = {s.key: s for s in defs().resolve_all_asset_specs()}
+    skew = specs[dg.AssetKey([NAME, "serving_skew"])]
+    deps = {d.asset_key for d in skew.deps}
+    tables = {dg.AssetKey([NAME, t.name]) for t in problem.feature_tables()}
+    assert deps == {dg.AssetKey([NAME, "served_predictions"]), *tables}
+    assert skew.automation_condition == ANY_DAY  # as the other monitoring assets
+    assert skew.group_name == "monitoring" and skew.partitions_def is not None
