@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 HOUR = timedelta(hours=1)
 _STAMP = "%Y-%m-%dT%H"
+_CACHED_FILES = 256  # a few days of hours of every stream
+_READ_CACHE: dict[Path, tuple[float, pd.DataFrame]] = {}
 
 
 class PushRefused(PlatformError, ValueError):
@@ -85,7 +87,7 @@ class EventLog:
 
     def __init__(self, root: Path, problem: str) -> None:
         self.folder = root / "stream" / problem
-        self._cache: dict[Path, tuple[float, pd.DataFrame]] = {}
+        self._cache = _READ_CACHE  # shared: each push opens a log, and reads ~2 days back
 
     def path(self, source: str, start: pd.Timestamp) -> Path:
         """File of one hour of ``source``."""
@@ -124,6 +126,8 @@ class EventLog:
             if cached is None or cached[0] != mtime:
                 cached = (mtime, pd.read_parquet(path))
                 self._cache[path] = cached
+                while len(self._cache) > _CACHED_FILES:  # oldest first (insertion order)
+                    self._cache.pop(next(iter(self._cache)))
             frames.append(cached[1])
         frames = [f for f in frames if not f.empty]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

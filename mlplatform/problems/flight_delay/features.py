@@ -271,5 +271,5 @@ def days_to_holiday(when: datetime, timezone: str) -> float:
 def _holidays(year: int) -> list[pd.Timestamp]:
     from pandas.tseries.holiday import USFederalHolidayCalendar
 
-    days = USFederalHolidayCalendar().holidays(f"{year - 1}-07-01", f"{year + 1}-06-30")
+    days = USFederalHolidayCalendar().holidays(datetime(year - 1, 7, 1), datetime(year + 1, 6, 30))
     return list(days)

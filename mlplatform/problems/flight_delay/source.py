@@ -65,7 +65,7 @@ def flight_events(flights: pd.DataFrame, timezone: str = "America/New_York") -> 
         timezone: the local time of the schedule (days start at its midnight).
 
     Returns:
-        Columns carrier, flight, origin, dest, tailnum (str, None if unknown), time_hour
+        Columns carrier, flight, origin, dest, tailnum (str, NaN if unknown), time_hour
         (scheduled hour, UTC), sched_at (scheduled minute, UTC), status ("scheduled" |
         "departed"), dep_delay (minutes, NaN for ``scheduled``), status_at (UTC): one
         ``scheduled`` row per flight and one ``departed`` row per flight that left.
@@ -79,7 +79,7 @@ def flight_events(flights: pd.DataFrame, timezone: str = "America/New_York") -> 
             "flight": flights["flight"].astype("int64"),
             "origin": flights["origin"].astype(str),
             "dest": flights["dest"].astype(str),
-            "tailnum": flights["tailnum"].astype(object).where(flights["tailnum"].notna(), None),
+            "tailnum": flights["tailnum"].astype(object).where(flights["tailnum"].notna()),
             "time_hour": hour,
             "sched_at": sched_at,
         }
