@@ -589,6 +589,7 @@ def replay(
     deployments = DeploymentLog(lake.root, problem.name)
     seen = len(deployments.entries())
     drift_key = dg.AssetKey([problem.name, "drift_report"])
+    skew_key = dg.AssetKey([problem.name, "serving_skew"])
     progress(f"replaying {problem.name} {start}..{end}; frozen first model: version {champion}")
     for today in runner.days(start, end, serve_at):
         day, launched = today.day, today.launched
@@ -613,12 +614,14 @@ def replay(
             sorted(events, key=lambda e: e.time),
             today.failed,
             {"runs": len(launched), **{k: round(v, 2) for k, v in today.seconds.items()}},
+            skew=drift_figures(instance, skew_key, day),
         )
         timeline.write(plot=False)
         name = spec.metric.name
         progress(
             f"{day}  {row['requests']:>4} requests  {name} served {row[f'online_{name}']:.3f} "
             f"frozen {row[f'frozen_{name}']:.3f}  drift {row['drift_share']:.2f}  "
+            f"skew {row['skew_share']:.3f}  "
             f"champion {state.champion} {state.stage}  {len(launched)} runs"
             + (f"  | {row['events']}" if row["events"] else "")
         )

@@ -95,8 +95,15 @@ class Timeline:
         events: list[Event],
         failed: int = 0,
         cost: dict[str, Any] | None = None,
+        skew: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Record one day from its monitored requests (``online_outcomes``) and their fate."""
+        """Record one day from its monitored requests (``online_outcomes``) and their fate.
+
+        ``skew``: the day's ``serving_skew`` figures (``skew_share``: share of compared
+        requests whose served vector differs from its point-in-time rebuild;
+        ``worst_feature``).
+        """
+        skew = skew or {}
         known = outcomes["label"].notna() if len(outcomes) else pd.Series(dtype=bool)
         y = outcomes.loc[known, "label"].to_numpy(dtype=float) if len(outcomes) else np.array([])
         served = outcomes.loc[known, "prediction"].to_numpy(dtype=float) if len(y) else y
@@ -144,6 +151,8 @@ class Timeline:
             "drift_share": drift.get("drift_share", math.nan),
             "prediction_drift_score": drift.get("prediction_drift_score", math.nan),
             "drifted": drift.get("drifted"),
+            "skew_share": skew.get("skew_share", math.nan),
+            "skew_worst_feature": skew.get("worst_feature") or "",
             "events": "; ".join(f"{e.kind} {e.version}".strip() for e in events),
             **(cost or {}),
         }
@@ -167,6 +176,7 @@ class Timeline:
             f"online_{self.metric_name}": self._metric(y, served),
             f"frozen_{self.metric_name}": self._metric(y, frozen),
             "frozen_version": self.frozen_version,
+            "skew_share": _weighted_skew(self.days),
         }
 
     def write(self, plot: bool = True) -> Path:
@@ -268,3 +278,14 @@ def page(timeline: Timeline, png: bytes) -> str:
         + days.to_html(index=False, float_format=lambda v: f"{v:.4f}")
         + "</body></html>"
     )
+
+
+def _weighted_skew(days: list[dict[str, Any]]) -> float:
+    """Share of all requests served skewed: the days' skew shares weighted by requests."""
+    known = [
+        (d["skew_share"], d["requests"])
+        for d in days
+        if d.get("skew_share") == d.get("skew_share") and d.get("skew_share") is not None
+    ]
+    total = sum(n for _, n in known)
+    return sum(s * n for s, n in known) / total if total else math.nan
