@@ -202,3 +202,32 @@ def test_offline_stream_rows_exist_for_every_hour_of_the_day(
     stamps = set(pd.to_datetime(frame[EVENT_TS], utc=True))
     busy = [h for h in day_hours(DAY, TZ) if 6 <= h.tz_convert(TZ).hour <= 23]
     assert set(busy) <= stamps
+
+
+def test_the_push_command_refuses_a_bad_file_in_one_line_and_pushes_a_good_one(
+    featured: Platform,
+    problem: Problem,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mlplatform.cli import main
+
+    monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(featured.lake.root))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("MLPLATFORM_NOW", "2013-01-07T20:00:00+00:00")
+    hour = pd.Timestamp("2013-01-07T18:00Z")
+    feed = problem.export_events("weather", hour, hour + pd.Timedelta(hours=1))
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    feed.to_csv(good, index=False)
+    feed.assign(temp="warm").to_csv(bad, index=False)
+    argv = ["push", "--problem", "flight_delay", "--source", "weather", "--hour", hour.isoformat()]
+    assert main([*argv, "--file", str(bad)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "push of weather" in line and "temp" in line and "kept at" in line
+    assert main([*argv, "--file", str(good)]) == 0
+    assert "pushed 3 weather events" in capsys.readouterr().out
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        event = instance.get_latest_materialization_event(stream_key(problem, "weather"))
+        assert event is not None and event.asset_materialization is not None
+        assert event.asset_materialization.metadata["rows"].value == 3
