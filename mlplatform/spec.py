@@ -240,6 +240,16 @@ class TrainingSpec(_Strict):
     early_stopping_rounds: int = Field(default=30, ge=1)
     pruner: Literal["hyperband", "successive_halving", "none"] = "hyperband"
     search_space: dict[str, SearchRange] = Field(default_factory=_default_space)
+    stopping: Literal["early", "refit_fixed"] = Field(
+        default="early",
+        description="early: boost on the window minus its newest validation_days, stopped "
+        "early on them (max_rounds at most), and keep that model; refit_fixed: every trial "
+        "boosts exactly refit_rounds and is scored on the validation days at that round, "
+        "then the final model is refit for refit_rounds on every day of the window",
+    )
+    refit_rounds: int = Field(
+        default=300, ge=10, description="Boosting rounds of refit_fixed (trials and final fit)"
+    )
 
 
 class GatesSpec(_Strict):

@@ -160,7 +160,7 @@ def datasets(
 
 @dataclass
 class Fit:
-    """One LightGBM fit with early stopping, and how many rounds it boosted."""
+    """One LightGBM fit, how many rounds it boosted, and its validation AUC and log loss."""
 
     booster: "lgb.Booster"
     rounds: int
@@ -175,7 +175,12 @@ def fit(
     callbacks: list[Any] | None = None,
     counter: dict[str, int] | None = None,
 ) -> Fit:
-    """Boost on the training split, early-stopped on the validation split's AUC."""
+    """Boost on the training split, scored on the validation split.
+
+    ``cfg.stopping`` ``early``: at most ``max_rounds``, early-stopped on the validation AUC
+    (the booster keeps its best round). ``refit_fixed``: exactly ``refit_rounds``, scored at
+    the last one (the model ``refit`` then fits on every day).
+    """
     import lightgbm as lgb
 
     counted = counter if counter is not None else {}
@@ -183,20 +188,46 @@ def fit(
     def count(env: Any) -> None:
         counted["rounds"] = env.iteration + 1
 
+    early = cfg.stopping == "early"
+    stop = (
+        [lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False)]
+        if early
+        else []
+    )
     booster = lgb.train(
         params,
         data.train,
-        num_boost_round=cfg.max_rounds,
+        num_boost_round=cfg.max_rounds if early else cfg.refit_rounds,
         valid_sets=[data.valid],
         valid_names=["valid"],
-        callbacks=[
-            count,
-            *(callbacks or []),
-            lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False),
-        ],
+        callbacks=[count, *(callbacks or []), *stop],
     )
+    if not early:
+        booster.best_iteration = cfg.refit_rounds
     best = booster.best_score["valid"]
     return Fit(booster, counted.get("rounds", 0), float(best["auc"]), float(best["binary_logloss"]))
+
+
+def refit(
+    x: np.ndarray, y: np.ndarray, encoding: Encoding, params: dict[str, Any], held: Fit, rounds: int
+) -> Fit:
+    """``refit_fixed``'s final model: exactly ``rounds`` on every row (all days of the window).
+
+    Its ``auc``/``logloss`` stay those of ``held``, the same recipe fitted without the
+    validation days and scored on them: the refit model has seen those days.
+    """
+    import lightgbm as lgb
+
+    everything = lgb.Dataset(
+        x,
+        label=y,
+        feature_name=encoding.features,
+        categorical_feature=encoding.categorical_indices,
+        params={"feature_pre_filter": False, "verbosity": -1},
+    )
+    booster = lgb.train(params, everything, num_boost_round=rounds)
+    booster.best_iteration = rounds
+    return Fit(booster, rounds, held.auc, held.logloss)
 
 
 def make_pruner(cfg: TrainingSpec) -> "optuna.pruners.BasePruner":
@@ -204,8 +235,9 @@ def make_pruner(cfg: TrainingSpec) -> "optuna.pruners.BasePruner":
     import optuna
 
     if cfg.pruner == "hyperband":
+        rounds = cfg.max_rounds if cfg.stopping == "early" else cfg.refit_rounds
         return optuna.pruners.HyperbandPruner(
-            min_resource=10, max_resource=cfg.max_rounds, reduction_factor=3
+            min_resource=10, max_resource=rounds, reduction_factor=3
         )
     if cfg.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=10, reduction_factor=3)
@@ -455,7 +487,9 @@ def train_candidate(
     """Encode, split by time, search (unless ``fixed_params``), and fit the final model.
 
     ``final_fit`` replaces ``fit`` for the final model (``lib.distributed.fit_dask`` on a
-    Dask cluster); the search always runs here.
+    Dask cluster); the search always runs here. With ``cfg.stopping`` ``refit_fixed`` the
+    final model is then refit here on every day of the window (``refit``), the validation
+    days included; its reported scores are those of the fit without them.
     """
     from mlplatform.lib.feature_store import feature_matrix
 
@@ -472,5 +506,9 @@ def train_candidate(
         else dict(result.best_params if result else {})
     )
     final = (final_fit or fit)(data, {**base_params(cfg.seed, monotone), **params}, cfg)
+    if cfg.stopping == "refit_fixed":
+        final = refit(
+            x, y, encoding, {**base_params(cfg.seed, monotone), **params}, final, cfg.refit_rounds
+        )
     example = pd.DataFrame(x[:5], columns=encoding.features)
     return Candidate(final, encoding, params, result, example, int(train.sum()), int(valid.sum()))
