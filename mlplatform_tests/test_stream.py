@@ -1,6 +1,7 @@
 """Stream sources: hourly pushes through Feast push sources, their bad inputs, and the
 real-time operational features computed by one function offline and online."""
 
+import json
 from datetime import date
 
 import dagster as dg
@@ -253,3 +254,46 @@ def test_online_parity_leaves_out_rows_pushed_after_the_evening_batch(
     assert len(online["carrier_delays"]) > 0  # batch views are compared as before
     outcome = parity_audit(online, newest, problem.feature_tables())
     assert outcome.passed, outcome.reason
+
+
+def test_the_service_takes_pushes_and_refuses_bad_ones_with_a_4xx(
+    featured: Platform, problem: Problem, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from mlplatform.lib.tracking import local_tracking
+    from mlplatform.serving.server import build_runtime, serve_in_background
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("MLPLATFORM_NOW", "2013-01-07T20:00:00+00:00")
+    runtime = build_runtime(problem, featured.lake.root, local_tracking(featured.lake.root))
+    service = serve_in_background(runtime)
+    hour = pd.Timestamp("2013-01-07T18:00Z")
+    feed = problem.export_events("weather", hour, hour + pd.Timedelta(hours=1))
+    events = json.loads(feed.to_json(orient="records", date_format="iso"))
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            bad = client.post(
+                "/push/weather",
+                json={"hour": hour.isoformat(), "events": [{**events[0], "temp": "warm"}]},
+            )
+            unknown = client.post("/push/planes", json={"hour": hour.isoformat(), "events": []})
+            naive = client.post(
+                "/push/weather", json={"hour": "2013-01-07T18:00", "events": events}
+            )
+            good = client.post("/push/weather", json={"hour": hour.isoformat(), "events": events})
+    finally:
+        service.stop()
+    assert bad.status_code == 422 and "temp" in bad.json()["detail"]
+    assert unknown.status_code == 404 and "not a stream source" in unknown.json()["detail"]
+    assert naive.status_code == 422 and "UTC offset" in naive.json()["detail"]
+    assert good.status_code == 200, good.text
+    assert good.json()["rows"] == 3 and good.json()["views"] == {"origin_weather_fv": 3}
+    assert good.json()["recorded_in_dagster"] is True
+    values = runtime.scorer.store.get_online_features(
+        features=["origin_weather_fv:temp", "origin_weather_fv:origin_weather_ts"],
+        entity_rows=[{"origin": "JFK"}],
+    ).to_dict()
+    jfk = feed[feed["origin"] == "JFK"].iloc[0]
+    assert values["temp"] == [pytest.approx(jfk["temp"])]
+    assert values["origin_weather_ts"] == [int(jfk["reported_at"].timestamp())]

@@ -66,6 +66,11 @@ class OnlineScorer:
         self._names = [f.name for f in problem.spec.features]
         self._read = threading.Lock()
 
+    @property
+    def store_lock(self) -> threading.Lock:
+        """Held around every use of the store's connection (reads here, pushes elsewhere)."""
+        return self._read
+
     def features(self, request: Mapping[str, Any]) -> Features:
         """The request's features, read from the online store now."""
         with self._read:

@@ -14,6 +14,7 @@ batch is the system of record, and Feast's file offline store appends pushed row
 re-pushed hour would be counted twice there. ``serving_skew`` measures that both agree.
 """
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -279,6 +280,7 @@ def push_hour(
     start: datetime | pd.Timestamp,
     events: pd.DataFrame,
     now: datetime,
+    store_lock: contextlib.AbstractContextManager[Any] | None = None,
 ) -> PushResult:
     """Validate, log and push one hour of a stream source's events.
 
@@ -290,6 +292,8 @@ def push_hour(
         start: any instant of the hour pushed (UTC offset required).
         events: the hour's events in the stream model's columns (``event_time`` UTC).
         now: the platform's clock; no event may be after it.
+        store_lock: held around each write to the store (a service shares one SQLite
+            connection between its readers and its pushes).
 
     Raises:
         PushRefused: the push was refused whole; nothing reached either store.
@@ -304,7 +308,8 @@ def push_hour(
     for table in stream_tables(problem, source):
         rows = stream_rows(problem, log, table, hour)
         if not rows.empty:
-            store.push(table.push_source, rows, to=PushMode.ONLINE)
+            with store_lock or contextlib.nullcontext():
+                store.push(table.push_source, rows, to=PushMode.ONLINE)
         views[table.view] = len(rows)
     column = problem.spec.sources[source].stream.event_time  # pyright: ignore[reportOptionalMemberAccess]
     newest = pd.to_datetime(typed[column], utc=True).max() if len(typed) else None

@@ -12,6 +12,7 @@ Every refused request gets a 4xx whose body names the fields; the body never car
 than ``MAX_ERRORS`` errors, and the offending ``input`` only when it is a short scalar.
 """
 
+import logging
 import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,8 +29,11 @@ from pydantic import BaseModel, Field, create_model
 from mlplatform.lib.deployment import status as deployment_status
 from mlplatform.serving.runtime import NoChampionError, Runtime
 
+log = logging.getLogger("mlplatform.serving")
+
 MAX_BODY_BYTES = 1_000_000
 MAX_BATCH = 1000
+MAX_PUSH_EVENTS = 5000  # one hour of one source (flights: ~100 events an hour)
 SINGLE_THREADS = 4  # single requests scored at once (2 cores: more only queue on the GIL)
 BATCH_THREADS = 1  # batch chunks scored at once, whatever the number of batches
 BATCH_CHUNK = 50  # batch items per trip to a worker thread (~50-100 ms)
@@ -62,6 +66,20 @@ class Predictions(BaseModel):
     """Answers to a batch, in its order."""
 
     predictions: list[Prediction]
+
+
+class Push(BaseModel):
+    """One hour of a stream source's events, as ``mlplatform push`` sends a file."""
+
+    model_config = {"extra": "forbid"}
+
+    hour: str = Field(
+        max_length=40, description="The hour pushed, with its UTC offset: 2013-01-29T14:00:00Z"
+    )
+    events: list[dict[str, Any]] = Field(
+        max_length=MAX_PUSH_EVENTS,
+        description="The hour's events, in the columns of the stream's event model",
+    )
 
 
 class BodyLimit:
@@ -273,6 +291,47 @@ def create_app(
                 out += await anyio.to_thread.run_sync(chunk, part, limiter=lanes.batches)
             return {"predictions": out}
         return await anyio.to_thread.run_sync(single, body, limiter=lanes.singles)
+
+    def push_events(source: str, body: Push) -> dict[str, Any]:
+        import pandas as pd
+
+        from mlplatform.lib.stream import PushRefused
+
+        try:
+            result = runtime.push(source, body.hour, pd.DataFrame.from_records(body.events))
+        except PushRefused as exc:
+            status = 404 if "is not a stream source" in str(exc) else 422
+            raise HTTPException(status, str(exc)[: MAX_MESSAGE_CHARS * 2]) from None
+        except ValueError as exc:  # an hour that is not a time
+            raise HTTPException(422, f"hour: {str(exc)[:MAX_MESSAGE_CHARS]}") from None
+        return {**result.to_dict(), "recorded_in_dagster": record(result)}
+
+    instance: list[Any] = []  # the project's Dagster instance, opened at the first push
+
+    def record(result: Any) -> bool:
+        """The push as a materialization of its stream asset; False if Dagster is away."""
+        try:
+            import dagster as dg
+
+            from mlplatform.defs.features.stream import report_push
+            from mlplatform.settings import ensure_dagster_home
+
+            if not instance:
+                instance.append(dg.DagsterInstance.from_config(str(ensure_dagster_home())))
+            report_push(instance[0], problem, result)
+            return True
+        except Exception:  # the push reached the store: Dagster's record is secondary
+            log.warning("push of %s not recorded in Dagster", result.source, exc_info=True)
+            return False
+
+    @app.post("/push/{source}")
+    async def push(source: str, body: Push) -> dict[str, Any]:
+        """Push one hour of a stream source's events to the online store (Feast push source).
+
+        A push is refused whole (422 naming the field; 404 for a source that is not a
+        stream) and kept in the quarantine; pushing an hour again replaces it.
+        """
+        return await anyio.to_thread.run_sync(push_events, source, body, limiter=lanes.batches)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

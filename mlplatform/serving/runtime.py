@@ -26,8 +26,11 @@ from mlplatform.lib.tracking import Tracking
 from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from mlplatform.lib.registry import LoadedModel
     from mlplatform.lib.scoring import OnlineScorer
+    from mlplatform.lib.stream import PushResult
 
 log = logging.getLogger("mlplatform.serving")
 
@@ -88,6 +91,7 @@ class Runtime:
     ) -> None:
         self.problem, self.tracking, self.scorer = problem, tracking, scorer
         self.predictions = predictions
+        self.root = root
         self.deployments = DeploymentLog(root, problem.name)
         self.refresh_seconds, self.stall_seconds = refresh_seconds, stall_seconds
         self._models: dict[str, LoadedModel] = {}
@@ -314,6 +318,26 @@ class Runtime:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.predictions.close()
+
+    # -- pushes -----------------------------------------------------------------------
+    def push(self, source: str, hour: Any, events: "pd.DataFrame") -> "PushResult":
+        """One hour of a stream source's events into the online store the service reads.
+
+        Raises:
+            PushRefused: the push was refused whole (kept in the quarantine).
+        """
+        from mlplatform.lib.stream import push_hour
+
+        return push_hour(
+            self.root,
+            self.problem,
+            self.scorer.store,
+            source,
+            hour,
+            events,
+            now_utc(),
+            store_lock=self.scorer.store_lock,
+        )
 
     # -- answering --------------------------------------------------------------------
     def predict(self, request: Mapping[str, Any]) -> dict[str, Any]:
