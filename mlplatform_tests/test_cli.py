@@ -58,6 +58,7 @@ def test_land_writes_one_folder_per_source_per_day(
             "service": {"url": None, "up": False},
             "monitoring": {"last_drift_partition": None, "retrains": 0, "rollbacks": 0},
             "timeline": None,
+            "skew": None,
         }
     }
 

@@ -238,7 +238,9 @@ def test_unseen_categories_and_missing_inputs_are_answered_and_logged(
     answer = unseen.json()
     assert answer["unseen_categories"] == ["carrier", "dest"]
     assert set(RATES) <= set(answer["missing_features"])
-    assert answer["defaulted_features"] == []  # the rates have no default: missing to the model
+    # the rates have no default: missing to the model (the weather, newer in this store than
+    # the request's prediction time, may fall back to its defaults: see test_ttl_parity)
+    assert not set(RATES) & set(answer["defaulted_features"])
     assert known.json()["unseen_categories"] == []
     assert not set(RATES) & set(known.json()["missing_features"])
     plane = ["engines", "plane_age", "plane_type", "seats"]
