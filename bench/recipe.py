@@ -61,6 +61,7 @@ SPLIT = date(2013, 11, 1)  # the issue's split: train Jan-Oct, test Nov-Dec
 FIRST_RETRAIN = date(2013, 3, 1)
 SCORED_DAYS = 7
 WINDOWS = (30, 60, 120, 0)  # 0: every earlier day
+REFERENCE = "60d/early"  # the recipe before this benchmark: the differences are against it
 # fixed, seeded LightGBM parameters (the middle of the spec's search space): every recipe
 # gets the same ones, so the figures compare recipes, not searches
 PARAMS = {
@@ -214,6 +215,12 @@ def recipe_name(window: int, stopping: str) -> str:
     return f"{window or 'all'}d/{stopping}"
 
 
+def spec_recipe(spec: ProblemSpec, cfg: TrainingSpec) -> str:
+    """The spec's recipe by the table's names (a window as long as 2013 is every day)."""
+    window = spec.training_window_days
+    return recipe_name(0 if window >= (END - START).days + 1 else window, cfg.stopping)
+
+
 def paired(diffs: list[float]) -> dict:
     """Mean of paired differences and its 95% t interval (over retrains)."""
     from scipy import stats
@@ -238,17 +245,17 @@ def recipe_part(
     every: int,
     windows: tuple[int, ...],
     rounds: int,
+    first: date = FIRST_RETRAIN,
 ) -> dict:
-    """Part 6: retrains every ``every`` days from March, each scored on the next 7 days."""
+    """Part 6: retrains every ``every`` days from ``first``, each scored on the next 7 days."""
     arrived = frame[frame[ARRIVED] == 1]
     last = max(arrived[DAY])
     dates = []
-    when = FIRST_RETRAIN
+    when = first
     while when + timedelta(days=SCORED_DAYS - 1) <= last:
         dates.append(when)
         when += timedelta(days=every)
     recipes = [(w, s) for w in windows for s in ("early", "refit_fixed")]
-    current = recipe_name(spec.training_window_days, cfg.stopping)
     rows = []
     for when in dates:
         test = arrived[(arrived[DAY] >= when) & (arrived[DAY] < when + timedelta(SCORED_DAYS))]
@@ -273,7 +280,7 @@ def recipe_part(
             )
     table = pd.DataFrame(rows)
     wide = table.pivot(index="retrain", columns="recipe", values="auc")
-    reference = current if current in wide.columns else recipe_name(60, "early")
+    reference = REFERENCE if REFERENCE in wide.columns else wide.columns[0]
     summary = []
     for window, stopping in recipes:
         name = recipe_name(window, stopping)
@@ -291,8 +298,17 @@ def recipe_part(
                 "mean_seconds": round(float(got["seconds"].mean()), 1),
             }
         )
+    # the stopping rule alone: refit_fixed against early at the same window
+    stopping_effect = {
+        recipe_name(w, "early").split("/")[0]: paired(
+            (wide[recipe_name(w, "refit_fixed")] - wide[recipe_name(w, "early")]).tolist()
+        )
+        for w in windows
+    }
     return {
         "recipe_reference": reference,
+        "recipe_spec": spec_recipe(spec, cfg),
+        "recipe_refit_vs_early_same_window": stopping_effect,
         "recipe_retrains": [str(d) for d in dates],
         "recipe_refit_rounds": rounds,
         "recipe_table": summary,
@@ -324,7 +340,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help="data folder of an earlier run")
     parser.add_argument("--quick", action="store_true", help="retrains every 56 days, 2 windows")
     parser.add_argument("--every", type=int, help="days between retrains (default 28)")
-    parser.add_argument("--refit-rounds", type=int, default=300, help="rounds of refit_fixed")
+    parser.add_argument(
+        "--first",
+        type=date.fromisoformat,
+        default=FIRST_RETRAIN,
+        help=f"first retrain (default {FIRST_RETRAIN}; 2013-03-15 gives the retrains between)",
+    )
+    parser.add_argument("--refit-rounds", type=int, help="rounds of refit_fixed (the spec's)")
     parser.add_argument("--parts", default="features,target,recipe", help="what to measure")
     parser.add_argument("--prepare-only", action="store_true", help="prepare and join, then stop")
     args = parser.parse_args()
@@ -342,7 +364,13 @@ def main() -> None:
     frame[DAY] = local_days(frame, spec.partitioning.timezone)
     cfg = spec.training
     parts = set(args.parts.split(","))
-    out: dict = {"days": f"{START}..{END}", "flights": len(frame), "params": PARAMS}
+    out: dict = {
+        "days": f"{START}..{END}",
+        "flights": len(frame),
+        "params": PARAMS,
+        "stopping": cfg.stopping,  # of the features and target parts: the spec's
+        "refit_rounds": cfg.refit_rounds,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if "features" in parts:
@@ -352,8 +380,9 @@ def main() -> None:
         if "recipe" in parts:
             every = args.every or (56 if args.quick else 28)
             windows = (60, 0) if args.quick else WINDOWS
+            rounds = args.refit_rounds or cfg.refit_rounds
             t1 = time.perf_counter()
-            out.update(recipe_part(frame, spec, cfg, work, every, windows, args.refit_rounds))
+            out.update(recipe_part(frame, spec, cfg, work, every, windows, rounds, args.first))
             out["recipe_s"] = round(time.perf_counter() - t1)
             log(markdown(out["recipe_table"], out["recipe_reference"]))
     out["total_s"] = round(time.perf_counter() - t0)
