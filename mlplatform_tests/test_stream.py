@@ -242,15 +242,18 @@ def test_online_parity_leaves_out_rows_pushed_after_the_evening_batch(
     from mlplatform.lib.training_set import parity_audit
 
     store = featured.feast.store(problem)
-    hour = pd.Timestamp("2013-01-08T04:00Z")  # 23:00 in New York: the 8th's schedule is out
-    while hour < pd.Timestamp("2013-01-08T11:00Z"):
+    # the 7th as a running feed pushed it (from its schedule, out at 23:00 the evening
+    # before), then its last hour: the rows pushed at midnight are stamped at the batch's
+    # end itself, and belong to the 8th's batch
+    hour = pd.Timestamp("2013-01-07T04:00Z")
+    while hour < pd.Timestamp("2013-01-08T05:00Z"):
         for source in problem.spec.stream_sources():
             feed = problem.export_events(source, hour, hour + pd.Timedelta(hours=1))
             now = hour + pd.Timedelta(hours=1)
             push_hour(featured.lake.root, problem, store, source, hour, feed, now)
         hour += pd.Timedelta(hours=1)
     online, newest = parity_sample(store, featured.lake, problem, 20)
-    assert online["origin_ops"].empty  # all three airports were pushed this morning
+    assert online["origin_ops"].empty  # all three airports were pushed at midnight
     assert len(online["carrier_delays"]) > 0  # batch views are compared as before
     outcome = parity_audit(online, newest, problem.feature_tables())
     assert outcome.passed, outcome.reason

@@ -212,8 +212,11 @@ def parity_sample(
         ).to_df()
         if table.stream:
             # a stream view's online rows may have been pushed after the evening's batch
-            # (this morning's hours): the offline side holds them from tonight on
-            ahead = pd.to_numeric(values[table.ts_column], errors="coerce") > until.timestamp()
+            # (this morning's hours): the offline side holds them from tonight on. A row
+            # stamped at the end itself is the next day's first hour (a day's file holds
+            # its hours [00:00, 24:00)), pushed at midnight
+            stamps = pd.to_numeric(values[table.ts_column], errors="coerce")
+            ahead = stamps >= until.timestamp()
             newest[table.name] = newest[table.name].drop(values.loc[ahead, table.join_key])
             values = values[~ahead].reset_index(drop=True)
         online[table.name] = values
