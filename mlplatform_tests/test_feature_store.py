@@ -228,3 +228,21 @@ def test_the_feast_cli_works_on_the_same_repository(featured_base: Path, problem
     )
     listed = {line.split()[0] for line in out.stdout.splitlines()[1:] if line.strip()}
     assert listed == {t.view for t in problem.feature_tables()}
+
+
+@pytest.mark.parametrize("table", ["origin_ops", "carrier_ops", "plane_ops"])
+def test_point_in_time_audit_covers_the_stream_views(
+    audit_inputs: tuple[pd.DataFrame, dict[str, pd.DataFrame]], problem: Problem, table: str
+) -> None:
+    """An operational row picked an hour late (it would count the flight's own hour)."""
+    training, offline = audit_inputs
+    picked = training[f"{table}_ts"].notna()
+    assert picked.mean() > 0.2  # the real training set reads the stream views
+    broken = training.copy()
+    values = broken[f"{table}_ts"].to_numpy(dtype=float, copy=True)
+    values[int(picked.to_numpy().nonzero()[0][0])] += 3600
+    broken[f"{table}_ts"] = values
+
+    outcome = point_in_time_audit(broken, problem.feature_tables(), offline, row_keys(problem.spec))
+
+    assert not outcome.passed and outcome.reason.startswith(f"{table}: 1 from the future")
