@@ -248,7 +248,10 @@ class TrainingSpec(_Strict):
         "then the final model is refit for refit_rounds on every day of the window",
     )
     refit_rounds: int = Field(
-        default=300, ge=10, description="Boosting rounds of refit_fixed (trials and final fit)"
+        default=300,
+        ge=10,
+        description="Boosting rounds of refit_fixed (trials and final fit), never more than "
+        "max_rounds",
     )
 
 

@@ -28,7 +28,12 @@ def test_the_dask_fit_matches_the_single_machine_fit_on_the_same_data(
     training = pd.read_parquet(latest["path"])
     spec = problem.spec
     cfg = spec.training.model_copy(
-        update={"validation_days": 2, "max_rounds": 150, "early_stopping_rounds": 20}
+        update={
+            "validation_days": 2,
+            "max_rounds": 150,
+            "early_stopping_rounds": 20,
+            "stopping": "early",  # the rule fit_dask mirrors
+        }
     )
     from mlplatform.lib.feature_store import feature_matrix
 

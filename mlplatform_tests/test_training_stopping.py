@@ -54,11 +54,11 @@ def test_refit_fixed_boosts_its_rounds_on_every_day_and_reports_the_held_out_sco
     assert not np.allclose(refit, np.asarray(held.booster.predict(x[valid]), dtype=float))
 
 
-def test_early_stopping_stays_the_default_and_keeps_its_best_round(
+def test_early_stopping_keeps_its_best_round_and_stays_available(
     featured_base: Path, tmp_path: Path
 ) -> None:
     spec = get_problem("flight_delay").spec
-    cfg = _settings()
+    cfg = _settings(stopping="early")
     got = tr.train_candidate(
         _training_set(featured_base),
         spec,
@@ -76,3 +76,35 @@ def test_early_stopping_stays_the_default_and_keeps_its_best_round(
 def test_an_unknown_stopping_rule_is_refused() -> None:
     with pytest.raises(pydantic.ValidationError, match="stopping"):
         _settings(stopping="sometimes")
+
+
+def test_max_rounds_caps_the_refit_rounds() -> None:
+    assert tr.fixed_rounds(_settings(stopping="refit_fixed", refit_rounds=300)) == 80
+    assert tr.fixed_rounds(_settings(stopping="refit_fixed", refit_rounds=30)) == 30
+
+
+@pytest.mark.slow
+def test_refit_fixed_on_a_dask_cluster_refits_every_day_there(
+    featured_base: Path, tmp_path: Path
+) -> None:
+    from mlplatform.lib.distributed import fit_dask
+    from mlplatform.resources import DaskResource
+
+    spec = get_problem("flight_delay").spec
+    training = _training_set(featured_base)
+    cfg = _settings(stopping="refit_fixed", refit_rounds=25)
+    with DaskResource(scheduler_address="local", local_workers=2).client() as client:
+        assert client is not None
+        got = tr.train_candidate(
+            training,
+            spec,
+            cfg,
+            f"sqlite:///{tmp_path / 'o.db'}",
+            "s",
+            fixed_params=PARAMS,
+            final_fit=lambda data, params, c: fit_dask(client, data, params, c),
+        )
+
+    # cut at its best round on rows it has seen: the last one or near it
+    assert 20 <= got.fit.booster.num_trees() <= 25
+    assert 0.5 < got.fit.auc < 1.0

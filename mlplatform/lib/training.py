@@ -178,8 +178,8 @@ def fit(
     """Boost on the training split, scored on the validation split.
 
     ``cfg.stopping`` ``early``: at most ``max_rounds``, early-stopped on the validation AUC
-    (the booster keeps its best round). ``refit_fixed``: exactly ``refit_rounds``, scored at
-    the last one (the model ``refit`` then fits on every day).
+    (the booster keeps its best round). ``refit_fixed``: exactly ``fixed_rounds(cfg)``,
+    scored at the last one (the model ``refit`` then fits on every day).
     """
     import lightgbm as lgb
 
@@ -197,15 +197,20 @@ def fit(
     booster = lgb.train(
         params,
         data.train,
-        num_boost_round=cfg.max_rounds if early else cfg.refit_rounds,
+        num_boost_round=cfg.max_rounds if early else fixed_rounds(cfg),
         valid_sets=[data.valid],
         valid_names=["valid"],
         callbacks=[count, *(callbacks or []), *stop],
     )
     if not early:
-        booster.best_iteration = cfg.refit_rounds
+        booster.best_iteration = fixed_rounds(cfg)
     best = booster.best_score["valid"]
     return Fit(booster, counted.get("rounds", 0), float(best["auc"]), float(best["binary_logloss"]))
+
+
+def fixed_rounds(cfg: TrainingSpec) -> int:
+    """Rounds of ``refit_fixed``: ``refit_rounds``, never more than ``max_rounds``."""
+    return min(cfg.refit_rounds, cfg.max_rounds)
 
 
 def refit(
@@ -235,7 +240,7 @@ def make_pruner(cfg: TrainingSpec) -> "optuna.pruners.BasePruner":
     import optuna
 
     if cfg.pruner == "hyperband":
-        rounds = cfg.max_rounds if cfg.stopping == "early" else cfg.refit_rounds
+        rounds = cfg.max_rounds if cfg.stopping == "early" else fixed_rounds(cfg)
         return optuna.pruners.HyperbandPruner(
             min_resource=10, max_resource=rounds, reduction_factor=3
         )
@@ -488,8 +493,9 @@ def train_candidate(
 
     ``final_fit`` replaces ``fit`` for the final model (``lib.distributed.fit_dask`` on a
     Dask cluster); the search always runs here. With ``cfg.stopping`` ``refit_fixed`` the
-    final model is then refit here on every day of the window (``refit``), the validation
-    days included; its reported scores are those of the fit without them.
+    final model is then refit on every day of the window, the validation days included
+    (``refit`` here, or ``final_fit`` on all rows for ``fixed_rounds(cfg)``); its reported
+    scores are those of the same fit without them.
     """
     from mlplatform.lib.feature_store import feature_matrix
 
@@ -505,10 +511,26 @@ def train_candidate(
         if fixed_params
         else dict(result.best_params if result else {})
     )
-    final = (final_fit or fit)(data, {**base_params(cfg.seed, monotone), **params}, cfg)
-    if cfg.stopping == "refit_fixed":
-        final = refit(
-            x, y, encoding, {**base_params(cfg.seed, monotone), **params}, final, cfg.refit_rounds
-        )
+    full = {**base_params(cfg.seed, monotone), **params}
+    if final_fit is not None:
+        # a final_fit reads the datasets' rows, which exist once constructed (a search
+        # constructs them; fixed parameters skip it)
+        data.train.construct()
+        data.valid.construct()
+    if cfg.stopping == "early":
+        final = (final_fit or fit)(data, full, cfg)
+    elif final_fit is None:
+        final = refit(x, y, encoding, full, fit(data, full, cfg), fixed_rounds(cfg))
+    else:
+        # a final_fit cuts at its best validation round: with patience as long as the fit,
+        # on all rows that is the last one or near it
+        rounds = fixed_rounds(cfg)
+        fixed = cfg.model_copy(update={"max_rounds": rounds, "early_stopping_rounds": rounds})
+        held = final_fit(data, full, fixed)
+        everything = datasets(x, y, train | valid, valid, encoding)
+        everything.train.construct()
+        everything.valid.construct()
+        whole = final_fit(everything, full, fixed)
+        final = Fit(whole.booster, whole.rounds, held.auc, held.logloss)
     example = pd.DataFrame(x[:5], columns=encoding.features)
     return Candidate(final, encoding, params, result, example, int(train.sum()), int(valid.sum()))
