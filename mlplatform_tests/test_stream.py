@@ -136,6 +136,7 @@ def test_a_bad_push_is_refused_whole_and_kept(
     assert "flights" in message and named in message
     # nothing reached the event log or the online store; the push is kept with reasons
     assert EventLog(featured.lake.root, problem.name).hours("flights") == []
+    assert refused.value.quarantine is not None
     kept = pd.read_csv(refused.value.quarantine / "events.csv")
     assert len(kept) == len(feed) and kept["reason"].notna().any()
     assert not list((featured.lake.root / "stream").rglob("*.parquet"))
