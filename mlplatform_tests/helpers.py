@@ -74,8 +74,13 @@ def tuned_problem(problem: Problem, rollout: dict | None = None, **gates: object
     """The problem with some gates changed: five training days reach an AUC of ~0.62 only."""
     changed = problem.spec.gates.model_copy(update={"min_metric": 0.55, **gates})
     plan = problem.spec.rollout.model_copy(update=rollout or {})
+    # the fixed parameters above were chosen, and their outcomes recorded, under early stopping
+    training = problem.spec.training.model_copy(update={"stopping": "early"})
     return replace(
-        problem, spec=problem.spec.model_copy(update={"gates": changed, "rollout": plan})
+        problem,
+        spec=problem.spec.model_copy(
+            update={"gates": changed, "rollout": plan, "training": training}
+        ),
     )
 
 
