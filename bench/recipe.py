@@ -212,7 +212,7 @@ def target_part(frame: pd.DataFrame, spec: ProblemSpec, cfg: TrainingSpec, work:
 
 
 def recipe_name(window: int, stopping: str) -> str:
-    return f"{window or 'all'}d/{stopping}"
+    return f"{window}d/{stopping}" if window else f"all/{stopping}"
 
 
 def spec_recipe(spec: ProblemSpec, cfg: TrainingSpec) -> str:
