@@ -368,6 +368,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"stage {answer['stage']})"
             + (f" defaults: {answer['defaulted_features']}" if answer["defaulted_features"] else "")
         )
+    if any(a["defaulted_features"] for a in answers):
+        # a past day, asked now: the store holds values from after these prediction times
+        # (or older than their TTL), which the training path could never have used
+        _out(
+            "  (defaults: the online store holds no value of that feature from before the "
+            "flight's prediction time within its TTL, as when the store has moved past the "
+            "day asked; the replay serves each hour after its pushes)"
+        )
     return 0
 
 
