@@ -193,6 +193,11 @@ def validate_push(
         raise PushRefused(f"{problem.name}: {source!r} is not a stream source (streams: {streams})")
     model = problem.schema_named(spec.stream.schema_name)
     column = spec.stream.event_time
+
+    def refuse(reasons: pd.Series, why: str) -> PushRefused:
+        what = f"{problem.name}: push of {source} for {start:%Y-%m-%d %H}:00 UTC refused"
+        return _refuse(root, problem, source, start, events, reasons, f"{what}: {why}")
+
     typed, outcome = validate_schema(events, model)
     if typed is None:
         cases = outcome.details.get("failure_cases", [])
@@ -206,16 +211,7 @@ def validate_push(
         )
         if reasons.empty:  # a whole-column failure (unknown or missing column): every row
             reasons = pd.Series(outcome.reason, index=events.index, dtype=object)
-        raise _refuse(
-            root,
-            problem,
-            source,
-            start,
-            events,
-            reasons,
-            f"{problem.name}: push of {source} for {start:%Y-%m-%d %H}:00 UTC refused: "
-            f"{outcome.reason}",
-        )
+        raise refuse(reasons, outcome.reason)
     at = pd.to_datetime(typed[column], utc=True)
     end = start + HOUR
     reasons = pd.Series("", index=typed.index, dtype=object)
@@ -226,16 +222,10 @@ def validate_push(
     bad = reasons[reasons != ""]
     if not bad.empty:
         first = bad.index[0]
-        raise _refuse(
-            root,
-            problem,
-            source,
-            start,
-            events,
+        raise refuse(
             bad,
-            f"{problem.name}: push of {source} for {start:%Y-%m-%d %H}:00 UTC refused: "
-            f"{len(bad)} of {len(typed)} events have {bad[first]} "
-            f"(row {first}: {column}={at[first]})",
+            f"{len(bad)} of {len(typed)} events have {bad[first]} (row {first}: "
+            f"{column}={at[first]})",
         )
     return typed
 
