@@ -360,7 +360,7 @@ class Replay:
             at = pd.Timestamp(request[field]).tz_convert("UTC").floor("h")
             by_hour.setdefault(at, []).append(request)
         hours = day_hours(day, self.problem.spec.partitioning.timezone)
-        late = [h for h in by_hour if h not in set(hours)]
+        late = sorted(set(by_hour) - set(hours))
         assert not late, f"{day}: requests outside the day's hours: {late[:3]}"
         failed = 0
         for hour in hours:

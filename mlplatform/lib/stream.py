@@ -17,7 +17,6 @@ re-pushed hour would be counted twice there. ``serving_skew`` measures that both
 import contextlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,7 +116,7 @@ class EventLog:
     def read(self, source: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
         """Every event pushed for the hours in ``[start, end)``, in push order."""
         frames = []
-        for hour in _hours(start, end):
+        for hour in pd.date_range(start, end, freq="h", inclusive="left"):
             path = self.path(source, hour)
             try:
                 mtime = path.stat().st_mtime
@@ -132,13 +131,6 @@ class EventLog:
             frames.append(cached[1])
         frames = [f for f in frames if not f.empty]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _hours(start: pd.Timestamp, end: pd.Timestamp) -> Iterator[pd.Timestamp]:
-    hour = start
-    while hour < end:
-        yield hour
-        hour += HOUR
 
 
 def stream_tables(problem: Problem, source: str) -> list[FeatureTable]:
