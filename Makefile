@@ -34,7 +34,7 @@ demo: venv
 	$(BIN)/mlplatform ingest --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 ifneq ($(BAD_DAY),)
 	@echo "== a damaged re-delivery of flights $(BAD_DAY) (times without their UTC offset) =="
-	cp $(BAD_DAY_FILE) data/landing/$(PROBLEM)/flights/$(BAD_DAY)/flights_$(BAD_DAY).csv
+	cp $(BAD_DAY_FILE) $${MLPLATFORM_DATA_DIR:-data}/landing/$(PROBLEM)/flights/$(BAD_DAY)/flights_$(BAD_DAY).csv
 	-$(BIN)/mlplatform ingest --problem $(PROBLEM) --start $(BAD_DAY) --end $(BAD_DAY)
 	@echo "== the corrected export landed again: new content, ingested again =="
 	$(BIN)/mlplatform land --problem $(PROBLEM) --start $(BAD_DAY) --end $(BAD_DAY)
