@@ -9,6 +9,7 @@ free port of 127.0.0.1. Field cases from ../shared/cases are in ``cases/``:
 """
 
 import json
+import math
 import shutil
 import sqlite3
 import threading
@@ -327,3 +328,36 @@ def test_a_single_request_is_answered_while_batches_run(
     assert max(finished[f"s{i}"] for i in range(5)) < min(finished[f"b{i}"] for i in range(3))
     single = answers["s0"].json()["prediction"]
     assert answers["b0"].json()["predictions"][0]["prediction"] == single
+
+
+def test_an_explained_answer_carries_contributions_that_sum_to_its_score(
+    served: tuple[Platform, Background],
+) -> None:
+    platform, service = served
+    requests = _requests(platform, 3)
+    with httpx.Client(base_url=service.url) as client:
+        plain = client.post("/predict", json=requests[0])
+        explained = client.post("/predict", json={**requests[0], "explain": True})
+        batch = client.post(
+            "/predict",
+            json={"instances": [{**r, "explain": i == 1} for i, r in enumerate(requests)]},
+        )
+        bad = client.post("/predict", json={**requests[0], "explain": "perhaps"})
+    time.sleep(0.5)  # the prediction log flushes every 0.2 s
+
+    assert plain.status_code == explained.status_code == batch.status_code == 200
+    assert "contributions" not in plain.json() and "base_value" not in plain.json()
+    body = explained.json()
+    assert body["prediction"] == plain.json()["prediction"]  # explaining changes no answer
+    names = [f.name for f in platform.problem.spec.features]
+    assert sorted(body["contributions"]) == sorted(names)
+    logit = math.log(body["prediction"] / (1 - body["prediction"]))
+    assert body["base_value"] + sum(body["contributions"].values()) == pytest.approx(
+        logit, abs=1e-9
+    )
+    answers = batch.json()["predictions"]
+    assert ["contributions" in a for a in answers] == [False, True, False]
+    assert bad.status_code == 422 and _locs(bad) == [["body", "explain"]]
+    # the log keeps the request as the problem defines it, without the explain flag
+    logged = read_predictions(platform.lake.root, "flight_delay")
+    assert logged["request"].str.contains('"explain"').sum() == 0

@@ -46,6 +46,20 @@ class LoadedModel:
         out = self.booster.predict(np.asarray([row], dtype=float), num_threads=1)
         return float(np.asarray(out).ravel()[0])
 
+    def contributions_row(self, row: list[float]) -> tuple[list[float], float]:
+        """Per-feature contributions to one encoded row's raw score, and the base value.
+
+        LightGBM's built-in SHAP values (``Booster.predict(pred_contrib=True)``, the
+        TreeSHAP of Lundberg et al. 2020): one float per input in ``encoding.features``
+        order, in raw-score units (log-odds for a binary model), plus the expected raw
+        score; contributions + base value = the row's raw score. Runs on one thread.
+        """
+        import numpy as np
+
+        out = self.booster.predict(np.asarray([row], dtype=float), pred_contrib=True, num_threads=1)
+        values = np.asarray(out, dtype=float).ravel()
+        return [float(v) for v in values[:-1]], float(values[-1])
+
 
 def load_version(tracking: Tracking, name: str, version: str) -> LoadedModel:
     """Download a registered version's native model file and encoding, and load them."""

@@ -60,6 +60,14 @@ class Prediction(BaseModel):
     unseen_categories: list[str] = Field(
         description="Categorical inputs whose value the model never saw in training"
     )
+    contributions: dict[str, float] | None = Field(
+        default=None,
+        description='Only with "explain": true. Each input\'s contribution to the raw score '
+        "(log-odds; LightGBM's TreeSHAP): base_value + their sum = logit(prediction)",
+    )
+    base_value: float | None = Field(
+        default=None, description='Only with "explain": true. The expected raw score (log-odds)'
+    )
 
 
 class Predictions(BaseModel):
@@ -214,7 +222,16 @@ def create_app(
     ``on_stop`` runs after it at shutdown (``serve`` removes its announcement there).
     """
     problem = runtime.problem
-    request_model: Any = problem.request_model()
+    # every request may ask for its explanation; the problem's model knows nothing of it
+    declared: Any = problem.request_model()
+    request_model: Any = create_model(
+        declared.__name__,
+        __base__=declared,
+        explain=(
+            bool,
+            Field(default=False, description="Answer with per-feature contributions too"),
+        ),
+    )
     batch_model: Any = create_model(
         "Batch",
         instances=(list[request_model], Field(min_length=1, max_length=MAX_BATCH)),  # pyright: ignore[reportInvalidTypeForm]
@@ -265,7 +282,8 @@ def create_app(
 
     def answer(item: Any) -> dict[str, Any]:
         try:
-            return runtime.predict(item.model_dump())
+            request = item.model_dump()
+            return runtime.predict(request, explain=request.pop("explain"))
         except NoChampionError as exc:
             raise HTTPException(status_code=503, detail=str(exc)) from None
 
@@ -280,7 +298,8 @@ def create_app(
             out.append(answer(item))
         return out
 
-    @app.post("/predict", response_model=Prediction | Predictions)
+    # contributions only when asked: an answer without them stays as it was
+    @app.post("/predict", response_model=Prediction | Predictions, response_model_exclude_none=True)
     async def predict(body: request_model | batch_model) -> Any:  # pyright: ignore
         """Score one request, or a batch as ``{"instances": [...]}``."""
         if isinstance(body, batch_model):

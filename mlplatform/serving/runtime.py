@@ -340,8 +340,13 @@ class Runtime:
         )
 
     # -- answering --------------------------------------------------------------------
-    def predict(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Score one request; logs it whatever happens. Raises ``NoChampionError``."""
+    def predict(self, request: Mapping[str, Any], explain: bool = False) -> dict[str, Any]:
+        """Score one request; logs it whatever happens. Raises ``NoChampionError``.
+
+        With ``explain``, the answer also carries ``contributions`` (feature → its share
+        of the answering version's raw score, log-odds) and ``base_value`` (the expected
+        raw score): ``base_value + sum(contributions)`` is the logit of ``prediction``.
+        """
         started = monotonic_ms()
         snap = self.snapshot  # one snapshot for the whole request
         spec = self.problem.spec
@@ -387,7 +392,7 @@ class Runtime:
             unseen = features.unseen(answered.encoding) if answered is not None else []
             record |= {"route": route, "served_version": served, "prediction": prediction}
             record |= {"unseen": json.dumps(unseen), "status": "ok"}
-            return {
+            answer: dict[str, Any] = {
                 "request_id": record["request_id"],
                 "prediction": prediction,
                 "version": served,
@@ -397,6 +402,11 @@ class Runtime:
                 "missing_features": features.missing,
                 "unseen_categories": unseen,
             }
+            if explain and answered is not None:
+                values, base = answered.contributions_row(answered.encoding.row(features.vector))
+                contributions = dict(zip(answered.encoding.features, values, strict=True))
+                answer |= {"contributions": contributions, "base_value": base}
+            return answer
         except Exception as exc:
             record |= {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
             raise
