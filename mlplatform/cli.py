@@ -191,6 +191,25 @@ def cmd_features(args: argparse.Namespace) -> int:
     return _run_jobs(runs)
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score one day's scheduled requests with the champion into ``batch_predictions``."""
+    from mlplatform.defs.deployment.batch import batch_job_name
+    from mlplatform.lib.landing import check_range
+    from mlplatform.problems import get_problem
+
+    problem = get_problem(args.problem)
+    check_range(problem, args.day, args.day)
+    results: list = []
+    code = _run_jobs([(batch_job_name(problem), args.day.isoformat())], results=results)
+    for event in results[0].get_asset_materialization_events() if results else []:
+        meta = event.materialization.metadata
+        _out(
+            f"{meta['dagster/row_count'].value} requests of {args.day} scored by version "
+            f"{meta['model_version'].value}: {meta['path'].value}"
+        )
+    return code
+
+
 def _print_verdict(result) -> None:
     """The evaluation's verdict and one line per gate, from a run that evaluated."""
     report = [
@@ -654,6 +673,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
             p.add_argument("--by", help="who releases (recorded in the check's metadata)")
             p.add_argument("--reason", help="why (recorded in the check's metadata)")
+
+    p = sub.add_parser(
+        "score",
+        help="score a day's scheduled requests with the champion (point-in-time features) "
+        "into batch_predictions (Parquet)",
+    )
+    p.add_argument("--problem", required=True)
+    p.add_argument("--day", type=_day, required=True, help="the day scored, YYYY-MM-DD")
+    p.set_defaults(fn=cmd_score)
 
     p = sub.add_parser(
         "train", help="train a candidate, take it through the gates, promote it if it passes"

@@ -28,6 +28,7 @@ def test_asset_keys_snapshot() -> None:
         "served_predictions", "online_outcomes", "online_performance", "drift_report",
         "serving_skew", "origin_ops", "carrier_ops", "plane_ops",
         "flights_stream", "weather_stream",
+        "batch_predictions",
     )  # fmt: skip
     assert keys == {f"flight_delay/{name}" for name in names}
 
@@ -44,6 +45,7 @@ def test_jobs_snapshot() -> None:
         "flight_delay_deployment",
         "flight_delay_monitoring",
         "flight_delay_retraining",
+        "flight_delay_scoring",
     }
 
 
