@@ -37,6 +37,7 @@ import dagster as dg
 from mlplatform import settings
 from mlplatform.defs.automation import AUTOMATION_SENSOR, retrain_job_name
 from mlplatform.defs.deployment.sensors import rollout_sensor_name
+from mlplatform.defs.monitoring.alerts import alert_sensor_name
 from mlplatform.errors import PlatformError
 from mlplatform.lib.landing import days, land
 from mlplatform.lib.names import raw_table
@@ -125,6 +126,7 @@ class Replay:
                 rollout_sensor_name(problem),
                 f"{name}_labeled_volume",
                 f"{name}_drift",
+                alert_sensor_name(problem),  # last: it reads what the others caused
             )
             if sensor in present
         }

@@ -368,6 +368,43 @@ class RetrainingSpec(_Strict):
     daily_cap: int = Field(default=1, ge=1)
 
 
+AlertKind = Literal["gate_failed", "rolled_back", "drift", "freshness", "run_failed", "skew"]
+ALERT_KINDS: tuple[AlertKind, ...] = (
+    "gate_failed",
+    "rolled_back",
+    "drift",
+    "freshness",
+    "run_failed",
+    "skew",
+)
+
+
+class AlertsSpec(_Strict):
+    """Where the platform's alerts go, and how often a lasting condition is repeated.
+
+    Every alert is appended to the local alert log (``alerts/<problem>/alerts.jsonl`` under
+    the data folder); with a webhook URL (or ``MLPLATFORM_ALERT_WEBHOOK``) it is also
+    POSTed there, as the alert's JSON or as a Slack-compatible ``{"text": ...}``.
+    """
+
+    kinds: list[AlertKind] = Field(
+        default_factory=lambda: list(ALERT_KINDS), description="which conditions alert"
+    )
+    webhook_url: str = Field(
+        default="", description="empty: the local log only; MLPLATFORM_ALERT_WEBHOOK overrides"
+    )
+    webhook_format: Literal["json", "slack"] = "json"
+    timeout_seconds: float = Field(default=5.0, gt=0, description="per attempt")
+    retries: int = Field(default=2, ge=0, description="attempts after the first, with backoff")
+    cooldown_hours: float = Field(
+        default=24,
+        ge=0,
+        description="a condition (drift, skew, a stale asset, a failing job) alerted once is "
+        "not sent again before this many hours; one-off events (a refused version, a "
+        "rollback) each alert once",
+    )
+
+
 class ProblemSpec(_Strict):
     """A whole problem, as stated in its ``spec.yaml``."""
 
@@ -389,6 +426,7 @@ class ProblemSpec(_Strict):
     rollout: RolloutSpec = RolloutSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     retraining: RetrainingSpec = RetrainingSpec()
+    alerts: AlertsSpec = AlertsSpec()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:

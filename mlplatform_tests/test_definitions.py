@@ -118,6 +118,7 @@ def test_sensors_and_schedules_are_on_by_default() -> None:
     assert sensors == dict.fromkeys(
         [
             "flight_delay_rollout",
+            "flight_delay_alerts",
             "flight_delay_landing",
             "flight_delay_labeled_volume",
             "flight_delay_drift",

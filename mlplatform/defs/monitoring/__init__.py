@@ -1,11 +1,15 @@
-"""The monitoring stage: served predictions, outcomes, online performance and drift per day."""
+"""The monitoring stage: served predictions, outcomes, online performance and drift per day;
+the alert sensor."""
 
 import dagster as dg
 
+from mlplatform.defs.monitoring.alerts import build_alert_sensor
 from mlplatform.defs.monitoring.assets import build_monitoring_assets
 from mlplatform.problems import Problem
 
 
 def build_defs(problem: Problem) -> dg.Definitions:
     """The monitoring stage of ``problem``."""
-    return dg.Definitions(assets=build_monitoring_assets(problem))
+    return dg.Definitions(
+        assets=build_monitoring_assets(problem), sensors=[build_alert_sensor(problem)]
+    )
