@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlplatform.lib.alerts import AlertLog
 from mlplatform.lib.deployment import DeploymentLog, is_rollback
 from mlplatform.lib.deployment import status as deployment_status
 from mlplatform.lib.landing import Pending, pending, reference_changes
@@ -81,6 +82,8 @@ def problem_status(
         "monitoring": monitoring_status(problem, instance, lake),
         "skew": skew_status(problem, instance),
         "timeline": str(table) if (table := latest_timeline(lake.root, problem.name)) else None,
+        # alerts raised (all in the local log), webhook deliveries, the newest alert
+        "alerts": AlertLog(lake.root, problem.name).summary(),
     }
 
 

@@ -79,8 +79,11 @@ class Alert:
         """The alert as plain JSON-ready values, runbook and title included."""
         return {**asdict(self), "title": self.title, "runbook": self.runbook}
 
-    def text(self) -> str:
-        """The alert as a few lines of text (the Slack message, the sensor's log line)."""
+    def text(self, held_back: int = 0) -> str:
+        """The alert as a few lines of text (the Slack message, the sensor's log line).
+
+        ``held_back``: alerts of the same key the cool-down held back before this one.
+        """
         about = " · ".join(f"{k} {v}" for k, v in self.subject.items() if v)
         numbers = ", ".join(f"{k}={_short(v)}" for k, v in self.figures.items())
         lines = [
@@ -88,6 +91,11 @@ class Alert:
             self.summary,
             *([about] if about else []),
             *([f"figures: {numbers}"] if numbers else []),
+            *(
+                [f"({held_back} more held back by the cool-down since the last one)"]
+                if held_back
+                else []
+            ),
             f"runbook: {self.runbook}",
         ]
         return "\n".join(lines)
@@ -106,11 +114,14 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def payload(alert: Alert, fmt: str) -> dict[str, Any]:
-    """The webhook body: ``{"text": ...}`` for ``slack``, else the alert with its text."""
+def payload(alert: Alert, fmt: str, held_back: int = 0) -> dict[str, Any]:
+    """The webhook body: ``{"text": ...}`` for ``slack``, else the alert with its text.
+
+    The JSON body is the alert (``to_dict``) with ``held_back_before`` and ``text``.
+    """
     if fmt == "slack":
-        return {"text": alert.text()}
-    return {**alert.to_dict(), "text": alert.text()}
+        return {"text": alert.text(held_back)}
+    return {**alert.to_dict(), "held_back_before": held_back, "text": alert.text(held_back)}
 
 
 def webhook_url(spec: AlertsSpec) -> str:
@@ -246,7 +257,9 @@ def deliver(alert: Alert, spec: AlertsSpec, log: AlertLog, held_back: int = 0) -
     """
     url = webhook_url(spec)
     delivery = (
-        post(url, payload(alert, spec.webhook_format), spec.timeout_seconds, spec.retries)
+        post(
+            url, payload(alert, spec.webhook_format, held_back), spec.timeout_seconds, spec.retries
+        )
         if url
         else None
     )

@@ -380,7 +380,7 @@ def build_alert_sensor(problem: Problem) -> dg.SensorDefinition:
             if hook and not hook["ok"]:
                 failed += 1
                 context.log.warning(f"alert webhook failed ({hook['error']}); kept in {log.path}")
-            context.log.warning(f"ALERT {alert.text()}")
+            context.log.warning(f"ALERT {alert.text(before)}")
         cooldown.prune(at, rule.cooldown_hours)
         cursor = json.dumps(
             {"after": upto, "freshness": seen, "cooldown": cooldown.to_json()}, sort_keys=True
