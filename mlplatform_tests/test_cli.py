@@ -59,6 +59,14 @@ def test_land_writes_one_folder_per_source_per_day(
             "monitoring": {"last_drift_partition": None, "retrains": 0, "rollbacks": 0},
             "timeline": None,
             "skew": None,
+            "alerts": {
+                "sent": 0,
+                "by_kind": {},
+                "webhook_delivered": 0,
+                "webhook_failed": 0,
+                "last": None,
+                "log": str(home / "data" / "alerts" / "flight_delay" / "alerts.jsonl"),
+            },
         }
     }
 
