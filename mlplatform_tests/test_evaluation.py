@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from mlplatform.defs.evaluation.report import logged_model_id
 from mlplatform.lib import registry as reg
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import Problem
@@ -87,7 +88,8 @@ def test_the_first_model_takes_the_bootstrap_path_to_champion(
     text = str(report["report"])
     for section in ("### Gates", "### Metrics", "### Slices", "### Behavioural cases"):
         assert section in text
-    assert text.count("data:image/png;base64,") == 2  # ROC and calibration
+    assert text.count("data:image/png;base64,") == 3  # ROC, calibration, global importance
+    assert "### Global importance" in text
     for slice_name in ("origin", "carrier", "month", "hour_band"):
         assert f"| {slice_name} |" in text
     html = Path(str(report["evidently_report"]))
@@ -98,6 +100,119 @@ def test_the_first_model_takes_the_bootstrap_path_to_champion(
     assert run.data.metrics["holdout_roc_auc"] == pytest.approx(float(report["candidate_roc_auc"]))  # type: ignore[arg-type]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/gates.json" in artifacts and "evaluation/version-1.html" in artifacts
+
+
+def _card(platform: Platform, version: str) -> str:
+    """The model card logged at the root of ``version``'s MLflow run."""
+    from mlflow.artifacts import download_artifacts
+
+    tracking = local_tracking(platform.lake.root)
+    run_id = tracking.client().get_model_version("flight_delay", version).run_id
+    path = download_artifacts(
+        run_id=run_id, artifact_path="model_card.md", tracking_uri=tracking.tracking_uri
+    )
+    return Path(path).read_text()
+
+
+def _model_metrics(platform: Platform, version: str) -> list:
+    """Every metric logged against ``version``'s MLflow logged model."""
+    client = local_tracking(platform.lake.root).client()
+    model_id = logged_model_id(client.get_model_version("flight_delay", version))
+    assert model_id
+    return client.get_logged_model(model_id).metrics
+
+
+def _holdout_metrics(platform: Platform, version: str) -> dict[str, tuple[float, str, str]]:
+    """The logged model's newest metrics: name → (value, dataset name, dataset digest)."""
+    metrics = sorted(_model_metrics(platform, version), key=lambda m: m.timestamp)
+    return {m.key: (m.value, m.dataset_name, m.dataset_digest) for m in metrics}
+
+
+def test_an_evaluated_version_has_a_model_card_in_its_run_linked_from_dagster(
+    gated: tuple[Platform, dg.ExecuteInProcessResult],
+) -> None:
+    platform, result = gated
+    report = _report(result)
+    tags = _tags(platform, "1")
+
+    card = _card(platform, "1")
+
+    assert card.startswith("# Model card: flight_delay version 1")
+    assert "**Verdict: PASSED** against no champion (bootstrap)" in card
+    assert f"| training window | {tags['training_window']} |" in card
+    assert f"`{tags['data_version']}`" in card and f"`{report['holdout_version']}`" in card
+    assert platform.problem.spec.owner in card and "roc_auc (maximize)" in card
+    for gate in ("min_metric", "no_regression", "no_slice_regression", "behavioural_cases"):
+        assert f"| {gate} | pass |" in card
+    for feature in platform.problem.spec.features:
+        assert f"| {feature.name} | {feature.kind} |" in card
+    for case in platform.problem.spec.gates.known_failures:
+        assert f"| {case} |" in card
+    assert "not judged)" in card and "## Known limits" in card
+    assert "## Global importance" in card
+    # the candidate's AUC with its DeLong interval
+    auc = float(report["candidate_roc_auc"])  # type: ignore[arg-type]
+    assert f"roc_auc **{auc:.4f}**, 95% interval" in card and "(delong)" in card
+    # linked from the asset: the same card in the lake, and its page in the MLflow UI
+    assert Path(str(report["model_card"])).read_text() == card
+    assert str(report["model_card_mlflow"]).endswith("/artifactPath/model_card.md")
+    # and beside the model itself
+    client = local_tracking(platform.lake.root).client()
+    model_id = logged_model_id(client.get_model_version("flight_delay", "1"))
+    assert model_id
+    files = {a.path for a in client.list_logged_model_artifacts(model_id)}
+    assert "model_card.md" in files and "model.lgb" in files
+
+
+def test_holdout_metrics_are_logged_against_the_model_and_the_holdout_dataset(
+    gated: tuple[Platform, dg.ExecuteInProcessResult],
+) -> None:
+    platform, result = gated
+    report = _report(result)
+
+    metrics = _holdout_metrics(platform, "1")
+
+    value, name, digest = metrics["holdout_roc_auc"]
+    assert value == pytest.approx(float(report["candidate_roc_auc"]))  # type: ignore[arg-type]
+    assert (name, digest) == ("flight_delay_holdout_set", report["holdout_version"])
+    assert {"holdout_log_loss", "holdout_brier", "serving_p99_ms"} <= set(metrics)
+    client = local_tracking(platform.lake.root).client()
+    run = client.get_run(client.get_model_version("flight_delay", "1").run_id)
+    inputs = {(i.dataset.name, i.dataset.digest): i for i in run.inputs.dataset_inputs}
+    holdout = inputs[("flight_delay_holdout_set", report["holdout_version"])]
+    assert {t.key: t.value for t in holdout.tags}["mlflow.data.context"] == "evaluation"
+
+
+def test_contributions_add_up_to_the_raw_score_and_rank_the_features(
+    gated: tuple[Platform, dg.ExecuteInProcessResult],
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from mlplatform.lib.explain import BIAS, contributions, global_importance
+    from mlplatform.lib.feature_store import feature_matrix
+
+    platform, result = gated
+    model = reg.load_version(local_tracking(platform.lake.root), "flight_delay", "1")
+    latest = platform.lake.read_latest("flight_delay", "holdout_set")
+    assert latest is not None
+    holdout = feature_matrix(pd.read_parquet(latest["path"]), platform.problem.spec)
+    frame = holdout.head(5)
+
+    values = contributions(model, frame)
+
+    assert list(values.columns) == [*model.encoding.features, BIAS]
+    assert (values.dtypes == np.float64).all() and values.index.equals(frame.index)
+    raw = np.asarray(model.booster.predict(model.encoding.matrix(frame), raw_score=True))
+    np.testing.assert_allclose(values.sum(axis=1).to_numpy(), raw, rtol=1e-9, atol=1e-9)
+    table = global_importance(values)
+    assert BIAS not in set(table["feature"]) and len(table) == len(model.encoding.features)
+    assert table["mean_abs_contribution"].is_monotonic_decreasing
+    assert table["share"].sum() == pytest.approx(1.0)
+    # the evaluation page shows the same ranking, computed on the whole holdout
+    shown = str(_report(result)["global_importance"]).splitlines()
+    top = global_importance(contributions(model, holdout))
+    assert shown[2].startswith(f"| {top['feature'].iloc[0]} |")
 
 
 def test_a_worse_model_keeps_the_champion_and_names_no_regression(
@@ -117,6 +232,12 @@ def test_a_worse_model_keeps_the_champion_and_names_no_regression(
     reason = _gates(result)["no_regression"].description or ""
     tolerance = platform.problem.spec.gates.max_regression
     assert "regression of" in reason and f"beyond the tolerance {tolerance}" in reason
+    # a refused version gets its card too: the verdict, the failed gate and its interval
+    card = _card(platform, version)
+    assert "**Verdict: FAILED** against champion version 1" in card
+    assert "| no_regression | FAIL |" in card and "Failed gates: " in card
+    assert "paired on the same rows, candidate - champion:" in card
+    assert "REFUSED" in card
 
 
 def test_a_model_that_regresses_on_one_slice_keeps_the_champion(
@@ -178,6 +299,17 @@ def test_a_better_model_becomes_challenger_and_the_champion_stays(
     tags = _tags(platform, version)
     assert tags["verdict"] == "passed" and tags["compared_with"] == "1"
     assert tags["failed_gates"] == "" and tags["promoted_to"] == "challenger"
+    # both models' figures on this holdout, against their logged models: MLflow compares them
+    holdout = ("flight_delay_holdout_set", report["holdout_version"])
+    candidate, champion = _holdout_metrics(platform, version), _holdout_metrics(platform, "1")
+    assert candidate["holdout_roc_auc"] == (
+        pytest.approx(float(report["candidate_roc_auc"])),  # type: ignore[arg-type]
+        *holdout,
+    )
+    assert champion["holdout_roc_auc"][1:] == holdout
+    # once from its own evaluation, and again from this comparison (on the champion's run)
+    assert sum(m.key == "holdout_roc_auc" for m in _model_metrics(platform, "1")) >= 2
+    assert champion["holdout_roc_auc"][0] == pytest.approx(float(report["champion_roc_auc"]))  # type: ignore[arg-type]
 
 
 def test_an_override_is_explicit_and_recorded(

@@ -31,6 +31,22 @@ def importance(booster: "lgb.Booster", top: int = 20) -> "Figure":
     return fig
 
 
+def mean_contributions(table: pd.DataFrame, top: int = 20) -> "Figure":
+    """Mean absolute contribution per feature (``lib.explain.global_importance``), top first.
+
+    Features that contribute nothing on any row are left out.
+    """
+    from matplotlib.figure import Figure
+
+    rows = table[table["mean_abs_contribution"] > 0].head(top).iloc[::-1]
+    fig = Figure(figsize=(6, 0.3 * len(rows) + 1))
+    ax = fig.subplots()
+    ax.barh(rows["feature"], rows["mean_abs_contribution"])
+    ax.set_xlabel("mean |contribution| to the raw score (log-odds)")
+    ax.set_title("Global importance on the holdout")
+    return fig
+
+
 def optimization_history(history: pd.DataFrame, metric: str) -> "Figure":
     """Each trial's value and the best so far; pruned trials marked."""
     from matplotlib.figure import Figure

@@ -156,10 +156,15 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
 
         import pandas as pd
 
-        from mlplatform.defs.evaluation.report import Judged, log_evaluation, report_metadata
+        from mlplatform.defs.evaluation.report import (
+            Judged,
+            log_evaluation,
+            log_model_card,
+            report_metadata,
+        )
         from mlplatform.defs.metadata import check_result
         from mlplatform.lib import evaluation as ev
-        from mlplatform.lib import gates
+        from mlplatform.lib import explain, gates
         from mlplatform.lib import registry as reg
         from mlplatform.lib.comparison import compare
         from mlplatform.lib.feature_store import feature_matrix
@@ -218,6 +223,8 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
             else None
         )
         candidate = models["candidate"]
+        # global importance: mean |TreeSHAP contribution| of each feature over the holdout
+        importance = explain.global_importance(explain.contributions(candidate, matrix))
         cases = ev.run_cases(
             problem.behavioural_cases(),
             ev.sample_records(holdout, CASE_EXAMPLES, seed),
@@ -267,14 +274,17 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
                 "overridden_gates": ",".join(overridden),
             }
         verdict_tags = reg.record_verdict(tracking, problem.name, version, verdict_tags)
-        judged = Judged(problem, version, champion_version, latest, result, outcomes, verdict)
-        html, run_url = log_evaluation(tracking, mlflow, store, judged)
+        judged = Judged(
+            problem, version, champion_version, latest, result, outcomes, verdict, importance, tags
+        )
+        html, run_url = log_evaluation(tracking, mlflow, store, judged, holdout)
+        card = log_model_card(tracking, mlflow, store, judged, verdict_tags)
         context.log.info(
             f"{problem.name} version {version}: {verdict}"
             + (f" (failed: {', '.join(failed)})" if failed else "")
         )
         return dg.MaterializeResult(
-            metadata=report_metadata(judged, verdict_tags, html, run_url),
+            metadata=report_metadata(judged, verdict_tags, html, run_url, card),
             check_results=[check_result(o, key) for o in outcomes],
             data_version=dg.DataVersion(f"{version}-{latest['data_version']}-{verdict}"),
         )
