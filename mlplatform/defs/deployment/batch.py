@@ -74,6 +74,7 @@ def build_batch_asset(problem: Problem) -> dg.AssetsDefinition:
         from mlplatform.defs.metadata import frame_metadata
         from mlplatform.lib import registry as reg
         from mlplatform.lib.batch import PREDICTION, TABLE, score_requests
+        from mlplatform.lib.names import features_table
         from mlplatform.serving.client import as_requests
 
         store, day, tracking = (
@@ -86,6 +87,18 @@ def build_batch_asset(problem: Problem) -> dg.AssetsDefinition:
             raise dg.Failure(
                 f"{problem.name}: no accepted {source} table for {day}; land and ingest it "
                 f"first ('mlplatform ingest --problem {problem.name} --start {day} --end {day}')"
+            )
+        # a day without its feature rows would be joined to older ones (or none: the
+        # spec's defaults) and scored without a word: refuse it
+        unbuilt = [
+            t.name
+            for t in problem.feature_tables()
+            if not store.has_partition(problem.name, features_table(t), day)
+        ]
+        if unbuilt:
+            raise dg.Failure(
+                f"{problem.name}: the features of {day} are not built ({', '.join(unbuilt)}); "
+                f"run 'mlplatform features --problem {problem.name} --start {day} --end {day}'"
             )
         champion = reg.aliases(tracking, problem.name).get(reg.CHAMPION)
         if champion is None:
