@@ -64,7 +64,7 @@ def test_a_days_batch_scores_equal_the_online_answers_at_the_same_prediction_tim
     assert str(batch["prediction_time"].dtype) == "datetime64[us, UTC]"
     assert batch[PREDICTION].dtype == np.float64
     assert batch[feature_column("temp")].dtype == np.float64
-    assert batch[feature_column("dest")].map(type).eq(str).all()
+    assert all(isinstance(v, str) for v in batch[feature_column("dest")])
 
     # the served requests, by their key, in the batch
     mine = batch.set_index("key").loc[log["key"]]
