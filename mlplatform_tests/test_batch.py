@@ -125,3 +125,19 @@ def test_score_prints_the_parquet_and_its_rows_and_refuses_a_day_it_cannot_score
         main(["score", "--problem", NAME, "--day", "2013-02-30"])
     assert exited.value.code == 2
     assert "is not a date" in capsys.readouterr().err
+
+
+def test_batch_predictions_is_daily_in_deployment_and_runs_only_when_asked() -> None:
+    import dagster as dg
+
+    from mlplatform.definitions import defs
+    from mlplatform.problems import get_problem
+
+    problem = get_problem(NAME)
+    specs = {s.key: s for s in defs().resolve_all_asset_specs()}
+    batch = specs[dg.AssetKey([NAME, "batch_predictions"])]
+    tables = {dg.AssetKey([NAME, t.name]) for t in problem.feature_tables()}
+    assert {d.asset_key for d in batch.deps} == {dg.AssetKey([NAME, "flights"]), *tables}
+    assert batch.group_name == "deployment" and batch.partitions_def is not None
+    assert batch.automation_condition is None  # not in every replayed evening
+    assert "prediction_time (timestamp[us, UTC])" in (batch.description or "")
