@@ -205,6 +205,9 @@ def test_contributions_add_up_to_the_raw_score_and_rank_the_features(
     assert (values.dtypes == np.float64).all() and values.index.equals(frame.index)
     raw = np.asarray(model.booster.predict(model.encoding.matrix(frame), raw_score=True))
     np.testing.assert_allclose(values.sum(axis=1).to_numpy(), raw, rtol=1e-9, atol=1e-9)
+    # the serving path's explanation of one request is the same row
+    row, base = model.contributions_row(model.encoding.matrix(frame)[0].tolist())
+    np.testing.assert_allclose([*row, base], values.iloc[0].to_numpy(), rtol=1e-12)
     table = global_importance(values)
     assert BIAS not in set(table["feature"]) and len(table) == len(model.encoding.features)
     assert table["mean_abs_contribution"].is_monotonic_decreasing
@@ -309,6 +312,21 @@ def test_a_better_model_becomes_challenger_and_the_champion_stays(
     assert champion["holdout_roc_auc"][1:] == holdout
     # once from its own evaluation, and again from this comparison (on the champion's run)
     assert sum(m.key == "holdout_roc_auc" for m in _model_metrics(platform, "1")) >= 2
+    # what MLflow's model comparison asks: the models scored on this holdout, best first
+    client = local_tracking(platform.lake.root).client()
+    dataset = {"dataset_name": holdout[0], "dataset_digest": holdout[1]}
+    ranked = client.search_logged_models(
+        [client.get_experiment_by_name("flight_delay").experiment_id],
+        filter_string="metrics.holdout_roc_auc > 0",
+        datasets=[dataset],
+        order_by=[{"field_name": "metrics.holdout_roc_auc", "ascending": False, **dataset}],
+    )
+    ids = [m.model_id for m in ranked]
+    for v in (version, "1"):
+        assert logged_model_id(client.get_model_version("flight_delay", v)) in ids
+    assert ids.index(logged_model_id(client.get_model_version("flight_delay", version))) < (
+        ids.index(logged_model_id(client.get_model_version("flight_delay", "1")))
+    )
     assert champion["holdout_roc_auc"][0] == pytest.approx(float(report["champion_roc_auc"]))  # type: ignore[arg-type]
 
 
