@@ -10,7 +10,7 @@ Each simulated day, on the platform clock (``MLPLATFORM_NOW``), in the problem's
 - 23:00: the day's files land (the flights with their outcomes, the weather) and the
   sensors settle again: landing → ingestion, the automation-condition sensor → feature
   tables, online store and the day's monitoring, the rollout sensor, the retraining
-  triggers.
+  triggers, and last the alert sensor (what they caused, sent once).
 
 Nothing here decides what to run: Dagster's sensors, schedule and automation conditions
 are evaluated through Dagster's own APIs and their run requests executed in-process on
