@@ -182,18 +182,22 @@ def test_a_webhook_that_is_down_leaves_the_alert_in_the_log_with_its_failure(
     ticker.tick()
 
     _drift_report(platform, "2013-02-01", 0.42)
+    assert not platform.run_day("2013-01-01").success  # nothing landed: a failed run
     ticker.tick()  # the tick itself succeeds
 
-    (entry,) = ticker.log()
-    assert entry["kind"] == "drift" and entry["subject"]["partition"] == "2013-02-01"
-    hook = entry["webhook"]
+    drift, run = ticker.log()
+    assert drift["kind"] == "drift" and drift["subject"]["partition"] == "2013-02-01"
+    hook = drift["webhook"]
     assert hook["ok"] is False and hook["status"] is None and hook["attempts"] == 2
     assert "Connection refused" in hook["error"] or "NewConnectionError" in hook["error"]
-    assert "1 webhook failure(s)" in ticker.skip_reason
+    # the next alert of the tick does not wait for the dead webhook's retries again
+    assert run["kind"] == "run_failed" and run["webhook"]["attempts"] == 0
+    assert run["webhook"]["error"].startswith("not attempted")
+    assert "2 webhook failure(s)" in ticker.skip_reason
     status = problem_status(platform.problem, platform.lake, instance)["alerts"]
-    assert status["sent"] == 1 and status["webhook_failed"] == 1
+    assert status["sent"] == 2 and status["webhook_failed"] == 2
     ticker.tick()
-    assert len(ticker.log()) == 1  # recorded once, not retried on every tick
+    assert len(ticker.log()) == 2  # recorded once, not retried on every tick
 
 
 def test_a_busy_webhook_is_retried_and_slack_gets_text(

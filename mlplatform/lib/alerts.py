@@ -244,10 +244,14 @@ class AlertLog:
         }
 
 
-def deliver(alert: Alert, spec: AlertsSpec, log: AlertLog, held_back: int = 0) -> dict[str, Any]:
+def deliver(
+    alert: Alert, spec: AlertsSpec, log: AlertLog, held_back: int = 0, try_webhook: bool = True
+) -> dict[str, Any]:
     """Send ``alert`` to the webhook (if any), then append it to the log with the outcome.
 
     ``held_back``: alerts of the same key the cool-down held back since the last one sent.
+    ``try_webhook`` False records the webhook as not attempted (it failed earlier in the
+    same tick: one dead webhook must not hold a tick for every alert's retries).
     A failing webhook is recorded in the line (``webhook.ok`` false, its error), never
     raised. Returns the record written.
 
@@ -256,13 +260,15 @@ def deliver(alert: Alert, spec: AlertsSpec, log: AlertLog, held_back: int = 0) -
             its cursor unmoved, so the alert is not lost).
     """
     url = webhook_url(spec)
-    delivery = (
-        post(
-            url, payload(alert, spec.webhook_format, held_back), spec.timeout_seconds, spec.retries
+    if not url:
+        delivery = None
+    elif not try_webhook:
+        delivery = Delivery(
+            redact(url), False, None, 0, "not attempted: it failed earlier this tick"
         )
-        if url
-        else None
-    )
+    else:
+        body = payload(alert, spec.webhook_format, held_back)
+        delivery = post(url, body, spec.timeout_seconds, spec.retries)
     record = {
         **alert.to_dict(),
         "held_back_before": held_back,

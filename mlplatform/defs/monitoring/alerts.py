@@ -374,7 +374,7 @@ def build_alert_sensor(problem: Problem) -> dg.SensorDefinition:
             if before is None:
                 held += 1
                 continue
-            record = deliver(alert, rule, log, before)
+            record = deliver(alert, rule, log, before, try_webhook=not failed)
             sent += 1
             hook = record["webhook"]
             if hook and not hook["ok"]:
