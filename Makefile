@@ -19,7 +19,7 @@ REPLAY_TRIALS ?= 5
 BAD_DAY ?= 2013-01-16
 BAD_DAY_FILE := mlplatform_tests/cases/05_naive_local_time_hour_flights_2013-01-16.csv
 
-.PHONY: venv demo demo-production test lint bench-quick dev mlflow constraints clean
+.PHONY: venv demo demo-production test lint bench-quick dev mlflow monitor constraints clean
 
 venv: $(STAMP)
 
@@ -79,6 +79,10 @@ dev: venv
 
 mlflow: venv
 	$(BIN)/mlplatform mlflow
+
+# the monitoring dashboards (Evidently UI on 127.0.0.1:8001): one snapshot per day and kind
+monitor: venv
+	$(BIN)/mlplatform monitor --problem $(PROBLEM)
 
 constraints: venv
 	( sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable ) > constraints.txt.new

@@ -524,12 +524,37 @@ def cmd_mlflow(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _dashboard_path() -> str:
+    """The active profile's Evidently workspace (monitoring dashboards)."""
+    from mlplatform.resources import DashboardResource, build_resources
+
+    dashboard = build_resources()["dashboard"]
+    assert isinstance(dashboard, DashboardResource)
+    return dashboard.path()
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Open Evidently's UI on the problem's monitoring dashboard (replaces this process)."""
+    from mlplatform.lib.dashboard import ensure_project, open_workspace
+    from mlplatform.problems import get_problem
+
+    problem = get_problem(args.problem)
+    path = _dashboard_path()
+    project = ensure_project(open_workspace(path), problem.name, problem.spec)
+    _out(f"{problem.name}: http://{args.host}:{args.port}/projects/{project} (workspace {path})")
+    evidently = str(Path(sys.executable).with_name("evidently"))
+    os.environ["DO_NOT_TRACK"] = "1"  # Evidently's UI reports usage to its makers unless set
+    argv = [evidently, "ui", "--workspace", path, "--host", args.host, "--port", str(args.port)]
+    os.execv(evidently, argv)
+    return 0  # not reached
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print what the platform holds per problem, as text or JSON."""
     from mlplatform.problems import problems
     from mlplatform.status import status
 
-    report = status(problems(), _lake(), _instance(), _tracking())
+    report = status(problems(), _lake(), _instance(), _tracking(), _dashboard_path())
     if args.json:
         _out(json.dumps(report, indent=2, sort_keys=True))
         return 0
@@ -790,6 +815,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=5000)
     p.set_defaults(fn=cmd_mlflow)
+
+    p = sub.add_parser(
+        "monitor", help="open the Evidently UI on a problem's monitoring dashboard (history)"
+    )
+    p.add_argument("--problem", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, default=8001)
+    p.set_defaults(fn=cmd_monitor)
 
     p = sub.add_parser("status", help="what the platform holds, per problem")
     p.add_argument("--json", action="store_true", help="one JSON object keyed by problem")

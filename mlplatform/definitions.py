@@ -20,7 +20,12 @@ from mlplatform.defs import (
 )
 from mlplatform.defs.jobs import build_jobs
 from mlplatform.problems import Problem, problems
-from mlplatform.resources import DaskResource, build_executor, build_resources
+from mlplatform.resources import (
+    DashboardResource,
+    DaskResource,
+    build_executor,
+    build_resources,
+)
 
 STAGES = (ingestion, features, training, evaluation, deployment, monitoring)
 
@@ -30,12 +35,15 @@ def build_definitions(
 ) -> dg.Definitions:
     """All stages and jobs of the given problems, bound to ``resources`` and ``executor``.
 
-    Without a ``dask`` resource, training runs on one machine.
+    Without a ``dask`` resource, training runs on one machine; without a ``dashboard``
+    resource, the monitoring snapshots go to ``evidently/`` under the lake's root.
     """
     selected = list(selected)
     stages = [stage.build_defs(problem) for problem in selected for stage in STAGES]
     jobs = [job for problem in selected for job in build_jobs(problem)]
     resources = {"dask": DaskResource(), **resources}
+    if "lake" in resources:
+        resources.setdefault("dashboard", DashboardResource(lake=resources["lake"]))
     triggers = [t for problem in selected for t in automation.build_retraining(problem)]
     sensors = [automation.build_landing_sensor(problem) for problem in selected]
     merged = dg.Definitions.merge(

@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from mlplatform.lib.alerts import AlertLog
+from mlplatform.lib.dashboard import workspace_status
 from mlplatform.lib.deployment import DeploymentLog, is_rollback
 from mlplatform.lib.deployment import status as deployment_status
 from mlplatform.lib.landing import Pending, pending, reference_changes
@@ -26,8 +27,12 @@ def problem_status(
     lake: DataLake,
     instance: dg.DagsterInstance,
     tracking: "Tracking | None" = None,
+    dashboard: str | None = None,
 ) -> dict[str, Any]:
-    """Landed days, ingested partitions, quarantined batches, and the feature store's state."""
+    """Landed days, ingested partitions, quarantined batches, and the feature store's state.
+
+    ``dashboard`` is the Evidently workspace (default: ``evidently/`` under the lake).
+    """
     daily = problem.spec.daily_sources()
     landed = [set(lake.landed_days(problem.name, s)) for s in daily]
     ingested = [instance.get_materialized_partitions(dg.AssetKey([problem.name, s])) for s in daily]
@@ -79,6 +84,10 @@ def problem_status(
         **({"registry_error": registry_error} if registry_error else {}),
         "deployment": deployment_status(held, current),
         "service": service_status(lake.root, problem.name),
+        # the monitoring history in Evidently: workspace, snapshots per kind, how to open it
+        "dashboard": workspace_status(
+            dashboard or str(lake.root / "evidently"), problem.name, problem.spec
+        ),
         "monitoring": monitoring_status(problem, instance, lake),
         "skew": skew_status(problem, instance),
         "timeline": str(table) if (table := latest_timeline(lake.root, problem.name)) else None,
@@ -181,8 +190,10 @@ def status(
     lake: DataLake,
     instance: dg.DagsterInstance,
     tracking: "Tracking | None" = None,
+    dashboard: str | None = None,
 ) -> dict[str, Any]:
     """One object keyed by problem name."""
     return {
-        name: problem_status(p, lake, instance, tracking) for name, p in sorted(problems.items())
+        name: problem_status(p, lake, instance, tracking, dashboard)
+        for name, p in sorted(problems.items())
     }

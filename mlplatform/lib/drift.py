@@ -2,7 +2,9 @@
 
 import warnings
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -44,6 +46,102 @@ def _unscorable(current: pd.DataFrame, reference: pd.DataFrame, column: str) -> 
     return ""
 
 
+@dataclass(frozen=True)
+class DriftRun:
+    """One Evidently drift report: each column's verdict and the preset's dataset summary.
+
+    Attributes:
+        columns: One ``ColumnDrift`` per column asked for, in that order.
+        drifted_count: Drifted columns among the counted ones that were scored, from
+            Evidently's ``DataDriftPreset`` (``DriftedColumnsCount``); 0 when none was scored.
+        drifted_share: ``drifted_count`` over the counted columns scored, in [0, 1].
+        snapshot: The Evidently ``Snapshot`` (None when no column could be scored).
+    """
+
+    columns: list[ColumnDrift]
+    drifted_count: int = 0
+    drifted_share: float = 0.0
+    snapshot: Any = None
+
+
+def drift_run(
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    columns: list[str],
+    method: str,
+    threshold: float,
+    counted: list[str] | None = None,
+    drift_share: float = 0.5,
+    html_path: Path | None = None,
+    timestamp: datetime | None = None,
+    tags: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> DriftRun:
+    """Score each column's drift and count the drifted ones with Evidently's preset.
+
+    Numeric columns are those with a numeric dtype in ``reference``; the rest are
+    categorical. Columns with no value in ``current`` or ``reference`` are returned not
+    evaluated (``note``) instead of failing the whole report. ``counted`` (default: all of
+    ``columns``) are the columns ``DataDriftPreset`` summarizes (its drift share and count,
+    its test against ``drift_share``); the others get a ``ValueDrift`` of their own, with
+    the same method and threshold. When ``html_path`` is given and a column was scored, the
+    report is saved there; ``timestamp``, ``tags`` and ``metadata`` go to the snapshot.
+    """
+    notes = {c: _unscorable(current, reference, c) for c in columns}
+    scored = [c for c in columns if not notes[c]]
+    if not scored:
+        return DriftRun([ColumnDrift(c, float("nan"), False, notes[c]) for c in columns])
+    _quiet_import()
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+    from evidently.presets import DataDriftPreset
+
+    summarized = [c for c in (columns if counted is None else counted) if c in scored]
+    numeric = [c for c in scored if pd.api.types.is_numeric_dtype(reference[c])]
+    categorical = [c for c in scored if c not in numeric]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    items: list = [
+        ValueDrift(column=c, method=method, threshold=threshold)
+        for c in scored
+        if c not in summarized
+    ]
+    if summarized:
+        preset = DataDriftPreset(
+            columns=summarized, method=method, threshold=threshold, drift_share=drift_share
+        )
+        items.insert(0, preset)
+    snapshot = Report(items, include_tests=True).run(
+        Dataset.from_pandas(current.filter(items=scored), data_definition=definition),
+        Dataset.from_pandas(reference.filter(items=scored), data_definition=definition),
+        timestamp=timestamp,
+        tags=tags or [],
+        metadata=dict(metadata or {}),
+    )
+    if html_path is not None:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        snapshot.save_html(str(html_path))
+    result = snapshot.dict()
+    scores, count, share = {}, 0, 0.0
+    for m in result["metrics"]:
+        config = m["config"]
+        if config["type"].endswith(":ValueDrift"):
+            scores[config["column"]] = float(m["value"])
+        elif config["type"].endswith(":DriftedColumnsCount"):
+            count, share = int(m["value"]["count"]), float(m["value"]["share"])
+    failed = {
+        t["metric_config"]["params"]["column"]
+        for t in result["tests"]
+        if t["status"] != "SUCCESS" and "column" in t["metric_config"]["params"]
+    }
+    drifts = [
+        ColumnDrift(c, scores[c], c in failed)
+        if c in scores
+        else ColumnDrift(c, float("nan"), False, notes[c] or f"{c}: no score from Evidently")
+        for c in columns
+    ]
+    return DriftRun(drifts, count, share, snapshot)
+
+
 def column_drift(
     current: pd.DataFrame,
     reference: pd.DataFrame,
@@ -54,44 +152,10 @@ def column_drift(
 ) -> list[ColumnDrift]:
     """Score each column's drift; Evidently decides the direction of each method's threshold.
 
-    Numeric columns are those with a numeric dtype in ``reference``; the rest are
-    categorical. Columns with no value in ``current`` or ``reference`` are returned not
-    evaluated (``note``) instead of failing the whole report. When ``html_path`` is given
-    and a column was scored, the Evidently report is saved there.
+    ``drift_run``'s columns: columns with no value in ``current`` or ``reference`` are
+    returned not evaluated (``note``); the report is saved at ``html_path`` when given.
     """
-    notes = {c: _unscorable(current, reference, c) for c in columns}
-    scored = [c for c in columns if not notes[c]]
-    if not scored:
-        return [ColumnDrift(c, float("nan"), False, notes[c]) for c in columns]
-    _quiet_import()
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-
-    numeric = [c for c in scored if pd.api.types.is_numeric_dtype(reference[c])]
-    categorical = [c for c in scored if c not in numeric]
-    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    report = Report(
-        [ValueDrift(column=c, method=method, threshold=threshold) for c in scored],
-        include_tests=True,
-    )
-    snapshot = report.run(
-        Dataset.from_pandas(current.filter(items=scored), data_definition=definition),
-        Dataset.from_pandas(reference.filter(items=scored), data_definition=definition),
-    )
-    if html_path is not None:
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        snapshot.save_html(str(html_path))
-    result = snapshot.dict()
-    scores = {m["config"]["column"]: float(m["value"]) for m in result["metrics"]}
-    failed = {
-        t["metric_config"]["params"]["column"] for t in result["tests"] if t["status"] != "SUCCESS"
-    }
-    return [
-        ColumnDrift(c, scores[c], c in failed)
-        if c in scores
-        else ColumnDrift(c, float("nan"), False, notes[c] or f"{c}: no score from Evidently")
-        for c in columns
-    ]
+    return drift_run(current, reference, columns, method, threshold, html_path=html_path).columns
 
 
 def classification_report(

@@ -18,7 +18,7 @@ from mlplatform.lib.online import outcome_keys
 from mlplatform.spec import ProblemSpec
 
 if TYPE_CHECKING:
-    from datetime import date
+    from datetime import date, datetime
 
 
 def of_day(predictions: pd.DataFrame, day: "date", timezone: str) -> pd.DataFrame:
@@ -84,33 +84,46 @@ def drift(
     reference_predictions: np.ndarray,
     spec: ProblemSpec,
     html_path: Path,
+    timestamp: "datetime | None" = None,
+    metadata: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Feature and prediction drift with the spec's test and threshold (Evidently)."""
-    from mlplatform.lib.drift import column_drift
+    """Feature and prediction drift with the spec's test and threshold (Evidently).
+
+    The drift share and drifted-feature count are Evidently's ``DataDriftPreset``'s over the
+    features it could score; the prediction's drift is reported on its own. ``snapshot`` is
+    the Evidently snapshot (stamped ``timestamp``, tagged ``drift``) for the dashboard.
+    """
+    from mlplatform.lib.drift import drift_run
 
     names = [f.name for f in spec.features]
     rule = spec.monitoring
     both_current = current[names].assign(prediction=current_predictions)
     both_reference = reference[names].assign(prediction=reference_predictions)
-    drifts = column_drift(
+    run = drift_run(
         both_current,
         both_reference,
         [*names, "prediction"],
         rule.stattest,
         rule.threshold,
-        html_path,
+        counted=names,
+        drift_share=rule.drift_share,
+        html_path=html_path,
+        timestamp=timestamp,
+        tags=["drift"],
+        metadata=metadata,
     )
-    features = [d for d in drifts if d.column != "prediction"]
-    (prediction,) = [d for d in drifts if d.column == "prediction"]
+    features = [d for d in run.columns if d.column != "prediction"]
+    (prediction,) = [d for d in run.columns if d.column == "prediction"]
     # a feature with no values in the window cannot be compared: reported, not counted
     scored = [d for d in features if d.evaluated]
-    share = sum(d.drifted for d in scored) / max(1, len(scored))
     return {
-        "drift_share": share,
-        "drifted": share >= rule.drift_share,
+        "drift_share": run.drifted_share,
+        "drifted_count": run.drifted_count,
+        "drifted": run.drifted_share >= rule.drift_share,
         "drifted_features": [d.column for d in features if d.drifted],
         "scores": {d.column: round(d.score, 4) for d in scored},
-        "not_evaluated": {d.column: d.note for d in drifts if not d.evaluated},
+        "not_evaluated": {d.column: d.note for d in run.columns if not d.evaluated},
         "prediction_drift_score": prediction.score,
         "prediction_drifted": prediction.drifted,
+        "snapshot": run.snapshot,
     }

@@ -52,6 +52,8 @@ class SkewResult:
             features with the highest mismatch rates first, largest differences first.
         not_comparable: Logged rows left out: no vector, or one of another length than the
             spec's features (logged by a model with other inputs).
+        flags: ``rows x features`` booleans, True where the served value differs (the
+            monitoring dashboard's per-request data); None when nothing was compared.
     """
 
     rows: int
@@ -59,6 +61,7 @@ class SkewResult:
     mismatch_share: float
     worst: list[dict[str, Any]] = field(default_factory=list)
     not_comparable: int = 0
+    flags: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def worst_feature(self) -> str | None:
@@ -226,6 +229,7 @@ def compare(
         rates = {f.name: 0.0 for f in features}
         return SkewResult(0, rates, 0.0, [], not_comparable)
     any_row = np.zeros(n, dtype=bool)
+    flags = pd.DataFrame(index=served.index)
     rates: dict[str, float] = {}
     cells: dict[str, list[tuple[float, int]]] = {}
     for f in features:
@@ -237,11 +241,12 @@ def compare(
             differs = ~np.asarray(same, dtype=bool)
             gap = np.where(differs, np.inf, 0.0)
         any_row |= differs
+        flags[f.name] = np.asarray(differs, dtype=bool)
         rates[f.name] = float(differs.mean())
         where = np.flatnonzero(differs)
         cells[f.name] = sorted(((float(gap[i]), int(i)) for i in where), reverse=True)
     examples = _examples(served, offline, keys, rates, cells, worst)
-    return SkewResult(n, rates, float(any_row.mean()), examples, not_comparable)
+    return SkewResult(n, rates, float(any_row.mean()), examples, not_comparable, flags)
 
 
 def _examples(

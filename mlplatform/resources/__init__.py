@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlplatform.resources.dashboard import DashboardResource
 from mlplatform.resources.dask import DaskResource
 from mlplatform.resources.feast import FeastResource
 from mlplatform.resources.lake import LakeResource
@@ -21,6 +22,8 @@ PRODUCTION_DEFAULTS = {
     "MLPLATFORM_CELERY_BROKER": "redis://127.0.0.1:6379/2",
     "MLPLATFORM_CELERY_BACKEND": "redis://127.0.0.1:6379/3",
     "MLPLATFORM_DASK_SCHEDULER": "tcp://127.0.0.1:8786",
+    # the Evidently workspace of the dashboards; empty: evidently/ on the shared data volume
+    "MLPLATFORM_EVIDENTLY_WORKSPACE": "",
 }
 
 
@@ -39,6 +42,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             "feast": FeastResource(lake=lake),
             "mlflow": MlflowResource(lake=lake),
             "dask": DaskResource(),
+            "dashboard": DashboardResource(lake=lake),
         }
     if profile == "production":
         return {
@@ -53,6 +57,9 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
                 lake=lake, tracking_uri=production_setting("MLPLATFORM_MLFLOW_URI")
             ),
             "dask": DaskResource(scheduler_address=production_setting("MLPLATFORM_DASK_SCHEDULER")),
+            "dashboard": DashboardResource(
+                lake=lake, workspace=production_setting("MLPLATFORM_EVIDENTLY_WORKSPACE")
+            ),
         }
     raise ValueError(f"no resources defined for profile {profile!r}")
 
@@ -75,6 +82,7 @@ def celery_executor(broker: str, backend: str) -> Any:
 
 
 __all__ = [
+    "DashboardResource",
     "DaskResource",
     "FeastResource",
     "LakeResource",

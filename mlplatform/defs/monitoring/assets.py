@@ -9,6 +9,9 @@
 - ``serving_skew``: the day's served vectors against the training path's point-in-time
   rebuild of the same requests, feature by feature; its check (WARN/ERROR above the spec's
   shares) holds promotion in the rollout sensor.
+
+Each of served_predictions, online_performance, drift_report and serving_skew also stores
+its day as an Evidently snapshot in the problem's dashboard (``lib.dashboard``).
 """
 
 from datetime import date, timedelta
@@ -19,7 +22,7 @@ import dagster as dg
 from mlplatform.defs.partitions import daily_partitions
 from mlplatform.lib.names import SERVING_SKEW, SKEW
 from mlplatform.problems import Problem
-from mlplatform.resources import FeastResource, LakeResource, MlflowResource
+from mlplatform.resources import DashboardResource, FeastResource, LakeResource, MlflowResource
 
 GROUP = "monitoring"
 REFERENCE_ROWS = 5000  # a seeded sample of the training set: Evidently's cost grows with rows
@@ -39,6 +42,19 @@ def monitoring_key(problem: Problem, name: str) -> dg.AssetKey:
 
 def _table(name: str) -> str:
     return f"monitoring/{name}"
+
+
+def _record(
+    dashboard: DashboardResource, problem: Problem, kind: str, day: date, snapshot: Any
+) -> dict[str, Any]:
+    """Store the day's ``kind`` snapshot in the dashboard's workspace; metadata naming it."""
+    from mlplatform.lib.dashboard import record
+
+    if snapshot is None:
+        return {}
+    where = dashboard.path()
+    sid = record(where, problem.name, problem.spec, kind, day, snapshot)
+    return {"evidently_snapshot": dg.MetadataValue.text(f"{where} {sid}")}
 
 
 def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
@@ -63,9 +79,12 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         kinds={"parquet"},
         **common,
     )
-    def _served(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def _served(
+        context: dg.AssetExecutionContext, lake: LakeResource, dashboard: DashboardResource
+    ) -> dg.MaterializeResult:
         import numpy as np
 
+        from mlplatform.lib.dashboard import serving_snapshot
         from mlplatform.lib.monitoring import of_day
         from mlplatform.lib.prediction_log import read_predictions
         from mlplatform.lib.scoring import degraded
@@ -74,8 +93,10 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         served = of_day(read_predictions(store.root, problem.name), day, spec.partitioning.timezone)
         store.write_table(problem.name, _table("served_predictions"), day, served)
         ok = served[served["status"] == "ok"] if len(served) else served
+        snapshot = serving_snapshot(served, spec, problem.name, day) if len(served) else None
         return dg.MaterializeResult(
             metadata={
+                **_record(dashboard, problem, "serving", day, snapshot),
                 "dagster/row_count": len(served),
                 "error_rate": float((served["status"] == "error").mean()) if len(served) else 0.0,
                 "p99_latency_ms": float(np.percentile(ok["latency_ms"], 99)) if len(ok) else 0.0,
@@ -124,8 +145,11 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         kinds={"pandas"},
         **common,
     )
-    def _performance(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def _performance(
+        context: dg.AssetExecutionContext, lake: LakeResource, dashboard: DashboardResource
+    ) -> dg.MaterializeResult:
         from mlplatform.defs.metadata import md_table
+        from mlplatform.lib.dashboard import performance_frame, performance_snapshot
         from mlplatform.lib.monitoring import performance
 
         store, day = lake.lake(), _day(context)
@@ -134,9 +158,12 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         rows = performance(joined, served, spec.metric.name) if len(served) else []
         everyone = [r for r in rows if r["labelled"]]
         headline = max(everyone, key=lambda r: r["requests"]) if everyone else None
+        frame = performance_frame(joined, spec, problem.slices)
+        snapshot = performance_snapshot(frame, spec, problem.name, day)
         meta = {
             "versions": dg.MetadataValue.md(md_table(rows)),
             "requests": sum(r["requests"] for r in rows),
+            **_record(dashboard, problem, "performance", day, snapshot),
         }
         if headline:
             meta |= {
@@ -160,11 +187,15 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         **common,
     )
     def _drift(
-        context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        mlflow: MlflowResource,
+        dashboard: DashboardResource,
     ) -> dg.MaterializeResult:
         import pandas as pd
 
         from mlplatform.lib import registry as reg
+        from mlplatform.lib.dashboard import stamp
         from mlplatform.lib.feature_store import feature_matrix
         from mlplatform.lib.monitoring import drift, served_features
 
@@ -193,6 +224,8 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
             model.predict_matrix(model.encoding.matrix(ref_matrix)),
             spec,
             html,
+            timestamp=stamp(day),
+            metadata={"problem": problem.name, "kind": "drift", "day": day.isoformat()},
         )
         # a window not yet full of served days is as narrow as one day: scored, not judged
         served_days = sum(
@@ -206,6 +239,7 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         return dg.MaterializeResult(
             metadata={
                 "drift_share": result["drift_share"],
+                "drifted_count": result["drifted_count"],
                 "drifted": dg.MetadataValue.bool(result["drifted"] and judged),
                 "window_days_served": served_days,
                 "drifted_features": dg.MetadataValue.json(result["drifted_features"]),
@@ -215,6 +249,7 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
                 "prediction_drifted": dg.MetadataValue.bool(result["prediction_drifted"]),
                 "reference": f"champion {champion}, training set {version}",
                 "evidently_report": dg.MetadataValue.path(str(html)),
+                **_record(dashboard, problem, "drift", day, result["snapshot"]),
             }
         )
 
@@ -255,9 +290,13 @@ def build_skew_asset(
         **common,
     )
     def _skew(
-        context: dg.AssetExecutionContext, lake: LakeResource, feast: FeastResource
+        context: dg.AssetExecutionContext,
+        lake: LakeResource,
+        feast: FeastResource,
+        dashboard: DashboardResource,
     ) -> dg.MaterializeResult:
         from mlplatform.defs.metadata import md_table
+        from mlplatform.lib.dashboard import skew_snapshot
         from mlplatform.lib.skew import (
             Tolerance,
             comparable,
@@ -316,6 +355,15 @@ def build_skew_asset(
         return dg.MaterializeResult(
             metadata={
                 **figures,
+                **_record(
+                    dashboard,
+                    problem,
+                    "skew",
+                    day,
+                    skew_snapshot(result.flags, problem.name, day)
+                    if result.flags is not None
+                    else None,
+                ),
                 "dagster/row_count": result.rows,
                 "not_comparable": result.not_comparable,
                 "mismatch_rate": dg.MetadataValue.json(rates),

@@ -1,0 +1,439 @@
+"""Monitoring history: each day's monitoring as Evidently snapshots, one project per problem.
+
+An Evidently workspace (a folder, or an fsspec URL) holds one project per problem, named
+after it, whose dashboard plots the snapshots over their timestamps. Each daily monitoring
+asset writes one snapshot of its own kind, stamped with the partition day (midnight, naive,
+as Evidently stamps its own runs), so a replayed week is a week of 2013 on the dashboard:
+
+- ``serving`` (``served_predictions``): answered requests, prediction distribution and the
+  inputs the online store had no value for (Evidently's missing-value counts);
+- ``performance`` (``online_performance``): the spec's metric on the day's labelled answers,
+  overall, per model version that answered and per slice of ``gates.slices`` (Evidently's
+  ``GroupBy``), with observed and predicted late shares;
+- ``drift`` (``drift_report``): Evidently's ``DataDriftPreset`` (drift share, drifted-feature
+  count, per-feature scores) and the prediction's drift (``lib.drift``);
+- ``skew`` (``serving_skew``): the share of compared requests with any mismatching feature,
+  and each feature's mismatch rate.
+
+A snapshot's id is derived from (problem, kind, day): running a day again overwrites its
+file instead of adding a second point (``Workspace.add_run`` would draw a new random id).
+A running ``evidently ui`` reads new files on its project's reload (or a restart).
+"""
+
+import json
+import uuid
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from mlplatform.spec import ProblemSpec
+
+if TYPE_CHECKING:
+    from evidently.core.report import Snapshot
+    from evidently.ui.workspace import Workspace
+
+KINDS = ("serving", "performance", "drift", "skew")
+QUANTILES = (0.1, 0.5, 0.9)
+# a group of a day's labelled answers is plotted from this many rows (and both classes) up:
+# an AUC on fewer rows swings by more than the differences the panel is there to show
+MIN_GROUP_ROWS = 50
+NAMESPACE = uuid.UUID("6d1f4a52-33c8-4a8e-9c7e-0b7e3f0e2a11")  # of the snapshot ids
+MONITOR_COMMAND = "mlplatform monitor --problem {problem}"
+
+
+def snapshot_id(problem: str, kind: str, day: date) -> uuid.UUID:
+    """The id of ``problem``'s ``kind`` snapshot of ``day``: the same on every run of the day."""
+    return uuid.uuid5(NAMESPACE, f"{problem}/{kind}/{day.isoformat()}")
+
+
+def stamp(day: date) -> datetime:
+    """A snapshot's timestamp: the day's midnight (naive, as Evidently's own)."""
+    return datetime(day.year, day.month, day.day)
+
+
+def open_workspace(path: str) -> "Workspace":
+    """The Evidently workspace at ``path`` (a folder, created if missing, or an fsspec URL)."""
+    from evidently.ui.workspace import Workspace
+
+    if "://" not in path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    return Workspace(path)
+
+
+def ensure_project(workspace: "Workspace", problem: str, spec: ProblemSpec) -> str:
+    """The id of ``problem``'s project; created, and its dashboard laid out, when missing.
+
+    A project whose panels are not today's (another release of this module) gets its
+    dashboard laid out again; its snapshots stay.
+    """
+    from evidently.sdk.models import DashboardModel, ProjectModel
+
+    found = workspace.search_project(problem)
+    if found:
+        project = found[0]
+    else:
+        project = workspace.add_project(
+            ProjectModel(name=problem, description=f"{spec.description.strip()} (mlplatform)")
+        )
+    panels = dashboard_panels(spec)
+    current = workspace.get_dashboard(project.id)
+    if [p.title for p in current.panels] != [p.title for p in panels]:
+        workspace.save_dashboard(project.id, DashboardModel(tabs=[], panels=[]))
+        for panel in panels:
+            project.dashboard.add_panel(panel, tab="Monitoring")
+    return str(project.id)
+
+
+def put(
+    workspace: "Workspace", project_id: str, problem: str, kind: str, day: date, run: "Snapshot"
+) -> str:
+    """Store ``run`` as ``problem``'s ``kind`` snapshot of ``day``, replacing an earlier one.
+
+    Returns:
+        The snapshot's id.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown snapshot kind {kind!r} (known: {KINDS})")
+    sid = snapshot_id(problem, kind, day)
+    # add_run without its random id: the same write, at the id of (problem, kind, day)
+    workspace.state.write_snapshot(project_id, sid, run.to_snapshot_model())
+    return str(sid)
+
+
+def record(
+    path: str, problem: str, spec: ProblemSpec, kind: str, day: date, run: "Snapshot"
+) -> str:
+    """Open the workspace, make sure of the project, store ``run``; returns the snapshot id."""
+    workspace = open_workspace(path)
+    return put(workspace, ensure_project(workspace, problem, spec), problem, kind, day, run)
+
+
+def _run(metrics: list, frame: pd.DataFrame, definition: Any, kind: str, problem: str, day: date):
+    from evidently import Dataset, Report
+
+    return Report(metrics).run(
+        Dataset.from_pandas(frame, data_definition=definition),
+        None,
+        timestamp=stamp(day),
+        tags=[kind],
+        metadata={"problem": problem, "kind": kind, "day": day.isoformat()},
+        name=f"{problem} {kind} {day.isoformat()}",
+    )
+
+
+def serving_snapshot(served: pd.DataFrame, spec: ProblemSpec, problem: str, day: date):
+    """The day's answered requests: volume, prediction distribution, inputs missing.
+
+    Args:
+        served: The day's prediction-log rows (``lib.prediction_log.COLUMNS``).
+        spec: The problem's spec (its features, in order).
+        problem: The problem's name (snapshot metadata).
+        day: The partition day (the snapshot's timestamp).
+
+    Returns:
+        An Evidently ``Snapshot`` (tag ``serving``), or None when no request was answered.
+        A feature counts as missing on a request when the online store had no value for it
+        (the log's ``missing`` list), whether or not the spec's default stood in.
+    """
+    from evidently import DataDefinition
+    from evidently.metrics import (
+        DatasetMissingValueCount,
+        MeanValue,
+        MissingValueCount,
+        QuantileValue,
+        RowCount,
+    )
+
+    from mlplatform.lib.monitoring import served_features
+
+    ok = served[(served["status"] == "ok") & served["features"].notna()].reset_index(drop=True)
+    if ok.empty:
+        return None
+    inputs = served_features(ok, spec)
+    numeric = [f.name for f in spec.features if f.kind == "numeric"]
+    names = [f.name for f in spec.features]
+    if "missing" in ok.columns:
+        for i, listed in enumerate(ok["missing"]):
+            absent = [
+                n for n in (json.loads(listed) if isinstance(listed, str) else []) if n in names
+            ]
+            inputs.loc[i, absent] = None
+    frame = inputs.assign(
+        prediction=ok["prediction"].astype(float), latency_ms=ok["latency_ms"].astype(float)
+    )
+    definition = DataDefinition(
+        numerical_columns=[*numeric, "prediction", "latency_ms"],
+        categorical_columns=[n for n in names if n not in numeric],
+    )
+    metrics = [
+        RowCount(),
+        MeanValue(column="prediction"),
+        *(QuantileValue(column="prediction", quantile=q) for q in QUANTILES),
+        QuantileValue(column="latency_ms", quantile=0.99),
+        DatasetMissingValueCount(columns=names),
+        *(MissingValueCount(column=n) for n in names),
+    ]
+    return _run(metrics, frame, definition, "serving", problem, day)
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # month 1.0 -> "1"
+    return str(value)
+
+
+def judgeable(frame: pd.DataFrame, column: str, target: str = "label") -> list[str]:
+    """Values of ``column`` with at least ``MIN_GROUP_ROWS`` rows and both classes."""
+    out = []
+    for value, rows in frame.groupby(column):
+        if len(rows) >= MIN_GROUP_ROWS and rows[target].nunique() == 2:
+            out.append(str(value))
+    return sorted(out)
+
+
+def performance_frame(joined: pd.DataFrame, spec: ProblemSpec, slices: Any) -> pd.DataFrame:
+    """The day's labelled answers: ``label``, ``prediction``, ``served_version``, slices.
+
+    Args:
+        joined: The day's answered requests with their ``label`` (``online_outcomes``).
+        spec: The problem's spec.
+        slices: ``frame -> slice columns`` (``Problem.slices``), applied to the requests'
+            logged model inputs.
+
+    Returns:
+        One row per labelled answer; slice values as text (``month`` 1 as "1").
+    """
+    from mlplatform.lib.monitoring import served_features
+
+    labelled = joined[joined["label"].notna() & joined["features"].notna()]
+    labelled = labelled.reset_index(drop=True)
+    frame = pd.DataFrame(
+        {
+            "label": labelled["label"].astype(float),
+            "prediction": labelled["prediction"].astype(float),
+            "served_version": labelled["served_version"].fillna("none").astype(str),
+        }
+    )
+    if labelled.empty:
+        return frame
+    cut = slices(served_features(labelled, spec))
+    for column in cut.columns:
+        frame[column] = cut[column].map(_label).to_numpy()
+    return frame
+
+
+def performance_snapshot(frame: pd.DataFrame, spec: ProblemSpec, problem: str, day: date):
+    """The spec's metric on the day's labelled answers: overall, per version, per slice.
+
+    Args:
+        frame: ``performance_frame``'s rows.
+        spec: The problem's spec (its metric and ``gates.slices``).
+        problem: The problem's name (snapshot metadata).
+        day: The partition day (the snapshot's timestamp).
+
+    Returns:
+        An Evidently ``Snapshot`` (tag ``performance``), or None without both classes among
+        the day's labels. Groups (versions, slice values) are Evidently ``GroupBy`` metrics
+        of ``OnlineMetric``, for the judgeable values only (``judgeable``).
+    """
+    from evidently import DataDefinition
+    from evidently.metrics import GroupBy, MeanValue, RowCount
+
+    from mlplatform.lib.evidently_metrics import OnlineMetric
+
+    if frame.empty or frame["label"].nunique() < 2:
+        return None
+    online = OnlineMetric(name=spec.metric.name, target="label", prediction="prediction")
+    groups = ["served_version", *(c for c in spec.gates.slices if c in frame.columns)]
+    metrics: list = [RowCount(), online, MeanValue(column="label"), MeanValue(column="prediction")]
+    for column in groups:
+        by = GroupBy(online, column)
+        metrics += [by.label_metric(v) for v in judgeable(frame, column)]
+    definition = DataDefinition(
+        numerical_columns=["label", "prediction"], categorical_columns=groups
+    )
+    return _run(metrics, frame, definition, "performance", problem, day)
+
+
+def skew_snapshot(flags: pd.DataFrame, problem: str, day: date):
+    """Train/serve skew of the day: share of requests with any mismatch, rate per feature.
+
+    Args:
+        flags: One row per compared request, one boolean column per feature (True: the
+            served value differs from its point-in-time rebuild; ``SkewResult.flags``).
+        problem: The problem's name (snapshot metadata).
+        day: The partition day (the snapshot's timestamp).
+
+    Returns:
+        An Evidently ``Snapshot`` (tag ``skew``), or None when nothing was compared.
+    """
+    from evidently import DataDefinition
+    from evidently.metrics import MeanValue, RowCount
+
+    if flags.empty:
+        return None
+    frame = flags.astype(float).reset_index(drop=True)
+    frame.insert(0, "any_feature", flags.any(axis=1).astype(float).to_numpy())
+    columns = list(frame.columns)
+    definition = DataDefinition(numerical_columns=columns)
+    metrics = [RowCount(), *(MeanValue(column=c) for c in columns)]
+    return _run(metrics, frame, definition, "skew", problem, day)
+
+
+def dashboard_panels(spec: ProblemSpec) -> list:
+    """The dashboard's panels, in order (Evidently ``DashboardPanelPlot``)."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import bar_plot_panel, line_plot_panel
+
+    name = spec.metric.name
+
+    def value(metric: str, kind: str, legend: str, **labels: str) -> PanelMetric:
+        return PanelMetric(metric=metric, tags=[kind], legend=legend, metric_labels=labels)
+
+    group = "GroupByMetric"
+    panels = [
+        line_plot_panel(
+            title=f"Online {name} per model version",
+            description="The spec's metric on each day's labelled answers, per version that "
+            "answered them, and over all answers.",
+            size="half",
+            values=[
+                value(group, "performance", "version {{label}}", column_name="served_version"),
+                value("OnlineMetric", "performance", "all answers"),
+            ],
+        ),
+        line_plot_panel(
+            title="Late share: observed and predicted",
+            description="Mean label and mean prediction of the day's labelled answers.",
+            size="half",
+            values=[
+                value("MeanValue", "performance", "observed", column="label"),
+                value("MeanValue", "performance", "predicted", column="prediction"),
+            ],
+        ),
+        line_plot_panel(
+            title="Drift share",
+            description=f"Share of features drifted against the champion's training set "
+            f"({spec.monitoring.stattest} >= {spec.monitoring.threshold:g}; retraining "
+            f"considers {spec.monitoring.drift_share:g} and up).",
+            size="half",
+            values=[value("DriftedColumnsCount", "drift", "drift share", value_type="share")],
+        ),
+        bar_plot_panel(
+            title="Drifted features",
+            description="How many features drifted, per day.",
+            size="half",
+            values=[value("DriftedColumnsCount", "drift", "drifted features", value_type="count")],
+        ),
+        line_plot_panel(
+            title="Drift score per feature",
+            description=f"{spec.monitoring.stattest} of each feature and of the prediction "
+            f"over the {spec.monitoring.window_days} day(s) ending on the day.",
+            size="full",
+            values=[value("ValueDrift", "drift", "{{column}}")],
+        ),
+    ]
+    for column in spec.gates.slices:
+        panels.append(
+            line_plot_panel(
+                title=f"Online {name} by {column}",
+                description=f"Per {column} with at least {MIN_GROUP_ROWS} labelled answers "
+                "that day (Evidently GroupBy).",
+                size="half",
+                values=[value(group, "performance", "{{label}}", column_name=column)],
+            )
+        )
+    panels += [
+        line_plot_panel(
+            title="Prediction distribution",
+            description="Quantiles and mean of the day's answered predictions.",
+            size="half",
+            values=[
+                *(
+                    value(
+                        "QuantileValue",
+                        "serving",
+                        f"p{int(q * 100)}",
+                        column="prediction",
+                        quantile=str(q),
+                    )
+                    for q in QUANTILES
+                ),
+                value("MeanValue", "serving", "mean", column="prediction"),
+            ],
+        ),
+        line_plot_panel(
+            title="Inputs missing in the online store",
+            description="Share of answered requests per feature whose value the store lacked "
+            "(a default may have stood in).",
+            size="half",
+            values=[
+                value("DatasetMissingValueCount", "serving", "all inputs", value_type="share"),
+                value("MissingValueCount", "serving", "{{column}}", value_type="share"),
+            ],
+        ),
+        line_plot_panel(
+            title="Train/serve skew",
+            description=f"Share of compared requests with any feature off its point-in-time "
+            f"rebuild (WARN above {spec.monitoring.skew.warn_share:g}, ERROR above "
+            f"{spec.monitoring.skew.error_share:g}), and per feature.",
+            size="half",
+            values=[value("MeanValue", "skew", "{{column}}")],
+        ),
+        bar_plot_panel(
+            title="Answered requests",
+            description="Requests answered per day.",
+            size="half",
+            values=[value("RowCount", "serving", "answered")],
+        ),
+    ]
+    return panels
+
+
+def workspace_status(path: str, problem: str, spec: ProblemSpec) -> dict[str, Any]:
+    """Where ``problem``'s dashboard lives and how to open it; no Evidently import.
+
+    Returns:
+        ``{workspace, command, snapshots, days}``: the snapshot count per kind and the
+        first and last day, read from a local workspace's files (None for a URL).
+    """
+    out: dict[str, Any] = {
+        "workspace": path,
+        "command": MONITOR_COMMAND.format(problem=problem),
+        "snapshots": None,
+        "days": None,
+    }
+    root = Path(path)
+    if "://" in path or not root.is_dir():
+        return out
+    for meta in root.glob("*/metadata.json"):
+        try:
+            if json.loads(meta.read_text()).get("name") != problem:
+                continue
+        except (OSError, ValueError):
+            continue
+        counts = dict.fromkeys(KINDS, 0)
+        days: set[str] = set()
+        for kind in KINDS:
+            for day in _days_of(meta.parent / "snapshots", problem, kind, spec):
+                counts[kind] += 1
+                days.add(day)
+        out["snapshots"] = counts
+        out["days"] = {"first": min(days), "last": max(days)} if days else None
+    return out
+
+
+def _days_of(folder: Path, problem: str, kind: str, spec: ProblemSpec) -> list[str]:
+    """Days of ``kind`` snapshots present in ``folder``: ids are derived, files not read."""
+    if not folder.is_dir():
+        return []
+    present = {p.stem for p in folder.glob("*.json")}
+    # the ids of the spec's partition days: cheaper than parsing megabytes of snapshot JSON
+    part = spec.partitioning
+    found = []
+    for day in pd.date_range(part.start, part.end, freq="D", inclusive="left").date:
+        if str(snapshot_id(problem, kind, day)) in present:
+            found.append(day.isoformat())
+    return found
