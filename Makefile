@@ -53,6 +53,7 @@ endif
 	@echo "Next: 'make dev' opens the Dagster UI on http://127.0.0.1:3000 (asset groups by stage);"
 	@echo "      '$(BIN)/mlplatform serve --problem $(PROBLEM)' serves predictions on :8000 (docs at /docs);"
 	@echo "      'make mlflow' opens the MLflow UI on http://127.0.0.1:5000 (runs, registered model);"
+	@echo "      'make monitor' opens the monitoring dashboards (Evidently) on http://127.0.0.1:8001;"
 	@echo "      data/ holds the landing zone, warehouse, quarantine, Feast stores and reports;"
 	@echo "      '$(BIN)/mlplatform feast --problem $(PROBLEM) -- feature-views list' runs the feast CLI;"
 	@echo "      '$(BIN)/mlplatform status --json' is the same summary for scripts."

@@ -255,3 +255,19 @@ def test_mlplatform_monitor_serves_the_project_on_localhost(
         process.wait(timeout=20)
     first = (process.stdout.read() if process.stdout else b"").decode().splitlines()[0]
     assert first.startswith(f"{NAME}: http://127.0.0.1:{port}/projects/")
+
+
+def test_the_workspace_is_under_the_data_folder_or_the_production_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mlplatform.resources import DashboardResource, build_resources
+
+    monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(tmp_path))
+    local = build_resources()["dashboard"]
+    assert isinstance(local, DashboardResource) and local.path() == str(tmp_path / "evidently")
+    monkeypatch.setenv("MLPLATFORM_ENV", "production")
+    shared = build_resources()["dashboard"]  # the shared data volume, unless set
+    assert isinstance(shared, DashboardResource) and shared.path() == str(tmp_path / "evidently")
+    monkeypatch.setenv("MLPLATFORM_EVIDENTLY_WORKSPACE", "/srv/shared/evidently")
+    shared = build_resources()["dashboard"]
+    assert isinstance(shared, DashboardResource) and shared.path() == "/srv/shared/evidently"

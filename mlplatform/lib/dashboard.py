@@ -138,13 +138,7 @@ def serving_snapshot(served: pd.DataFrame, spec: ProblemSpec, problem: str, day:
         (the log's ``missing`` list), whether or not the spec's default stood in.
     """
     from evidently import DataDefinition
-    from evidently.metrics import (
-        DatasetMissingValueCount,
-        MeanValue,
-        MissingValueCount,
-        QuantileValue,
-        RowCount,
-    )
+    from evidently.metrics import MeanValue, MissingValueCount, QuantileValue, RowCount
 
     from mlplatform.lib.monitoring import served_features
 
@@ -172,7 +166,7 @@ def serving_snapshot(served: pd.DataFrame, spec: ProblemSpec, problem: str, day:
         MeanValue(column="prediction"),
         *(QuantileValue(column="prediction", quantile=q) for q in QUANTILES),
         QuantileValue(column="latency_ms", quantile=0.99),
-        DatasetMissingValueCount(columns=names),
+        # per feature: DatasetMissingValueCount's "share" is missing cells per row, not a share
         *(MissingValueCount(column=n) for n in names),
     ]
     return _run(metrics, frame, definition, "serving", problem, day)
@@ -369,10 +363,7 @@ def dashboard_panels(spec: ProblemSpec) -> list:
             description="Share of answered requests per feature whose value the store lacked "
             "(a default may have stood in).",
             size="half",
-            values=[
-                value("DatasetMissingValueCount", "serving", "all inputs", value_type="share"),
-                value("MissingValueCount", "serving", "{{column}}", value_type="share"),
-            ],
+            values=[value("MissingValueCount", "serving", "{{column}}", value_type="share")],
         ),
         line_plot_panel(
             title="Train/serve skew",
