@@ -77,11 +77,8 @@ def build_batch_asset(problem: Problem) -> dg.AssetsDefinition:
         from mlplatform.lib.names import features_table
         from mlplatform.serving.client import as_requests
 
-        store, day, tracking = (
-            lake.lake(),
-            date.fromisoformat(context.partition_key),
-            mlflow.tracking(),
-        )
+        store, day = lake.lake(), date.fromisoformat(context.partition_key)
+        tracking = mlflow.tracking()
         source = spec.target.source
         if not store.has_partition(problem.name, source, day):
             raise dg.Failure(
@@ -109,14 +106,14 @@ def build_batch_asset(problem: Problem) -> dg.AssetsDefinition:
         scored = score_requests(problem, model, fstore, feast.service(problem, fstore), requests)
         path = store.write_table(problem.name, TABLE, day, scored)
         context.log.info(f"{problem.name} {day}: {len(scored)} requests scored by {champion}")
-        return dg.MaterializeResult(
-            metadata={
-                **frame_metadata(scored, preview_rows=5),
-                "model_version": champion,
-                "path": dg.MetadataValue.path(str(path)),
-                "mean_prediction": float(scored[PREDICTION].mean()) if len(scored) else 0.0,
-            }
-        )
+        meta = {
+            **frame_metadata(scored, preview_rows=5),
+            "model_version": champion,
+            "path": dg.MetadataValue.path(str(path)),
+        }
+        if len(scored):  # plotted over days on the asset page; a day with no request has none
+            meta["mean_prediction"] = float(scored[PREDICTION].mean())
+        return dg.MaterializeResult(metadata=meta)
 
     return _batch
 
