@@ -62,28 +62,29 @@ def open_workspace(path: str) -> "Workspace":
     return Workspace(path)
 
 
+def project_id(problem: str) -> uuid.UUID:
+    """The id of ``problem``'s project: derived, so concurrent first writers make one project."""
+    return uuid.uuid5(NAMESPACE, f"project/{problem}")
+
+
 def ensure_project(workspace: "Workspace", problem: str, spec: ProblemSpec) -> str:
     """The id of ``problem``'s project; created, and its dashboard laid out, when missing.
 
-    A project whose panels are not today's (another release of this module) gets its
-    dashboard laid out again; its snapshots stay.
+    A dashboard whose panels differ from today's (a spec threshold changed, another release
+    of this module) is laid out again in one write; the snapshots stay.
     """
-    from evidently.sdk.models import DashboardModel, ProjectModel
+    from evidently.sdk.models import DashboardModel, DashboardTabModel, ProjectModel
 
-    found = workspace.search_project(problem)
-    if found:
-        project = found[0]
-    else:
-        project = workspace.add_project(
-            ProjectModel(name=problem, description=f"{spec.description.strip()} (mlplatform)")
-        )
+    pid = project_id(problem)
+    if workspace.get_project(pid) is None:
+        description = f"{spec.description.strip()} (mlplatform)"
+        workspace.add_project(ProjectModel(id=pid, name=problem, description=description))
     panels = dashboard_panels(spec)
-    current = workspace.get_dashboard(project.id)
-    if [p.title for p in current.panels] != [p.title for p in panels]:
-        workspace.save_dashboard(project.id, DashboardModel(tabs=[], panels=[]))
-        for panel in panels:
-            project.dashboard.add_panel(panel, tab="Monitoring")
-    return str(project.id)
+    current = workspace.get_dashboard(pid)
+    if [p.dict(exclude={"id"}) for p in current.panels] != [p.dict(exclude={"id"}) for p in panels]:
+        tab = DashboardTabModel(title="Monitoring", panels=[p.id for p in panels])
+        workspace.save_dashboard(pid, DashboardModel(tabs=[tab], panels=panels))
+    return str(pid)
 
 
 def put(
@@ -141,8 +142,10 @@ def serving_snapshot(served: pd.DataFrame, spec: ProblemSpec, problem: str, day:
     from evidently.metrics import MeanValue, MissingValueCount, QuantileValue, RowCount
 
     from mlplatform.lib.monitoring import served_features
+    from mlplatform.lib.skew import comparable
 
-    ok = served[(served["status"] == "ok") & served["features"].notna()].reset_index(drop=True)
+    # answered with a vector of the spec's width (a model with other inputs logs another)
+    ok = comparable(served, spec).reset_index(drop=True)
     if ok.empty:
         return None
     inputs = served_features(ok, spec)
@@ -197,12 +200,13 @@ def performance_frame(joined: pd.DataFrame, spec: ProblemSpec, slices: Any) -> p
             logged model inputs.
 
     Returns:
-        One row per labelled answer; slice values as text (``month`` 1 as "1").
+        One row per labelled answer with a logged vector of the spec's width; slice values
+        as text (``month`` 1 as "1").
     """
     from mlplatform.lib.monitoring import served_features
+    from mlplatform.lib.skew import comparable
 
-    labelled = joined[joined["label"].notna() & joined["features"].notna()]
-    labelled = labelled.reset_index(drop=True)
+    labelled = comparable(joined[joined["label"].notna()], spec).reset_index(drop=True)
     frame = pd.DataFrame(
         {
             "label": labelled["label"].astype(float),
