@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from mlplatform.defs.evaluation.assets import IMPORTANCE_EXAMPLES
 from mlplatform.defs.evaluation.report import logged_model_id
 from mlplatform.lib import registry as reg
 from mlplatform.lib.tracking import local_tracking
@@ -150,6 +151,7 @@ def test_an_evaluated_version_has_a_model_card_in_its_run_linked_from_dagster(
         assert f"| {case} |" in card
     assert "not judged)" in card and "## Known limits" in card
     assert "## Global importance" in card
+    assert f"{IMPORTANCE_EXAMPLES} of the {report['dagster/row_count']} holdout rows" in card
     # the candidate's AUC with its DeLong interval
     auc = float(report["candidate_roc_auc"])  # type: ignore[arg-type]
     assert f"roc_auc **{auc:.4f}**, 95% interval" in card and "(delong)" in card

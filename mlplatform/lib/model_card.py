@@ -118,7 +118,8 @@ class CardFacts:
     ``lib.evaluation.summary``; ``intervals`` model name → (low, high, method) of the success
     metric (``metric_interval``); ``slices`` the ``lib.evaluation.paired_slices`` records;
     ``cases`` ``lib.evaluation.run_cases``'s output; ``outcomes`` the gates as judged (after
-    any override); ``importance`` ``lib.explain.global_importance``'s table; ``latency``
+    any override); ``importance`` ``lib.explain.global_importance``'s table on
+    ``importance_examples`` holdout rows; ``latency``
     ``lib.evaluation.latency_summary``; ``verdict_tags`` the tags recorded with the verdict
     (``evaluated_at``, ``evaluation_run``, ``override_by``...).
     """
@@ -137,6 +138,7 @@ class CardFacts:
     importance: "pd.DataFrame | None"
     latency: Mapping[str, Any]
     verdict_tags: Mapping[str, str] = field(default_factory=dict)
+    importance_examples: int = 0
 
 
 def _details(facts: CardFacts, gate: str) -> dict[str, Any]:
@@ -313,8 +315,13 @@ def _importance(facts: CardFacts) -> str:
     unused = len(facts.importance) - len(used)
     return (
         f"## Global importance (top {len(rows)} of {len(facts.importance)} features)\n\n"
-        "Mean absolute contribution to the raw score (log-odds) on the holdout, from "
-        "LightGBM's TreeSHAP values (`pred_contrib`)"
+        "Mean absolute contribution to the raw score (log-odds) on "
+        + (
+            f"{facts.importance_examples} of the {facts.holdout['rows']} holdout rows (seeded), "
+            if facts.importance_examples
+            else "the holdout, "
+        )
+        + "from LightGBM's TreeSHAP values (`pred_contrib`)"
         + (f"; {unused} feature(s) contribute nothing on any row" if unused else "")
         + ".\n\n"
         + markdown_table(rows)

@@ -127,6 +127,8 @@ class Judged:
     """``lib.explain.global_importance`` of the candidate on the holdout."""
     lineage: dict[str, str] = field(default_factory=dict)
     """The version's registry tags (training window, training set version, commit...)."""
+    importance_examples: int = 0
+    """Holdout rows the importance was computed on (a seeded sample)."""
 
 
 IMPORTANCE_ROWS = 15  # features in the report's importance table
@@ -163,6 +165,14 @@ def importance_png(judged: Judged) -> bytes | None:
 IMPORTANCE_TITLE = "Global importance (mean |contribution| to the log-odds, holdout)"
 
 
+def _importance_note(judged: Judged) -> str:
+    return (
+        "LightGBM's TreeSHAP values (pred_contrib) of the candidate on "
+        f"{judged.importance_examples} of the {judged.holdout['rows']} holdout rows (seeded "
+        "sample): each feature's mean absolute contribution to the raw score, in log-odds."
+    )
+
+
 def markdown(judged: Judged, figures: dict[str, bytes]) -> str:
     """The whole report as markdown (figures inline)."""
     problem, version, champion = judged.problem, judged.version, judged.champion
@@ -183,7 +193,10 @@ def markdown(judged: Judged, figures: dict[str, bytes]) -> str:
             "### Behavioural cases\n" + md_table(cases),
             "### Slices\n" + md_table(_slice_rows(result)),
             *(
-                [f"### {IMPORTANCE_TITLE}\n" + md_table(importance_rows(judged))]
+                [
+                    f"### {IMPORTANCE_TITLE}\n{_importance_note(judged)}\n\n"
+                    + md_table(importance_rows(judged))
+                ]
                 if judged.importance is not None
                 else []
             ),
@@ -254,8 +267,7 @@ def _importance_section(judged: Judged) -> str:
     return (
         '<section id="global-importance" style="font-family:sans-serif;margin:2em">'
         f"<h2>{escape.escape(IMPORTANCE_TITLE)}</h2>"
-        "<p>LightGBM's TreeSHAP values (<code>pred_contrib</code>) of the candidate on every "
-        "holdout row; a feature's mean absolute contribution, in log-odds.</p>"
+        f"<p>{escape.escape(_importance_note(judged))}</p>"
         f"{_html_table(rows)}{img}</section>"
     )
 
@@ -467,6 +479,7 @@ def log_model_card(
         cases=result.cases,
         outcomes=judged.outcomes,
         importance=judged.importance,
+        importance_examples=judged.importance_examples,
         latency=result.latency,
         verdict_tags=verdict_tags,
     )
