@@ -1,5 +1,4 @@
-"""The monitoring stage: served predictions, outcomes, online performance and drift per day;
-the alert sensor."""
+"""The monitoring stage: daily serving, outcomes, performance, drift and skew; the alerts."""
 
 import dagster as dg
 
