@@ -279,3 +279,47 @@ def test_a_refused_candidate_sends_one_gate_alert_and_no_run_alert(
     assert body["figures"]["candidate_roc_auc"] == pytest.approx(0.5)
     assert "min_metric" in body["summary"] and "0.55" in body["summary"]
     assert body["runbook"] == "docs/runbooks/gate-failed.md"
+
+
+def _skew_day(instance: dg.DagsterInstance, day: str, share: float, level: str) -> None:
+    """A run recording a day's ``serving_skew`` and its check, as the asset does."""
+    from mlplatform.lib.names import SKEW
+
+    key = dg.AssetKey(["flight_delay", "serving_skew"])
+    figures = {"day": day, "skew_share": share, "rows_compared": 930, "worst_feature": "temp"}
+
+    @dg.asset(key=key, check_specs=[dg.AssetCheckSpec(SKEW, asset=key)])
+    def serving_skew() -> dg.MaterializeResult:
+        return dg.MaterializeResult(
+            metadata={**figures, "severity": level},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=SKEW,
+                    passed=level == "ok",
+                    severity=dg.AssetCheckSeverity.ERROR
+                    if level == "error"
+                    else dg.AssetCheckSeverity.WARN,
+                    metadata={**figures, "severity": level, "warn_share": 0.01, "error_share": 0.1},
+                )
+            ],
+        )
+
+    assert dg.materialize([serving_skew], instance=instance).success
+
+
+def test_skew_at_error_alerts_and_a_warning_does_not(
+    tmp_path: Path, problem: Problem, instance: dg.DagsterInstance, receiver: Receiver
+) -> None:
+    platform = Platform(with_alerts(problem, webhook_url=receiver.url), tmp_path, instance)
+    ticker = Ticker(platform)
+    ticker.tick()
+
+    _skew_day(instance, "2013-01-09", 0.05, "warn")
+    _skew_day(instance, "2013-01-10", 0.14, "error")
+    ticker.tick()
+
+    (body,) = receiver.bodies
+    assert body["kind"] == "skew" and body["figures"]["day"] == "2013-01-10"
+    assert body["figures"]["skew_share"] == 0.14 and body["figures"]["error_share"] == 0.1
+    assert "14.0% of 930 served requests" in body["summary"] and "temp" in body["summary"]
+    assert body["runbook"] == "docs/runbooks/serving-skew.md"
