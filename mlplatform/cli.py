@@ -244,6 +244,8 @@ def _print_verdict(result) -> None:
     else:
         _out("promoted: nothing; no alias moved, the champion keeps serving")
     _out(f"report: {meta['evidently_report'].value}")
+    if "model_card" in meta:
+        _out(f"model card: {meta['model_card'].value}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
