@@ -95,6 +95,7 @@ def test_the_first_model_takes_the_bootstrap_path_to_champion(
         assert f"| {slice_name} |" in text
     html = Path(str(report["evidently_report"]))
     assert html.stat().st_size > 100_000 and html.read_text()[:200].lower().count("html")
+    assert '<section id="global-importance"' in html.read_text()  # table and bar plot
     assert 0 < float(report["p50_latency_ms"]) <= float(report["p99_latency_ms"])  # type: ignore[arg-type]
     client = local_tracking(platform.lake.root).client()
     run = client.get_run(client.get_model_version("flight_delay", "1").run_id)
