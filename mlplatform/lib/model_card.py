@@ -322,7 +322,7 @@ def _importance(facts: CardFacts) -> str:
             else "the holdout, "
         )
         + "from LightGBM's TreeSHAP values (`pred_contrib`)"
-        + (f"; {unused} feature(s) contribute nothing on any row" if unused else "")
+        + (f"; {unused} feature(s) contribute nothing on these rows" if unused else "")
         + ".\n\n"
         + markdown_table(rows)
     )
