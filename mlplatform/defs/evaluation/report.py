@@ -137,7 +137,7 @@ IMPORTANCE_ROWS = 15  # features in the report's importance table
 def importance_rows(judged: Judged) -> list[dict[str, Any]]:
     """The top features by mean absolute contribution on the holdout (empty if none).
 
-    Features that contribute nothing on any row (never split on) are left out.
+    Features that contribute nothing on the sampled rows (e.g. never split on) are left out.
     """
     if judged.importance is None:
         return []
