@@ -70,6 +70,9 @@ def project_id(problem: str) -> uuid.UUID:
 def ensure_project(workspace: "Workspace", problem: str, spec: ProblemSpec) -> str:
     """The id of ``problem``'s project; created, and its dashboard laid out, when missing.
 
+    The project has a derived id (``project_id``); a project of the problem's name made
+    otherwise is used instead, when there is one.
+
     A dashboard whose panels differ from today's (a spec threshold changed, another release
     of this module) is laid out again in one write; the snapshots stay.
     """
@@ -77,8 +80,12 @@ def ensure_project(workspace: "Workspace", problem: str, spec: ProblemSpec) -> s
 
     pid = project_id(problem)
     if workspace.get_project(pid) is None:
-        description = f"{spec.description.strip()} (mlplatform)"
-        workspace.add_project(ProjectModel(id=pid, name=problem, description=description))
+        named = workspace.search_project(problem)  # made by hand in the UI, say: adopted
+        if named:
+            pid = named[0].id
+        else:
+            description = f"{spec.description.strip()} (mlplatform)"
+            workspace.add_project(ProjectModel(id=pid, name=problem, description=description))
     panels = dashboard_panels(spec)
     current = workspace.get_dashboard(pid)
     if [p.dict(exclude={"id"}) for p in current.panels] != [p.dict(exclude={"id"}) for p in panels]:
