@@ -4,6 +4,8 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from mlplatform.lib import markdown
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -12,14 +14,7 @@ if TYPE_CHECKING:
 
 def md_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of records (all keys of the first record as columns)."""
-    if not rows:
-        return "_none_"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in rows:
-        cells = (str(row.get(c, "")).replace("|", "\\|").replace("\n", " ") for c in cols)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown.table(rows, lambda v: "" if v is None else str(v))
 
 
 def frame_metadata(frame: "pd.DataFrame", preview_rows: int = 10) -> dict[str, Any]:

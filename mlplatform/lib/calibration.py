@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mlplatform.lib import markdown
 from mlplatform.lib.names import NO_REGRESSION, NO_SLICE_REGRESSION
 from mlplatform.spec import ProblemSpec
 
@@ -361,12 +362,7 @@ def _thresholds(
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    if not rows:
-        return "_none_"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown.table(rows, _cell)
 
 
 def _cell(value: Any) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlplatform.lib import markdown
 from mlplatform.lib.names import NO_REGRESSION, NO_SLICE_REGRESSION
 from mlplatform.spec import ProblemSpec
 
@@ -35,14 +36,7 @@ def num(value: Any) -> str:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of records (the first record's keys as columns); ``_none_`` if empty."""
-    if not rows:
-        return "_none_"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in rows:
-        cells = (num(row.get(c)).replace("|", "\\|").replace("\n", " ") for c in cols)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown.table(rows, num)
 
 
 def gate_rows(outcomes: "list[CheckOutcome]") -> list[dict[str, Any]]:
