@@ -164,18 +164,20 @@ class Replay:
         """Evaluate the retrain schedule at each of its ticks in (since, until]."""
         if self.schedule is None:
             return 0
-        from dagster._utils.schedules import cron_string_iterator  # the daemon's own
+        from zoneinfo import ZoneInfo
+
+        from croniter import croniter_range
 
         schedule = self.defs.resolve_schedule_def(self.schedule)
         launched = 0
-        ticks = cron_string_iterator(
-            since.timestamp(), str(schedule.cron_schedule), schedule.execution_timezone
+        # the schedule's own cron string in its own time zone, as the daemon reads them
+        zone = ZoneInfo(schedule.execution_timezone or "UTC")
+        ticks = croniter_range(
+            since.astimezone(zone), until.astimezone(zone), str(schedule.cron_schedule)
         )
         for tick in ticks:
-            if tick <= since:
+            if tick <= since:  # the range includes its start; the window does not
                 continue
-            if tick > until:
-                break
             with (
                 warnings.catch_warnings(),
                 dg.build_schedule_context(

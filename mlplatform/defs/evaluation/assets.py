@@ -8,7 +8,7 @@ job, which the blocking checks stop when any gate fails.
 import dagster as dg
 
 from mlplatform import settings
-from mlplatform.defs.training.assets import holdout_set_key, training_set_key
+from mlplatform.defs.training.assets import CHECKS_METADATA, holdout_set_key, training_set_key
 from mlplatform.defs.training.model import model_key
 from mlplatform.lib.names import (
     BEHAVIOURAL_CASES,
@@ -101,31 +101,24 @@ def _candidate_version(context: dg.AssetExecutionContext, problem: Problem, conf
 def _training_check_statuses(
     instance: dg.DagsterInstance, problem: Problem, data_version: str
 ) -> dict[str, bool | None]:
-    """Pass/fail of each training-set check in the run that built ``data_version``."""
-    from dagster._core.storage.asset_check_execution_record import (
-        AssetCheckExecutionRecordStatus,
-    )
+    """Pass/fail of each training-set check on ``data_version``; ``None`` where not recorded.
 
-    key = training_set_key(problem)
+    The training set records its checks' outcomes in its own materialization
+    (``CHECKS_METADATA``), so the newest materialization of that version answers.
+    """
     names = [POINT_IN_TIME, NO_LEAKAGE, ONLINE_PARITY]
-    records = instance.fetch_materializations(key, limit=100).records
-    runs = [
-        r.run_id
-        for r in records
-        if r.asset_materialization
-        and (dv := r.asset_materialization.metadata.get("data_version")) is not None
-        and dv.value == data_version
-    ]
     statuses: dict[str, bool | None] = dict.fromkeys(names)
-    if not runs:
-        return statuses
-    for name in names:
-        history = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(key, name), limit=100
-        )
-        found = [h for h in history if h.run_id == runs[0]]
-        if found:
-            statuses[name] = found[0].status == AssetCheckExecutionRecordStatus.SUCCEEDED
+    records = instance.fetch_materializations(training_set_key(problem), limit=100).records
+    for record in records:  # newest first
+        meta = record.asset_materialization.metadata if record.asset_materialization else {}
+        version = meta.get("data_version")
+        if version is None or version.value != data_version:
+            continue
+        recorded = meta.get(CHECKS_METADATA)
+        passed = recorded.value if recorded is not None else {}
+        if isinstance(passed, dict):
+            statuses |= {n: bool(passed[n]) for n in names if n in passed}
+        break
     return statuses
 
 

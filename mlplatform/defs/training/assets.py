@@ -16,6 +16,7 @@ from mlplatform.resources import FeastResource, LakeResource
 
 GROUP = "training"
 PARITY_SAMPLE = 20
+CHECKS_METADATA = "checks_passed"  # {check name: passed} of the sets' own blocking checks
 
 
 def training_set_key(problem: Problem) -> dg.AssetKey:
@@ -179,6 +180,9 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
                     "feature_null_rates": dg.MetadataValue.json(
                         {f: round(float(frame[f].isna().mean()), 4) for f in features}
                     ),
+                    # the checks below, beside the version they judged: the evaluation of
+                    # a model trained on this version reads them here (CHECKS_METADATA)
+                    CHECKS_METADATA: dg.MetadataValue.json({o.name: o.passed for o in outcomes}),
                 },
                 check_results=[check_result(o, key) for o in outcomes],
                 data_version=dg.DataVersion(version),
