@@ -27,9 +27,9 @@ def _lake():
 
 def _tracking():
     """The active profile's MLflow tracking and registry store."""
-    from mlplatform.resources import MlflowResource, build_resources
+    from mlplatform.resources import MlflowResource, open_resources
 
-    mlflow = build_resources()["mlflow"]
+    mlflow = open_resources("mlflow")["mlflow"]
     assert isinstance(mlflow, MlflowResource)
     return mlflow.tracking()
 
@@ -476,7 +476,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from mlplatform.defs.features.stream import report_push
     from mlplatform.lib.stream import push_hour
     from mlplatform.problems import get_problem
-    from mlplatform.resources import build_resources
+    from mlplatform.resources import open_resources
 
     problem = get_problem(args.problem)
     path = Path(args.file)
@@ -486,7 +486,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         events = pd.read_parquet(path)
     else:  # text as the feed wrote it: the stream's model coerces and checks every column
         events = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    feast = build_resources()["feast"]
+    feast = open_resources("feast")["feast"]
     result = push_hour(
         settings.data_dir(),
         problem,
@@ -528,9 +528,9 @@ def cmd_mlflow(args: argparse.Namespace) -> int:
 
 def _dashboard_path() -> str:
     """The active profile's Evidently workspace (monitoring dashboards)."""
-    from mlplatform.resources import DashboardResource, build_resources
+    from mlplatform.resources import DashboardResource, open_resources
 
-    dashboard = build_resources()["dashboard"]
+    dashboard = open_resources("dashboard")["dashboard"]
     assert isinstance(dashboard, DashboardResource)
     return dashboard.path()
 
@@ -600,7 +600,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from mlplatform.definitions import defs
     from mlplatform.problems import get_problem
     from mlplatform.replay import AlreadyReplayed, ReplayError, replay
-    from mlplatform.resources import build_resources
+    from mlplatform.resources import open_resources
 
     # one line per day: Dagster's own INFO lines and deprecations stay in the instance
     logging.getLogger("dagster").setLevel(logging.WARNING)
@@ -616,7 +616,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             args.end,
             defs(),
             _instance(),
-            dict(build_resources()),
+            open_resources(),
             retrain_ops=ops,
             progress=_out,
             serve_at=args.serve_at,

@@ -260,14 +260,15 @@ def test_mlplatform_monitor_serves_the_project_on_localhost(
 def test_the_workspace_is_under_the_data_folder_or_the_production_setting(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from mlplatform.resources import DashboardResource, build_resources
+    from mlplatform.resources import DashboardResource, open_resources
 
     monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(tmp_path))
-    local = build_resources()["dashboard"]
+    local = open_resources("dashboard")["dashboard"]
     assert isinstance(local, DashboardResource) and local.path() == str(tmp_path / "evidently")
     monkeypatch.setenv("MLPLATFORM_ENV", "production")
-    shared = build_resources()["dashboard"]  # the shared data volume, unless set
+    monkeypatch.setenv("MLPLATFORM_EVIDENTLY_WORKSPACE", "")  # read at launch (a dg.EnvVar)
+    shared = open_resources("dashboard")["dashboard"]  # the shared data volume, unless set
     assert isinstance(shared, DashboardResource) and shared.path() == str(tmp_path / "evidently")
     monkeypatch.setenv("MLPLATFORM_EVIDENTLY_WORKSPACE", "/srv/shared/evidently")
-    shared = build_resources()["dashboard"]
+    shared = open_resources("dashboard")["dashboard"]
     assert isinstance(shared, DashboardResource) and shared.path() == "/srv/shared/evidently"

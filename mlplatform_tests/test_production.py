@@ -22,16 +22,18 @@ import pandas as pd
 import pytest
 
 from mlplatform import production
+from mlplatform.definitions import build_definitions
+from mlplatform.errors import UsageError
 from mlplatform.lib.feature_store import online_row_counts
 from mlplatform.lib.storage import DataLake
-from mlplatform.problems import Problem
+from mlplatform.problems import Problem, problems
 from mlplatform.resources import (
-    DaskResource,
     FeastResource,
     LakeResource,
     MlflowResource,
     build_executor,
     build_resources,
+    open_resources,
 )
 from mlplatform_tests.helpers import HOLDOUT_DAYS, Platform
 from mlplatform_tests.services import (
@@ -46,22 +48,55 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = {"validation_days": 2, "n_trials": 3, "max_rounds": 60, "early_stopping_rounds": 10}
 
 
+PRODUCTION_VARS = (
+    "MLPLATFORM_DATA_DIR",
+    "MLPLATFORM_MLFLOW_URI",
+    "MLPLATFORM_FEAST_REGISTRY",
+    "MLPLATFORM_FEAST_REDIS",
+    "MLPLATFORM_CELERY_BROKER",
+    "MLPLATFORM_CELERY_BACKEND",
+    "MLPLATFORM_DASK_SCHEDULER",
+    "MLPLATFORM_EVIDENTLY_WORKSPACE",
+)
+
+
 def test_the_production_profile_maps_to_postgres_redis_celery_and_dask(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("MLPLATFORM_ENV", "production")
-    monkeypatch.setenv("MLPLATFORM_DASK_SCHEDULER", "tcp://dask.example:8786")
+    for name in PRODUCTION_VARS:
+        monkeypatch.delenv(name, raising=False)
+    # nothing is read while the definitions are built: every setting is an EnvVar
     resources = build_resources()
     feast = resources["feast"]
     assert isinstance(feast, FeastResource)
     assert feast.config_file == "feature_store.production.yaml"
-    assert feast.registry_url.startswith("postgresql")
+    assert isinstance(feast.registry_url, dg.EnvVar)
+    assert feast.registry_url.env_var_name == "MLPLATFORM_FEAST_REGISTRY"
     assert isinstance(resources["mlflow"], MlflowResource)
-    assert resources["mlflow"].tracking_uri.startswith("http")
-    dask = resources["dask"]
-    assert isinstance(dask, DaskResource) and dask.scheduler_address == "tcp://dask.example:8786"
+    assert isinstance(resources["mlflow"].tracking_uri, dg.EnvVar)
     executor = build_executor()
     assert executor is not None and executor.name == "celery"
+    dg.Definitions.validate_loadable(
+        build_definitions(problems().values(), build_resources(), build_executor())
+    )
+    with pytest.raises(UsageError, match="needs MLPLATFORM_MLFLOW_URI in the environment"):
+        open_resources("mlflow")
+
+    # ... and read when a run (here: a command) opens them
+    monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MLPLATFORM_MLFLOW_URI", "http://mlflow.example:5000")
+    monkeypatch.setenv("MLPLATFORM_FEAST_REGISTRY", "postgresql+psycopg://pg.example/feast")
+    monkeypatch.setenv("MLPLATFORM_FEAST_REDIS", "redis.example:6379,db=1")
+    monkeypatch.setenv("MLPLATFORM_DASK_SCHEDULER", "tcp://dask.example:8786")
+    monkeypatch.setenv("MLPLATFORM_EVIDENTLY_WORKSPACE", "")
+    opened = open_resources()
+    assert opened["mlflow"].tracking_uri == "http://mlflow.example:5000"
+    assert opened["feast"].registry_url == "postgresql+psycopg://pg.example/feast"
+    assert opened["feast"].redis == "redis.example:6379,db=1"
+    assert opened["lake"].lake().root == tmp_path
+    assert opened["dask"].scheduler_address == "tcp://dask.example:8786"
+    assert opened["dashboard"].path() == str(tmp_path / "evidently")  # empty: the volume's
 
     monkeypatch.setenv("MLPLATFORM_ENV", "local")
     assert build_executor() is None
@@ -218,8 +253,7 @@ def test_the_feature_store_job_fills_redis_through_celery_and_features_read_back
     client = redis.Redis(host="127.0.0.1", port=6379, db=services.redis_db)
     assert int(client.dbsize()) > 100  # type: ignore[arg-type]  # the sync client returns int
     lake = LakeResource(root=str(services.data))
-    resources = build_resources()
-    feast = resources["feast"]
+    feast = open_resources("feast")["feast"]  # the profile's settings, read now
     assert isinstance(feast, FeastResource)
     store = FeastResource(
         lake=lake, config_file=feast.config_file, registry_url=feast.registry_url, redis=feast.redis

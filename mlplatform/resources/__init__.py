@@ -1,42 +1,47 @@
-"""Typed resources, and the one place that maps the active profile to them."""
+"""Typed resources, and the one place that maps the active profile to them.
 
-import os
+The profile (``MLPLATFORM_ENV``) decides which resources and executor exist, so it is read
+when the definitions are built. Every setting of the production profile is a ``dg.EnvVar``:
+Dagster reads it when a run launches (and the UI shows which variable a field comes from),
+never when the code location is imported. The local profile needs no variable at all.
+"""
+
 from typing import Any
 
 import dagster as dg
 
+from mlplatform.errors import UsageError
 from mlplatform.resources.dashboard import DashboardResource
 from mlplatform.resources.dask import DaskResource
 from mlplatform.resources.feast import FeastResource
 from mlplatform.resources.lake import LakeResource
 from mlplatform.resources.mlflow import MlflowResource
-from mlplatform.settings import environment
+from mlplatform.settings import DATA_VAR, environment
 
-# The production profile's services, each overridable by an environment variable
-# (docs/deploy.md says what each one is). Defaults are the servers of a development
-# machine: PostgreSQL and Redis on 127.0.0.1, MLflow and a Dask scheduler started there.
-PRODUCTION_DEFAULTS = {
-    "MLPLATFORM_MLFLOW_URI": "http://127.0.0.1:5000",
-    "MLPLATFORM_FEAST_REGISTRY": "postgresql+psycopg://postgres@127.0.0.1:5432/mlplatform_feast",
-    "MLPLATFORM_FEAST_REDIS": "127.0.0.1:6379,db=1",
-    "MLPLATFORM_CELERY_BROKER": "redis://127.0.0.1:6379/2",
-    "MLPLATFORM_CELERY_BACKEND": "redis://127.0.0.1:6379/3",
-    "MLPLATFORM_DASK_SCHEDULER": "tcp://127.0.0.1:8786",
-    # the Evidently workspace of the dashboards; empty: evidently/ on the shared data volume
-    "MLPLATFORM_EVIDENTLY_WORKSPACE": "",
-}
-
-
-def production_setting(name: str) -> str:
-    """A production setting: the environment variable ``name``, else its default."""
-    return os.environ.get(name) or PRODUCTION_DEFAULTS[name]
+# The production profile's settings, each an environment variable read at launch (what each
+# one is: docs/deploy.md). All must be set (the workspace may be empty: the data volume's);
+# deploy/local.sh sets a development machine's servers for any that is unset.
+PRODUCTION_SETTINGS = (
+    DATA_VAR,
+    "MLPLATFORM_MLFLOW_URI",
+    "MLPLATFORM_FEAST_REGISTRY",
+    "MLPLATFORM_FEAST_REDIS",
+    "MLPLATFORM_CELERY_BROKER",
+    "MLPLATFORM_CELERY_BACKEND",
+    "MLPLATFORM_DASK_SCHEDULER",
+    "MLPLATFORM_EVIDENTLY_WORKSPACE",
+)
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
-    """The resources of the active profile (``MLPLATFORM_ENV``, ``local`` by default)."""
+    """The resources of the active profile (``MLPLATFORM_ENV``, ``local`` by default).
+
+    Production fields are ``dg.EnvVar``s, resolved by Dagster at launch; outside a run use
+    ``open_resources()``, which resolves them the same way.
+    """
     profile = environment()
-    lake = LakeResource()
     if profile == "local":
+        lake = LakeResource()  # the project's data/ (or MLPLATFORM_DATA_DIR), read at run time
         return {
             "lake": lake,
             "feast": FeastResource(lake=lake),
@@ -45,37 +50,65 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             "dashboard": DashboardResource(lake=lake),
         }
     if profile == "production":
+        lake = LakeResource(root=dg.EnvVar(DATA_VAR))  # the volume every worker mounts
         return {
             "lake": lake,
             "feast": FeastResource(
                 lake=lake,
                 config_file="feature_store.production.yaml",
-                registry_url=production_setting("MLPLATFORM_FEAST_REGISTRY"),
-                redis=production_setting("MLPLATFORM_FEAST_REDIS"),
+                registry_url=dg.EnvVar("MLPLATFORM_FEAST_REGISTRY"),
+                redis=dg.EnvVar("MLPLATFORM_FEAST_REDIS"),
             ),
-            "mlflow": MlflowResource(
-                lake=lake, tracking_uri=production_setting("MLPLATFORM_MLFLOW_URI")
-            ),
-            "dask": DaskResource(scheduler_address=production_setting("MLPLATFORM_DASK_SCHEDULER")),
+            "mlflow": MlflowResource(lake=lake, tracking_uri=dg.EnvVar("MLPLATFORM_MLFLOW_URI")),
+            "dask": DaskResource(scheduler_address=dg.EnvVar("MLPLATFORM_DASK_SCHEDULER")),
             "dashboard": DashboardResource(
-                lake=lake, workspace=production_setting("MLPLATFORM_EVIDENTLY_WORKSPACE")
+                lake=lake, workspace=dg.EnvVar("MLPLATFORM_EVIDENTLY_WORKSPACE")
             ),
         }
     raise ValueError(f"no resources defined for profile {profile!r}")
 
 
+def open_resources(*names: str) -> dict[str, Any]:
+    """The active profile's resources ``names`` (all by default), settings read now.
+
+    For use outside a run: commands and the HTTP service call resources directly, and
+    Dagster resolves each ``EnvVar`` here as it does at launch (only for the resources
+    asked for, as a run only for those its steps use). Raises ``UsageError`` naming a
+    variable that is not set.
+    """
+    profile = build_resources()
+    resources = {name: profile[name] for name in names or profile}
+    try:
+        with dg.build_resources(resources) as built:
+            return {name: getattr(built, name) for name in resources}
+    except dg.DagsterInvalidConfigError as exc:
+        missing = [name for name in PRODUCTION_SETTINGS if f'variable "{name}"' in str(exc)]
+        if not missing:
+            raise
+        raise UsageError(
+            f"the {environment()} profile needs {', '.join(missing)} in the environment "
+            "(docs/deploy.md, Settings; deploy/local.sh sets a development machine's)"
+        ) from None
+
+
 def build_executor() -> Any:  # dagster's ExecutorDefinition, or None for its default
-    """The executor of the active profile: Dagster's default locally, Celery in production."""
+    """The executor of the active profile: Dagster's default locally, Celery in production.
+
+    The broker and backend are read from ``MLPLATFORM_CELERY_BROKER`` / ``_BACKEND`` when a
+    run launches.
+    """
     if environment() != "production":
         return None
     return celery_executor(
-        production_setting("MLPLATFORM_CELERY_BROKER"),
-        production_setting("MLPLATFORM_CELERY_BACKEND"),
+        {"env": "MLPLATFORM_CELERY_BROKER"}, {"env": "MLPLATFORM_CELERY_BACKEND"}
     )
 
 
-def celery_executor(broker: str, backend: str) -> Any:
-    """dagster-celery's executor over a Redis broker; steps go to the ``dagster`` queue."""
+def celery_executor(broker: str | dict[str, str], backend: str | dict[str, str]) -> Any:
+    """dagster-celery's executor over a Redis broker; steps go to the ``dagster`` queue.
+
+    ``broker`` and ``backend`` are URLs, or ``{"env": NAME}`` to read them at launch.
+    """
     from dagster_celery import celery_executor as executor
 
     return executor.configured({"broker": broker, "backend": backend}, name="celery")
@@ -89,4 +122,5 @@ __all__ = [
     "MlflowResource",
     "build_executor",
     "build_resources",
+    "open_resources",
 ]

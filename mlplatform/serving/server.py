@@ -38,9 +38,9 @@ def build_runtime(
 
 def profile_runtime(problem: Problem, refresh_seconds: float = 0.5) -> Runtime:
     """A runtime on the active profile's resources (data folder, Feast store, registry)."""
-    from mlplatform.resources import build_resources
+    from mlplatform.resources import open_resources
 
-    resources: Any = build_resources()
+    resources: Any = open_resources("lake", "mlflow", "feast")
     return build_runtime(
         problem,
         resources["lake"].lake().root,
