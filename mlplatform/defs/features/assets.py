@@ -29,6 +29,15 @@ def online_key(problem: Problem) -> dg.AssetKey:
     return dg.AssetKey([problem.name, "online_features"])
 
 
+def feature_store_pool(problem: Problem) -> str:
+    """The Dagster concurrency pool of the problem's feature store writes (limit 1, dagster.yaml).
+
+    ``feast apply`` and materialization rewrite the registry and the online store; two at
+    once would race on the same files (locally) or tables (production).
+    """
+    return f"{problem.name}_feature_store"
+
+
 def complete_days(lake: LakeResource, problem: Problem) -> list[date]:
     """Days for which every feature table has its file, oldest first.
 
@@ -104,6 +113,7 @@ def build_registry_asset(problem: Problem) -> dg.AssetsDefinition:
         kinds={"feast"},
         owners=[problem.spec.owner],
         tags={"mlplatform/problem": problem.name},
+        pool=feature_store_pool(problem),
     )
     def _registry(lake: LakeResource, feast: FeastResource) -> dg.MaterializeResult:
         from mlplatform.lib.feature_store import apply
@@ -138,6 +148,7 @@ def build_online_asset(problem: Problem) -> dg.AssetsDefinition:
         kinds={"feast", "sqlite"},
         owners=[problem.spec.owner],
         tags={"mlplatform/problem": problem.name},
+        pool=feature_store_pool(problem),
     )
     def _online(lake: LakeResource, feast: FeastResource) -> dg.MaterializeResult:
         from mlplatform.lib.feature_store import materialize, online_row_counts, rows_between
