@@ -3,7 +3,7 @@
 The receiver is an HTTP server on 127.0.0.1 that records each POST and answers with the
 statuses it is told to. Sensor ticks go through Dagster's own ``evaluate_tick`` with the
 cursor carried from tick to tick, as the daemon does. The rollback alert of a replayed
-bad challenger is tested in ``test_replay_alerts.py``.
+bad challenger is tested in ``test_replay.py`` (its short replay).
 """
 
 import json

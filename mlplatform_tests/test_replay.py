@@ -4,20 +4,27 @@ One short replay (2013-01-08..16) on a real instance, MLflow and Feast store in 
 temporary folder, with a test spec: retrains on Mondays and Thursdays, small rollout
 counts, and a challenger must beat the champion online by 0.03 to go to full traffic.
 The first champion is a stump. Training is seeded, so the outcomes are the same on
-every run: one retrain is rolled back on its online metric, the other promoted.
+every run: one retrain is rolled back on its online metric, the other promoted. The
+alerts' webhook points at a receiver on 127.0.0.1: each rollback reaches it exactly once.
 """
 
+import json
 from dataclasses import replace
 from datetime import date
 
 import pandas as pd
 import pytest
 
-from mlplatform.lib.timeline import Timeline
+from mlplatform.lib.alerts import AlertLog
+from mlplatform.lib.deployment import DeploymentLog, is_rollback
+from mlplatform.lib.timeline import Timeline, replays_dir
 from mlplatform.problems import Problem
 from mlplatform.replay import AlreadyReplayed, ReplayError, replay
 from mlplatform.status import problem_status
 from mlplatform_tests.helpers import FAST, STUMP, STUMP_TRAINING, Platform, tuned_problem
+from mlplatform_tests.test_alerts import Receiver, Ticker, receiver, with_alerts
+
+__all__ = ["receiver"]  # the fixture, shared with test_alerts.py
 
 START, END = date(2013, 1, 8), date(2013, 1, 16)
 
@@ -62,9 +69,10 @@ def test_a_replay_without_a_champion_says_what_to_do_first(featured: Platform) -
 
 
 def test_a_short_replay_retrains_promotes_and_rolls_back(
-    featured: Platform, problem: Problem
+    featured: Platform, problem: Problem, receiver: Receiver
 ) -> None:
-    tuned = _test_problem(problem)
+    # the alerts' webhook is a real HTTP server on 127.0.0.1
+    tuned = with_alerts(_test_problem(problem), webhook_url=receiver.url)
     platform = Platform(tuned, featured.lake.root, featured.instance)
     assert platform.run_feature_store().success  # training-set checks on this instance
     assert platform.run_gated_training(**STUMP_TRAINING, params=STUMP).success  # champion 1
@@ -133,6 +141,32 @@ def test_a_short_replay_retrains_promotes_and_rolls_back(
     assert status["monitoring"]["retrains"] == 2
     assert status["monitoring"]["rollbacks"] >= 1
     assert status["monitoring"]["last_drift_partition"] == "2013-01-16"
+
+    # each rollback (the bad challenger) reached the receiver as one alert, exactly once
+    rollbacks = [e for e in DeploymentLog(platform.lake.root, "flight_delay").entries()]
+    rollbacks = [e for e in rollbacks if is_rollback(e)]
+    alerts = [b for b in receiver.bodies if b["kind"] == "rolled_back"]
+    assert [a["subject"]["version"] for a in alerts] == [e.version for e in rollbacks]
+    for alert, rolled in zip(alerts, rollbacks, strict=True):
+        assert alert["subject"]["asset"] == "flight_delay/deployment"
+        assert alert["figures"]["actor"] == "rollout sensor"
+        assert "online roc_auc" in alert["summary"] and rolled.reason in alert["summary"]
+        assert alert["runbook"] == "docs/runbooks/rollback.md"
+        assert alert["figures"]["at"] == rolled.time  # on the replay's clock
+    # another tick from the replay's cursor sends nothing again
+    cursors = json.loads(
+        (replays_dir(platform.lake.root, "flight_delay") / "cursors.json").read_text()
+    )
+    sent = len(receiver.bodies)
+    ticker = Ticker(platform)
+    ticker.cursor = cursors["flight_delay_alerts"]
+    ticker.tick()
+    assert len(receiver.bodies) == sent
+    logged = AlertLog(platform.lake.root, "flight_delay").entries()
+    assert [e["kind"] for e in logged] == [b["kind"] for b in receiver.bodies]
+    assert all(e["webhook"]["ok"] for e in logged)
+    assert status["alerts"]["sent"] == sent
+    assert status["alerts"]["by_kind"]["rolled_back"] == len(rollbacks)
 
     # the same days again: nothing new (make demo run twice); overlapping days: refused
     again = (platform.defs, platform.instance, _resources(platform))
