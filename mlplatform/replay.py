@@ -91,6 +91,28 @@ def _job_of(sensor: Any) -> str | None:
     return targets[0].job_name if len(targets) == 1 else None
 
 
+def schedule_ticks(cron: str, timezone: str, since: datetime, until: datetime) -> list[datetime]:
+    """The ticks of ``cron`` in ``timezone`` within (``since``, ``until``], as the daemon fires.
+
+    ``since`` and ``until`` are aware datetimes; the ticks are aware, in ``timezone``. Like
+    Dagster's scheduler, a schedule that is not hourly fires once, at the second instant,
+    at a wall time that the end of summer time repeats (croniter alone would fire at both).
+    """
+    from croniter import croniter_range
+
+    zone = ZoneInfo(timezone)
+    hourly = cron.split()[1] == "*"
+    ticks: list[datetime] = []
+    for tick in croniter_range(since.astimezone(zone), until.astimezone(zone), cron):
+        if tick <= since:  # the range includes its start; the window does not
+            continue
+        if ticks and not hourly and tick.replace(tzinfo=None) == ticks[-1].replace(tzinfo=None):
+            ticks[-1] = tick  # a wall time repeated when summer time ends: its second instant
+            continue
+        ticks.append(tick)
+    return ticks
+
+
 class Replay:
     """Replays days of one problem on a Dagster instance, with the given definitions."""
 
@@ -164,20 +186,10 @@ class Replay:
         """Evaluate the retrain schedule at each of its ticks in (since, until]."""
         if self.schedule is None:
             return 0
-        from zoneinfo import ZoneInfo
-
-        from croniter import croniter_range
-
         schedule = self.defs.resolve_schedule_def(self.schedule)
         launched = 0
-        # the schedule's own cron string in its own time zone, as the daemon reads them
-        zone = ZoneInfo(schedule.execution_timezone or "UTC")
-        ticks = croniter_range(
-            since.astimezone(zone), until.astimezone(zone), str(schedule.cron_schedule)
-        )
-        for tick in ticks:
-            if tick <= since:  # the range includes its start; the window does not
-                continue
+        cron, zone = str(schedule.cron_schedule), schedule.execution_timezone or "UTC"
+        for tick in schedule_ticks(cron, zone, since, until):
             with (
                 warnings.catch_warnings(),
                 dg.build_schedule_context(

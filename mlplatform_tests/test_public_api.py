@@ -7,9 +7,13 @@ or records in its own assets' metadata.
 
 import ast
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 import mlplatform
+from mlplatform.replay import schedule_ticks
 
 PACKAGE = Path(mlplatform.__file__).resolve().parent
 PRIVATE = re.compile(r"^dagster(_\w+)?\._")  # dagster._core, dagster_celery._x, ...
@@ -58,3 +62,22 @@ def test_the_search_finds_every_form_of_private_import(tmp_path: Path) -> None:
         "pkg/a.py:6: dagster._check",
         "pkg/a.py:7: dagster_celery._x",
     ]
+
+
+@pytest.mark.parametrize(
+    "cron", ["0 6 * * 1", "0 6 * * 1,4", "0 * * * *", "30 2 * * *", "0 1 * * *"]
+)
+def test_the_replay_ticks_a_schedule_when_dagsters_scheduler_would(cron: str) -> None:
+    # Dagster's own iterator, private, is the reference here only (never in the package):
+    # 2013 in New York, both changes of summer time included
+    from dagster._utils.schedules import cron_string_iterator
+
+    since, until = datetime(2013, 1, 1, tzinfo=UTC), datetime(2014, 1, 1, tzinfo=UTC)
+    expected = []
+    for tick in cron_string_iterator(since.timestamp(), cron, "America/New_York"):
+        if tick > until:
+            break
+        if tick > since:
+            expected.append(tick.timestamp())
+    ticks = schedule_ticks(cron, "America/New_York", since, until)
+    assert [t.timestamp() for t in ticks] == expected
