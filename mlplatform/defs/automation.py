@@ -29,20 +29,20 @@ RETRAIN_INTERVAL = 300
 AUTOMATION_SENSOR = "automation"
 
 # eager() without its "latest time window only": any day whose inputs updated, behind the
-# blocking checks of its inputs (a rejected batch never feeds a feature table)
+# blocking checks of its inputs (a rejected batch never feeds a feature table); the form
+# Dagster's docs give for back-filling partitioned assets
 ANY_DAY = (
-    (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
-    & ~AC.any_deps_missing()
-    & ~AC.any_deps_in_progress()
-    & ~AC.in_progress()
-    & AC.all_deps_blocking_checks_passed()
+    AC.eager().without(AC.in_latest_time_window()) & AC.all_deps_blocking_checks_passed()
 ).with_label("any day whose inputs updated")
-# the online store depends on every day of every table: never wait for a missing day
+# the online store depends on every day of every table: never wait for a missing day.
+# Built by hand: eager() minus ~any_deps_missing() would still carry its newly_missing()
+# branch, which materializes a never-built store on the first tick, before any input exists
 AFTER_ANY_UPDATE = (
     AC.any_deps_updated().since_last_handled() & ~AC.any_deps_in_progress() & ~AC.in_progress()
 ).with_label("after any input updated")
 
-# once, when never materialized (on_missing() only acts on what goes missing later)
+# once, when never materialized. Built by hand: on_missing() only acts on partitions that
+# go missing after the condition is applied, and never on an asset missing from the start
 ONCE = (AC.missing() & ~AC.in_progress() & ~AC.execution_failed()).with_label("once")
 
 
