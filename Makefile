@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `dg` as from the activated venv (without VIRTUAL_ENV, dg warns the venvs may not match)
+DG := VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 PROBLEM ?= flight_delay
@@ -70,13 +72,19 @@ bench-quick: venv
 	$(BIN)/python bench/import_time.py
 	$(BIN)/python bench/gates.py --quick
 
-lint: venv
+lint: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
+	$(DG) check defs
 
-dev: venv
-	$(BIN)/mlplatform dev
+# the instance folder; its dagster.yaml is a link to the repository's (mlplatform.settings)
+$(DAGSTER_HOME)/dagster.yaml: | venv
+	$(BIN)/python -c "from mlplatform.settings import ensure_dagster_home as e; e()"
+
+# the UI and the daemon (`dg dev` loads the project from [tool.dg] in pyproject.toml)
+dev: venv $(DAGSTER_HOME)/dagster.yaml
+	$(DG) dev
 
 mlflow: venv
 	$(BIN)/mlplatform mlflow

@@ -1,24 +1,23 @@
-"""The code location: every problem's assets, stage by stage, and the active profile's resources.
+"""The code location: the defs folder, the global policy applied once, the profile's resources.
+
+``defs`` loads ``mlplatform/defs/`` the way every ``dg`` project does
+(``dg.load_from_defs_folder``): whatever a module there declares is in the code location, so
+``dg list defs``, ``dg check defs`` and ``dg scaffold defs`` work here as on any Dagster project.
+Each problem's assets, checks, jobs and triggers come from one factory
+(``mlplatform.defs.by_problem``); the policy below is applied once to the merged result.
 
 Kept thin and light: heavy libraries are imported inside the assets that use them, since
 every run's step process imports this module again.
 """
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from mlplatform.defs import (
-    automation,
-    deployment,
-    evaluation,
-    features,
-    ingestion,
-    monitoring,
-    training,
-)
-from mlplatform.defs.jobs import build_jobs
+from mlplatform.defs import automation
+from mlplatform.defs.by_problem import build_problem_defs
 from mlplatform.problems import Problem, problems
 from mlplatform.resources import (
     DashboardResource,
@@ -27,7 +26,31 @@ from mlplatform.resources import (
     build_resources,
 )
 
-STAGES = (ingestion, features, training, evaluation, deployment, monitoring)
+
+def with_policy(
+    loaded: dg.Definitions,
+    selected: Iterable[Problem],
+    resources: dict[str, Any],
+    executor: Any = None,
+) -> dg.Definitions:
+    """``loaded`` with the global policy, applied once: conditions, freshness, resources.
+
+    Adds the automation sensor, each problem's automation conditions and freshness policies
+    (``mlplatform.defs.automation``), ``resources`` and ``executor``.
+
+    Without a ``dask`` resource, training runs on one machine; without a ``dashboard``
+    resource, the monitoring snapshots go to ``evidently/`` under the lake's root.
+    """
+    resources = {"dask": DaskResource(), **resources}
+    if "lake" in resources:
+        resources.setdefault("dashboard", DashboardResource(lake=resources["lake"]))
+    merged = dg.Definitions.merge(
+        loaded,
+        dg.Definitions(
+            sensors=[automation.automation_sensor()], resources=resources, executor=executor
+        ),
+    )
+    return automation.apply(merged, list(selected))
 
 
 def build_definitions(
@@ -35,42 +58,16 @@ def build_definitions(
 ) -> dg.Definitions:
     """All stages and jobs of the given problems, bound to ``resources`` and ``executor``.
 
-    Without a ``dask`` resource, training runs on one machine; without a ``dashboard``
-    resource, the monitoring snapshots go to ``evidently/`` under the lake's root.
+    For tests and benchmarks (a problem whose spec they changed, resources in a temporary
+    folder): the same factory and policy as ``defs``, without the defs folder.
     """
     selected = list(selected)
-    stages = [stage.build_defs(problem) for problem in selected for stage in STAGES]
-    jobs = [job for problem in selected for job in build_jobs(problem)]
-    resources = {"dask": DaskResource(), **resources}
-    if "lake" in resources:
-        resources.setdefault("dashboard", DashboardResource(lake=resources["lake"]))
-    triggers = [t for problem in selected for t in automation.build_retraining(problem)]
-    sensors = [automation.build_landing_sensor(problem) for problem in selected]
-    merged = dg.Definitions.merge(
-        *stages,
-        dg.Definitions(
-            jobs=[
-                *jobs,
-                *(
-                    t
-                    for t in triggers
-                    if not isinstance(t, dg.SensorDefinition | dg.ScheduleDefinition)
-                ),
-            ],
-            schedules=[t for t in triggers if isinstance(t, dg.ScheduleDefinition)],
-            sensors=[
-                *sensors,
-                *(t for t in triggers if isinstance(t, dg.SensorDefinition)),
-                automation.automation_sensor(),
-            ],
-            resources=resources,
-            executor=executor,
-        ),
-    )
-    return automation.apply(merged, selected)
+    loaded = dg.Definitions.merge(*(build_problem_defs(problem) for problem in selected))
+    return with_policy(loaded, selected, resources, executor)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """All stages of all problems, with the resources and executor of ``MLPLATFORM_ENV``."""
-    return build_definitions(problems().values(), build_resources(), build_executor())
+    """The defs folder with the resources and executor of ``MLPLATFORM_ENV``."""
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    return with_policy(loaded, problems().values(), build_resources(), build_executor())
