@@ -130,3 +130,12 @@ def test_sensors_and_schedules_are_on_by_default() -> None:
     assert isinstance(schedule, dg.ScheduleDefinition)
     assert schedule.cron_schedule == "0 6 * * 1"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_lib_features_does_not_import_the_problems_it_serves() -> None:
+    # problems import lib.features (FeatureInputs); the reverse edge is for type checking only
+    code = "import sys, mlplatform.lib.features; print('mlplatform.problems' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "False"

@@ -9,6 +9,7 @@ Parquet file per day, which a Feast ``FileSource`` reads. Every table carries it
 
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -16,8 +17,10 @@ from mlplatform.errors import PlatformError
 from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tables import EVENT_TS, FeatureTable, local_midnight
-from mlplatform.problems import Problem
 from mlplatform.spec import TargetSpec
+
+if TYPE_CHECKING:  # problems use this module; it only calls what a problem passes in
+    from mlplatform.problems import Problem
 
 
 class MissingInputError(PlatformError, FileNotFoundError):
@@ -111,7 +114,7 @@ def with_timestamps(table: FeatureTable, frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def build_day(lake: DataLake, problem: Problem, table: FeatureTable, day: date) -> pd.DataFrame:
+def build_day(lake: DataLake, problem: "Problem", table: FeatureTable, day: date) -> pd.DataFrame:
     """Compute and store one day of ``table`` from that day and its trailing window only.
 
     Days of the window whose newest landing was rejected are left out by the lake (as if
