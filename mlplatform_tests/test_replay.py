@@ -142,6 +142,17 @@ def test_a_short_replay_retrains_promotes_and_rolls_back(
     assert status["monitoring"]["rollbacks"] >= 1
     assert status["monitoring"]["last_drift_partition"] == "2013-01-16"
 
+    # the replayed days populate the Evidently dashboards: four snapshots per day
+    board = status["dashboard"]
+    assert board["snapshots"] == dict.fromkeys(("drift", "performance", "serving", "skew"), 9)
+    assert board["days"] == {"first": "2013-01-08", "last": "2013-01-16"}
+    # every evaluated version (the champion and both retrains) has its model card in MLflow
+    client = platform.mlflow.tracking().client()
+    for version in client.search_model_versions("name = 'flight_delay'"):
+        files = {a.path for a in client.list_artifacts(version.run_id)}
+        assert "model_card.md" in files, version.version
+    assert len(client.search_model_versions("name = 'flight_delay'")) == 3
+
     # each rollback (the bad challenger) reached the receiver as one alert, exactly once
     rollbacks = [e for e in DeploymentLog(platform.lake.root, "flight_delay").entries()]
     rollbacks = [e for e in rollbacks if is_rollback(e)]
