@@ -50,7 +50,9 @@ def test_training_is_tracked_and_registered_with_its_lineage(featured: Platform)
     assert "learning_rate" in run.data.params and "search_space" in run.data.params
     assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [latest["data_version"]]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"feature_importance.png", "optimization_history.png"} <= artifacts
+    assert {"feature_importance.png", "optimization_history.png", "param_importances.png"} <= (
+        artifacts
+    )
     assert "data:image/png;base64," in str(meta["feature_importance"].value)
 
     (version,) = registered_versions(local_tracking(featured.lake.root), "flight_delay")

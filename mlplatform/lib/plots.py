@@ -6,8 +6,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import lightgbm as lgb
     import numpy as np
+    import optuna
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -18,16 +22,30 @@ def _png(fig: "Figure") -> bytes:
 
 
 def importance(booster: "lgb.Booster", top: int = 20) -> "Figure":
-    """Total gain per feature, largest first."""
+    """Total gain per feature, largest first (LightGBM's own ``plot_importance``).
+
+    Features with no gain are left out (all are shown at zero when the booster never
+    split); at most ``top`` bars.
+    """
+    import lightgbm as lgb
     from matplotlib.figure import Figure
 
-    gains = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
-    gains = gains.sort_values().tail(top)
-    fig = Figure(figsize=(6, 0.3 * len(gains) + 1))
-    ax = fig.subplots()
-    ax.barh(gains.index, gains.to_numpy())
-    ax.set_xlabel("total gain")
-    ax.set_title("Feature importance")
+    used = int((booster.feature_importance("gain") > 0).sum())
+    shown = min(top, used or booster.num_feature())
+    fig = Figure(figsize=(6, 0.3 * shown + 1))
+    # an Axes of our own Figure: LightGBM would otherwise open a pyplot figure
+    lgb.plot_importance(
+        booster,
+        ax=fig.subplots(),
+        importance_type="gain",
+        max_num_features=top,
+        height=0.6,
+        xlabel="total gain",
+        precision=1,
+        grid=False,
+        ignore_zero=used > 0,  # LightGBM refuses to draw an empty importance
+        xlim=None if used else (0.0, 1.0),
+    )
     return fig
 
 
@@ -47,22 +65,57 @@ def mean_contributions(table: pd.DataFrame, top: int = 20) -> "Figure":
     return fig
 
 
-def optimization_history(history: pd.DataFrame, metric: str) -> "Figure":
-    """Each trial's value and the best so far; pruned trials marked."""
+def _detached(make: "Callable[[], Axes]") -> "Figure":
+    """The figure of Optuna's matplotlib plot, without its side effects on pyplot.
+
+    Optuna draws through pyplot: it sets the ggplot style for the whole process and leaves
+    the figure open in pyplot's registry. The style is undone on leaving ``rc_context``,
+    and the figure is closed in pyplot (it stays drawable: savefig, ``mlflow.log_figure``),
+    so a long process (the replay, a code server) neither changes other plots nor leaks.
+    """
+    import warnings
+
+    import optuna
+    from matplotlib import pyplot as plt
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6, 3.5))
-    ax = fig.subplots()
-    done = history[history["state"] == "COMPLETE"]
-    pruned = history[history["state"] == "PRUNED"]
-    ax.scatter(done["trial"], done["value"], label="complete", s=18)
-    ax.scatter(pruned["trial"], [done["value"].min()] * len(pruned), marker="x", label="pruned")
-    ax.plot(done["trial"], done["value"].cummax(), label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(f"validation {metric}")
-    ax.set_title("Optimization history")
-    ax.legend()
+    with plt.rc_context(), warnings.catch_warnings():
+        # Optuna marks its matplotlib backend experimental (since 2.2)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fig = make().get_figure(root=True)
+    assert isinstance(fig, Figure)
+    plt.close(fig)
     return fig
+
+
+def optimization_history(study: "optuna.Study", metric: str) -> "Figure":
+    """Each complete trial's value and the best so far (Optuna's own plot).
+
+    Pruned trials have no value and are not drawn; their count is in the run's metrics.
+    """
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    return _detached(lambda: plot_optimization_history(study, target_name=f"validation {metric}"))
+
+
+def param_importances(study: "optuna.Study", metric: str) -> "Figure | None":
+    """How much each searched hyper-parameter explains the metric (Optuna's own plot).
+
+    ``None`` when the study cannot say: fewer than two complete trials, or no parameter
+    that took more than one value.
+    """
+    from optuna.trial import TrialState
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    varied = {n for t in done for n in t.params if len({str(u.params.get(n)) for u in done}) > 1}
+    if len(done) < 2 or not varied:
+        return None
+    return _detached(
+        lambda: plot_param_importances(
+            study, params=sorted(varied), target_name=f"validation {metric}"
+        )
+    )
 
 
 def png(fig: "Figure") -> bytes:

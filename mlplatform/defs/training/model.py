@@ -13,7 +13,7 @@ import dagster as dg
 from mlplatform.defs.training.assets import GROUP, training_set_key
 from mlplatform.errors import BusyError
 from mlplatform.problems import Problem
-from mlplatform.resources import DaskResource, LakeResource, MlflowResource
+from mlplatform.resources import DaskResource, LakeResource, MlflowResource, OptunaResource
 
 if TYPE_CHECKING:
     from mlplatform.lib.storage import DataLake
@@ -90,6 +90,7 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         lake: LakeResource,
         mlflow: MlflowResource,
         dask: DaskResource,
+        optuna: OptunaResource,
     ) -> dg.MaterializeResult:
         from mlplatform.lib import training as tr
 
@@ -104,7 +105,7 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
                 f"a training of {problem.name}",
                 {"dagster_run": context.run.run_id},
             ):
-                return _train(context, problem, cfg, config, store, mlflow, dask)
+                return _train(context, problem, cfg, config, store, mlflow, dask, optuna)
         except BusyError as exc:
             raise dg.Failure(
                 f"{exc}; this run refuses rather than duplicate its trials and register a "
@@ -141,8 +142,11 @@ def _train(
     store: "DataLake",
     mlflow: MlflowResource,
     dask: DaskResource,
+    optuna: OptunaResource,
 ) -> dg.MaterializeResult:
     """Search, fit, track and register one candidate (the training lock is held)."""
+    from contextlib import nullcontext
+
     import pandas as pd
 
     from mlplatform.lib import plots
@@ -159,21 +163,34 @@ def _train(
     settings = json.dumps({**cfg.model_dump(), "sampler": SAMPLER_VERSION}, sort_keys=True)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
     study_name = f"{problem.name}-{latest['data_version']}-{digest}"
-    (store.root / "optuna").mkdir(parents=True, exist_ok=True)
-    storage = f"sqlite:///{store.root / 'optuna' / f'{problem.name}.db'}"
     try:
-        # the final fit on the Dask cluster when the profile names one
+        storage = optuna.storage(problem.name)
+        # the final fit on the Dask cluster when the profile names one; parallel trials
+        # too (Celery's worker processes cannot start their own), else local processes
         final_fit = dask.fit if dask.enabled else None
-        candidate = tr.train_candidate(
-            training, spec, cfg, storage, study_name, config.params, final_fit
-        )
+        parallel = optuna.workers > 1 and dask.enabled
+        with dask.client() if parallel else nullcontext() as client:
+            candidate = tr.train_candidate(
+                training,
+                spec,
+                cfg,
+                storage,
+                study_name,
+                config.params,
+                final_fit,
+                optuna.workers,
+                client.get_executor() if client is not None else None,
+            )
     except ValueError as exc:
         raise dg.Failure(f"{problem.name} training set {latest['data_version']}: {exc}") from None
     final, result, history = candidate.fit, candidate.search, candidate.history()
     trainer = f"lightgbm.dask ({dask.scheduler_address})" if dask.enabled else "lightgbm"
     figures = {"feature_importance": plots.importance(final.booster)}
     if result is not None:
-        figures["optimization_history"] = plots.optimization_history(history, spec.metric.name)
+        figures["optimization_history"] = plots.optimization_history(result.study, spec.metric.name)
+        searched = plots.param_importances(result.study, spec.metric.name)
+        if searched is not None:
+            figures["param_importances"] = searched
     commit = git_commit(project_root())
     lineage = {
         "data_version": latest["data_version"],
