@@ -5,6 +5,14 @@ split is cut into one chunk per worker and boosted data-parallel; ``lightgbm.das
 no early-stopping callback, so the validation split is scored here after every round
 (tree by tree, on this machine) and the model is cut at the round LightGBM's
 ``early_stopping`` would have kept.
+
+Why not ``fit(eval_set=...)`` and ``evals_result_``: ``lightgbm.dask`` returns the model,
+and its evaluation history, from one worker, scored on the chunks of the validation set
+that this worker happened to hold (none at all when Dask placed them elsewhere; it warns
+"evals_result_ and best_score_ data may be unreliable"). Measured with lightgbm 4.7 on
+two workers and the validation set in two chunks: ``evals_result_`` said AUC 0.8799, the
+whole split 0.8855. The cut and the reported AUC must rest on the whole validation
+split, as in ``training.fit``.
 """
 
 import math
