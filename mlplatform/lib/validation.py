@@ -34,7 +34,13 @@ def _records(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
 
 
 def _summary(table: pd.DataFrame) -> str:
-    """One line: missing and unexpected columns first, then the columns with bad values."""
+    """One line: missing and unexpected columns first, then the columns with bad values.
+
+    Built from the failure cases (pandera's ``SchemaErrors.failure_cases`` and the ones
+    found before pandera), not from ``SchemaErrors.error_counts``: those count by reason
+    code (``DATAFRAME_CHECK``, ``COLUMN_NOT_IN_SCHEMA``) without naming a column, count a
+    failed coercion twice (see ``validate_schema``), and know nothing of offsets or NaN text.
+    """
     parts = []
     for check, label in (("column_in_dataframe", "missing"), ("column_in_schema", "unexpected")):
         names = sorted(str(v) for v in table.loc[table["check"] == check, "value"])
@@ -235,7 +241,13 @@ def validate_schema(
 
 
 def check_duplicates(frame: pd.DataFrame, key: list[str], max_cases: int = 20) -> CheckOutcome:
-    """Each natural key appears once."""
+    """Each natural key appears once.
+
+    Not pandera's ``unique`` option on the schema: the key is the spec's ``natural_key``
+    (said once, in the spec), a duplicate is its own asset check and quarantine entry
+    rather than more schema failure cases, and keys are judged even on a batch whose schema
+    check failed (``ingest.check_batch`` passes the untyped rows then).
+    """
     missing = [c for c in key if c not in frame.columns]
     if missing:
         return CheckOutcome(DUPLICATES, False, "ERROR", f"key column(s) missing: {missing}")
