@@ -139,3 +139,23 @@ def test_lib_features_does_not_import_the_problems_it_serves() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_defs_folder_holds_exactly_what_tests_build_from_the_problem_factory() -> None:
+    # tests and benchmarks call build_definitions (a changed spec, resources in tmp dirs);
+    # the code location loads the defs folder: both must hold the same objects
+    from mlplatform.definitions import build_definitions
+    from mlplatform.problems import problems
+    from mlplatform.resources import build_resources
+
+    def names(d: dg.Definitions) -> dict[str, set[str]]:
+        graph = d.resolve_asset_graph()
+        return {
+            "assets": {k.to_user_string() for k in graph.get_all_asset_keys()},
+            "checks": {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys},
+            "jobs": {j.name for j in d.resolve_all_job_defs()},
+            "sensors": {s.name for s in d.sensors or []},
+            "schedules": {s.name for s in d.schedules or []},
+        }
+
+    assert names(defs()) == names(build_definitions(problems().values(), build_resources()))
