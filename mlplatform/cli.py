@@ -73,19 +73,62 @@ def _run_jobs(
     ops: dict | None = None,
     results: list | None = None,
     ops_by_job: dict[str, dict] | None = None,
+    in_process: bool = False,
 ) -> int:
-    """Run (job, partition) pairs in order on the project's instance, one line each.
+    """Run (job, partition) pairs on the project's instance, one line each; 1 if any failed.
 
+    By default the runs are submitted to the instance (``mlplatform.launch``): the
+    consecutive partitions of a job as one backfill, waited for one job after the other.
+    ``in_process``: executed here one after the other (``execute_in_process``).
     ``ops`` is op config for every run, ``ops_by_job`` for the runs of one job (it wins);
-    each run's result is appended to ``results``.
+    each run's result (``ExecuteInProcessResult`` or ``launch.RunOutcome``) is appended to
+    ``results`` in the order of ``runs``.
     """
+    instance = _instance()
+    config = {job: (ops_by_job or {}).get(job, ops) for job, _ in runs}
+    run = _execute_in_process if in_process else _submit_and_wait
+    outcomes = run(instance, runs, config)
+    if results is not None:
+        results.extend(outcomes)
+    failures = sum(not result.success for result in outcomes)
+    _out(
+        f"{len(runs) - failures}/{len(runs)} runs succeeded "
+        f"on the instance at {instance.root_directory}"
+    )
+    failed = [p or job for (job, p), r in zip(runs, outcomes, strict=True) if not r.success]
+    if failed:
+        _out(f"failed: {', '.join(failed)}")
+    return 1 if failures else 0
+
+
+def _report_run(job_name: str, partition: str | None, result) -> None:
+    """One line for a finished run (state, id, failed checks), its step errors below it."""
+    failed_checks = sorted(
+        f"{e.asset_key.path[-1]}.{e.check_name}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    )
+    label = f"{job_name.split('_')[-1]} {partition or ''}".strip()
+    state = "ok" if result.success else "FAILED"
+    _out(
+        f"  {label:<22} {state:<6} run {result.run_id[:8]}"
+        + (f"  failed checks: {', '.join(failed_checks)}" if failed_checks else "")
+    )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure and event.step_failure_data:
+                err = event.step_failure_data.error
+                _out(f"{'':25}{event.step_key}: {err.message.strip() if err else ''}")
+
+
+def _execute_in_process(instance, runs: list[tuple[str, str | None]], config: dict) -> list:
+    """Today's quick path: each run executed in this process, in order (``--in-process``)."""
     from mlplatform.definitions import defs
 
-    instance, definitions = _instance(), defs()
-    failures = 0
+    definitions, outcomes = defs(), []
     for job_name, partition in runs:
         job = definitions.resolve_job_def(job_name)
-        run_ops = (ops_by_job or {}).get(job_name, ops)
+        run_ops = config[job_name]
         result = job.execute_in_process(
             instance=instance,
             partition_key=partition,
@@ -93,30 +136,66 @@ def _run_jobs(
             run_config={**_QUIET, **({"ops": run_ops} if run_ops else {})},
             tags=owner_tags(),  # so a run whose process dies is found and marked failed
         )
-        if results is not None:
-            results.append(result)
-        failed_checks = sorted(
-            f"{e.asset_key.path[-1]}.{e.check_name}"
-            for e in result.get_asset_check_evaluations()
-            if not e.passed
-        )
-        label = f"{job_name.split('_')[-1]} {partition or ''}".strip()
-        state = "ok" if result.success else "FAILED"
-        _out(
-            f"  {label:<22} {state:<6} run {result.run_id[:8]}"
-            + (f"  failed checks: {', '.join(failed_checks)}" if failed_checks else "")
-        )
-        if not result.success:
-            failures += 1
-            for event in result.all_events:
-                if event.is_step_failure and event.step_failure_data:
-                    err = event.step_failure_data.error
-                    _out(f"{'':25}{event.step_key}: {err.message.strip() if err else ''}")
-    _out(
-        f"{len(runs) - failures}/{len(runs)} runs succeeded "
-        f"on the instance at {instance.root_directory}"
-    )
-    return 1 if failures else 0
+        _report_run(job_name, partition, result)
+        outcomes.append(result)
+    return outcomes
+
+
+def _executor_config(job_names: list[str]) -> dict[str, dict]:
+    """Run config choosing the in-process executor for jobs on Dagster's default executor.
+
+    The default (multiprocess) starts one process per step, each importing the code
+    location again: a day's ingestion took ~10 times longer that way on two cores. A job
+    given another executor (Celery in production) keeps it.
+    """
+    import dagster as dg
+
+    from mlplatform.definitions import defs
+
+    definitions = defs()
+    default = dg.multi_or_in_process_executor.name
+    return {
+        job: {"execution": {"config": {"in_process": {}}}}
+        if definitions.resolve_job_def(job).executor_def.name == default
+        else {}
+        for job in job_names
+    }
+
+
+def _submit_and_wait(instance, runs: list[tuple[str, str | None]], config: dict) -> list:
+    """Submit each job's runs to the instance (a backfill per range), wait, one line per run.
+
+    The jobs go one after the other (a later job reads what an earlier one wrote); the
+    runs of one range go as the run queue lets them.
+    """
+    from itertools import groupby
+
+    from mlplatform import launch
+
+    by_key: dict[tuple[str, str | None], object] = {}
+    jobs = _executor_config([job for job, _ in runs])
+    with launch.workspace(instance, settings.project_root() / "workspace.yaml") as context:
+        for job_name, group in groupby(runs, key=lambda r: r[0]):
+            partitions = [p for _, p in group]
+            keyed = None if partitions == [None] else [p for p in partitions if p]
+            run_ops = config[job_name]
+            bar = launch.progress_bar(len(partitions))
+
+            def done(outcome, job_name=job_name, bar=bar) -> None:
+                if bar is not None:
+                    bar.clear()  # the run's lines above the bar, not through it
+                _report_run(job_name, outcome.partition, outcome)
+                if bar is not None:
+                    bar.update()
+
+            run_config = {**_QUIET, **jobs[job_name], **({"ops": run_ops} if run_ops else {})}
+            for outcome in launch.run_range(
+                instance, context, job_name, keyed, run_config, on_done=done
+            ):
+                by_key[(job_name, outcome.partition)] = outcome
+            if bar is not None:
+                bar.close()
+    return [by_key[r] for r in runs]
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -154,7 +233,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     runs: list[tuple[str, str | None]] = [(reference_job_name(problem), None)]
     runs += [(daily, d.isoformat()) for d in days(args.start, args.end)]
     results: list = []
-    code = _run_jobs(runs, results=results, ops_by_job=ops_by_job if overrides else None)
+    code = _run_jobs(
+        runs,
+        results=results,
+        ops_by_job=ops_by_job if overrides else None,
+        in_process=args.in_process,
+    )
     lake = _lake()
     for (_, partition), result in zip(runs, results, strict=True):
         for source in problem.spec.sources:
@@ -188,7 +272,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     runs: list[tuple[str, str | None]]
     runs = [(features_job_name(problem), d.isoformat()) for d in days(args.start, args.end)]
     runs.append((feature_store_job_name(problem), None))
-    return _run_jobs(runs)
+    return _run_jobs(runs, in_process=args.in_process)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -200,7 +284,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     problem = get_problem(args.problem)
     check_range(problem, args.day, args.day)
     results: list = []
-    code = _run_jobs([(batch_job_name(problem), args.day.isoformat())], results=results)
+    code = _run_jobs(
+        [(batch_job_name(problem), args.day.isoformat())],
+        results=results,
+        in_process=args.in_process,
+    )
     for event in results[0].get_asset_materialization_events() if results else []:
         meta = event.materialization.metadata
         _out(
@@ -265,7 +353,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     with exclusive(training_lock(settings.data_dir(), problem), f"a training of {problem.name}"):
         pass
     results: list = []
-    code = _run_jobs([(training_job_name(problem), None)], results=results)
+    code = _run_jobs(
+        [(training_job_name(problem), None)], results=results, in_process=args.in_process
+    )
     _print_verdict(results[0])
     return code
 
@@ -295,7 +385,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     results: list = []
     ops = {f"{problem.name}__evaluation_report": {"config": config}}
-    code = _run_jobs([(evaluation_job_name(problem), None)], ops=ops, results=results)
+    code = _run_jobs(
+        [(evaluation_job_name(problem), None)],
+        ops=ops,
+        results=results,
+        in_process=args.in_process,
+    )
     _print_verdict(results[0])
     return code
 
@@ -675,6 +770,15 @@ def _share(text: str) -> float:
     return value
 
 
+def _in_process_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="execute the runs in this process one after the other, outside the run queue "
+        "and the executor (tests, quick local work); default: submit them to the instance",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one subcommand per verb."""
     parser = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
@@ -690,6 +794,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
         p.add_argument("--end", type=_day, required=True, help="last day (included)")
         p.set_defaults(fn=fn)
+        if name != "land":
+            _in_process_flag(p)
         if name == "ingest":
             p.add_argument(
                 "--override-check",
@@ -708,12 +814,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--problem", required=True)
     p.add_argument("--day", type=_day, required=True, help="the day scored, YYYY-MM-DD")
+    _in_process_flag(p)
     p.set_defaults(fn=cmd_score)
 
     p = sub.add_parser(
         "train", help="train a candidate, take it through the gates, promote it if it passes"
     )
     p.add_argument("--problem", required=True)
+    _in_process_flag(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a registered version against the champion")
@@ -727,6 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--by", help="who overrides (recorded in the registry and the report)")
     p.add_argument("--reason", help="why (recorded in the registry and the report)")
+    _in_process_flag(p)
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("gates", help="the promotion gates: how often they are wrong")
