@@ -4,7 +4,8 @@
 # and a Celery worker, runs the demo's pipeline through them, and stops them again.
 #   deploy/local.sh [--start 2013-01-01 --end 2013-01-28]
 # State stays in PostgreSQL (databases mlplatform_dagster, mlplatform_mlflow,
-# mlplatform_feast), Redis dbs 1-3, .dagster_production/ and data_production/ (or
+# mlplatform_feast, mlplatform_optuna), the MLflow server's artifacts (.mlflow_production/
+# or $MLPLATFORM_PRODUCTION_ARTIFACTS, which no client reads: it proxies them), Redis dbs 1-3, .dagster_production/ and data_production/ (or
 # $MLPLATFORM_PRODUCTION_HOME and $MLPLATFORM_PRODUCTION_DATA): never the local profile's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +24,14 @@ export MLPLATFORM_CELERY_BROKER=${MLPLATFORM_CELERY_BROKER:-redis://127.0.0.1:63
 export MLPLATFORM_CELERY_BACKEND=${MLPLATFORM_CELERY_BACKEND:-redis://127.0.0.1:6379/3}
 export MLPLATFORM_DASK_SCHEDULER=${MLPLATFORM_DASK_SCHEDULER:-tcp://127.0.0.1:8786}
 export MLPLATFORM_EVIDENTLY_WORKSPACE=${MLPLATFORM_EVIDENTLY_WORKSPACE:-}  # empty: the data folder's
+export MLPLATFORM_OPTUNA_STORAGE=${MLPLATFORM_OPTUNA_STORAGE:-$PG/mlplatform_optuna}
+export MLPLATFORM_OPTUNA_WORKERS=${MLPLATFORM_OPTUNA_WORKERS:-2}  # trial processes per search
+MLFLOW_ARTIFACTS=${MLPLATFORM_PRODUCTION_ARTIFACTS:-$PWD/.mlflow_production}
 MLFLOW_PORT=${MLPLATFORM_MLFLOW_URI##*:}
 LOGS=$DAGSTER_HOME/logs
 mkdir -p "$DAGSTER_HOME" "$LOGS" "$MLPLATFORM_DATA_DIR"
 [ -e "$DAGSTER_HOME/dagster.yaml" ] || cp deploy/dagster.yaml "$DAGSTER_HOME/"
-for db in mlplatform_dagster mlplatform_mlflow mlplatform_feast; do
+for db in mlplatform_dagster mlplatform_mlflow mlplatform_feast mlplatform_optuna; do
   psql -h 127.0.0.1 -U postgres -tAc "select 1 from pg_database where datname='$db'" | grep -q 1 ||
     psql -h 127.0.0.1 -U postgres -qc "create database $db"
 done
@@ -40,8 +44,10 @@ stop() {  # each server runs in its own session: stop the group, children includ
 }
 trap stop EXIT
 
+# the server stores artifacts and proxies them (mlflow-artifacts: URIs): clients need
+# only its URL, no folder shared with it
 setsid $BIN/mlflow server --backend-store-uri "$PG/mlplatform_mlflow" \
-  --default-artifact-root "$MLPLATFORM_DATA_DIR/mlflow/artifacts" \
+  --artifacts-destination "$MLFLOW_ARTIFACTS" --serve-artifacts \
   --host 127.0.0.1 --port "$MLFLOW_PORT" >"$LOGS/mlflow.log" 2>&1 &
 PIDS+=($!)
 # Dask on 127.0.0.1 only (its comms carry pickles): deploy/dask.sh gives every process a host

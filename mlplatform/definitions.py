@@ -22,6 +22,7 @@ from mlplatform.problems import Problem, problems
 from mlplatform.resources import (
     DashboardResource,
     DaskResource,
+    OptunaResource,
     build_executor,
     build_resources,
 )
@@ -39,11 +40,13 @@ def with_policy(
     (``mlplatform.defs.automation``), ``resources`` and ``executor``.
 
     Without a ``dask`` resource, training runs on one machine; without a ``dashboard``
-    resource, the monitoring snapshots go to ``evidently/`` under the lake's root.
+    resource, the monitoring snapshots go to ``evidently/`` under the lake's root; without an
+    ``optuna`` resource, studies are SQLite files under ``optuna/`` there.
     """
     resources = {"dask": DaskResource(), **resources}
     if "lake" in resources:
         resources.setdefault("dashboard", DashboardResource(lake=resources["lake"]))
+        resources.setdefault("optuna", OptunaResource(lake=resources["lake"]))
     merged = dg.Definitions.merge(
         loaded,
         dg.Definitions(

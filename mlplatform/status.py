@@ -42,7 +42,7 @@ def problem_status(
     local = local_tracking(lake.root)
     tracking = tracking or local
     # the embedded store exists once something was tracked; a server always answers
-    has_registry = tracking != local or local.artifact_root.parent.joinpath("mlflow.db").exists()
+    has_registry = tracking != local or (lake.root / "mlflow" / "mlflow.db").exists()
     held, versions, verdict, registry_error = _registry(tracking, problem.name, has_registry)
     current = DeploymentLog(lake.root, problem.name).current()
     refs = reference_changes(lake, problem, set(problem.spec.sources))

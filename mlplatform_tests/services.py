@@ -7,9 +7,14 @@ missing; with ``MLPLATFORM_REQUIRE_SERVICES=1`` (CI) a missing server fails them
 
 import os
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +109,51 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(backend: str, artifacts: Path, log: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on a free port of 127.0.0.1, proxying its artifacts.
+
+    Runs and the registry go to ``backend`` (e.g. a PostgreSQL URL); artifacts are written
+    by the server alone under ``artifacts`` (``--artifacts-destination``), and clients see
+    ``mlflow-artifacts:`` URIs: they need only the yielded URL. Stopped with its children.
+    """
+    from mlplatform.production import stop_worker
+
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        backend,
+        "--artifacts-destination",
+        str(artifacts),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with log.open("ab") as out:
+        server = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):  # a server on a fresh database runs its migrations first
+            if server.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError(f"mlflow server did not answer on {uri}: {log.read_text()[-2000:]}")
+        yield uri
+    finally:
+        stop_worker(server)

@@ -7,10 +7,6 @@ afterwards. Without the servers they skip and say what is missing; in CI they mu
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -38,6 +34,7 @@ from mlplatform.resources import (
 from mlplatform_tests.helpers import HOLDOUT_DAYS, Platform
 from mlplatform_tests.services import (
     free_port,
+    mlflow_server,
     pg_database,
     pg_url,
     redis_db,
@@ -57,6 +54,8 @@ PRODUCTION_VARS = (
     "MLPLATFORM_CELERY_BACKEND",
     "MLPLATFORM_DASK_SCHEDULER",
     "MLPLATFORM_EVIDENTLY_WORKSPACE",
+    "MLPLATFORM_OPTUNA_STORAGE",
+    "MLPLATFORM_OPTUNA_WORKERS",
 )
 
 
@@ -90,6 +89,8 @@ def test_the_production_profile_maps_to_postgres_redis_celery_and_dask(
     monkeypatch.setenv("MLPLATFORM_FEAST_REDIS", "redis.example:6379,db=1")
     monkeypatch.setenv("MLPLATFORM_DASK_SCHEDULER", "tcp://dask.example:8786")
     monkeypatch.setenv("MLPLATFORM_EVIDENTLY_WORKSPACE", "")
+    monkeypatch.setenv("MLPLATFORM_OPTUNA_STORAGE", "postgresql+psycopg2://pg.example/optuna")
+    monkeypatch.setenv("MLPLATFORM_OPTUNA_WORKERS", "2")
     opened = open_resources()
     assert opened["mlflow"].tracking_uri == "http://mlflow.example:5000"
     assert opened["feast"].registry_url == "postgresql+psycopg://pg.example/feast"
@@ -97,6 +98,8 @@ def test_the_production_profile_maps_to_postgres_redis_celery_and_dask(
     assert opened["lake"].lake().root == tmp_path
     assert opened["dask"].scheduler_address == "tcp://dask.example:8786"
     assert opened["dashboard"].path() == str(tmp_path / "evidently")  # empty: the volume's
+    assert opened["optuna"].storage("flight_delay") == "postgresql+psycopg2://pg.example/optuna"
+    assert opened["optuna"].workers == 2
 
     monkeypatch.setenv("MLPLATFORM_ENV", "local")
     assert build_executor() is None
@@ -114,40 +117,6 @@ class Services:
     mlflow_uri: str
 
 
-def _start_mlflow(backend: str, artifacts: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        backend,
-        "--default-artifact-root",
-        artifacts.as_uri(),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with log.open("ab") as out:
-        server = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(240):  # a server on a fresh database runs its migrations first
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return server, uri
-        except OSError:
-            time.sleep(0.5)
-    production.stop_worker(server)
-    raise RuntimeError(f"mlflow server did not answer on {uri}: {log.read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory, featured_base: Path) -> Iterator[Services]:
     """Fresh databases, a Redis db, an MLflow server and a Celery worker for this module."""
@@ -163,12 +132,13 @@ def services(tmp_path_factory: pytest.TempPathFactory, featured_base: Path) -> I
         pg_database("dagster") as dagster_db,
         pg_database("feast") as feast_db,
         pg_database("mlflow") as mlflow_db,
+        pg_database("optuna") as optuna_db,
         redis_db() as number,
+        mlflow_server(
+            pg_url(mlflow_db, "postgresql+psycopg2"), tmp / "mlflow_artifacts", tmp / "mlflow.log"
+        ) as mlflow_uri,
         pytest.MonkeyPatch.context() as mp,
     ):
-        server, mlflow_uri = _start_mlflow(
-            pg_url(mlflow_db, "postgresql+psycopg2"), tmp / "mlflow_artifacts", tmp / "mlflow.log"
-        )
         redis_url = f"redis://127.0.0.1:6379/{number}"
         env = {
             "MLPLATFORM_ENV": "production",
@@ -181,6 +151,8 @@ def services(tmp_path_factory: pytest.TempPathFactory, featured_base: Path) -> I
             "MLPLATFORM_CELERY_BACKEND": redis_url,
             "MLPLATFORM_MLFLOW_URI": mlflow_uri,
             "MLPLATFORM_DASK_SCHEDULER": "local",
+            "MLPLATFORM_OPTUNA_STORAGE": pg_url(optuna_db, "postgresql+psycopg2"),
+            "MLPLATFORM_OPTUNA_WORKERS": "1",
         }
         for key, value in env.items():
             mp.setenv(key, value)
@@ -190,7 +162,6 @@ def services(tmp_path_factory: pytest.TempPathFactory, featured_base: Path) -> I
                 yield Services(env, instance, data, number, mlflow_uri)
         finally:
             production.stop_worker(worker)
-            production.stop_worker(server)
 
 
 def _step_workers(instance: dg.DagsterInstance, run_id: str) -> set[str]:

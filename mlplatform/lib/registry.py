@@ -62,7 +62,15 @@ class LoadedModel:
 
 
 def load_version(tracking: Tracking, name: str, version: str) -> LoadedModel:
-    """Download a registered version's native model file and encoding, and load them."""
+    """Download a registered version's native model file and encoding, and load them.
+
+    The files come from wherever the registry says (a ``file:`` folder, or the tracking
+    server's proxied ``mlflow-artifacts:`` store): a client needs no folder of its own.
+
+    Raises:
+        ModelFilesError: the files are gone or unreadable; one line naming the version,
+            its location and what to do (the cause stays chained for logs).
+    """
     import lightgbm as lgb
     from mlflow.artifacts import download_artifacts
 
@@ -84,10 +92,23 @@ def load_version(tracking: Tracking, name: str, version: str) -> LoadedModel:
         except Exception as exc:  # a registry row whose files are gone or unreadable
             raise ModelFilesError(
                 f"{name} version {version} is registered, but its model files at {location} "
-                f"cannot be read ({type(exc).__name__}: {exc}); restore them, or move its "
+                f"cannot be read ({_why(exc)}); restore them, or move its "
                 "alias to a version whose files exist"
             ) from exc
     return LoadedModel(name, str(version), booster, encoding)
+
+
+# how artifact stores say "nothing there": a local folder, the server's proxy (HTTP 404),
+# MLflow's own error code
+_GONE = ("No such file", "No such artifact", "RESOURCE_DOES_NOT_EXIST", "404 Client Error")
+
+
+def _why(exc: Exception) -> str:
+    """The cause in one line: MLflow's download errors list every file, over many lines."""
+    text = str(exc)
+    if isinstance(exc, FileNotFoundError) or any(s in text for s in _GONE):
+        return "the artifact store has no files there"
+    return f"{type(exc).__name__}: {' '.join(text.split())[:300]}"
 
 
 class ModelFilesError(PlatformError, RuntimeError):

@@ -18,10 +18,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Tracking:
-    """Where runs, artifacts and registered models live."""
+    """Where runs, artifacts and registered models live.
+
+    ``artifact_root`` is the folder new experiments keep their artifacts in (the embedded
+    store), or ``None`` for a tracking server: the server then picks the location, which is
+    ``mlflow-artifacts:/`` when it proxies artifacts (``mlflow server
+    --artifacts-destination``), so a client needs nothing but the server's URL.
+    """
 
     tracking_uri: str
-    artifact_root: Path
+    artifact_root: Path | None = None
 
     def client(self) -> Any:
         """A client bound to this store (no process-wide state), one per store and process.
@@ -32,11 +38,13 @@ class Tracking:
         return _client(self.tracking_uri)
 
     def experiment_id(self, name: str) -> str:
-        """The experiment ``name``, created with an artifact location under the root."""
+        """The experiment ``name``; created under ``artifact_root``, or where the server says."""
         client = self.client()
         found = client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
+        if self.artifact_root is None:
+            return client.create_experiment(name)
         location = (self.artifact_root / name).resolve().as_uri()
         return client.create_experiment(name, artifact_location=location)
 

@@ -23,6 +23,8 @@ from mlplatform.lib.tables import EVENT_TS
 from mlplatform.spec import ProblemSpec, SearchRange, TrainingSpec
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     import lightgbm as lgb
     import optuna
 
@@ -358,8 +360,14 @@ def search(
     storage_url: str,
     study_name: str,
     monotone: list[int] | None = None,
+    workers: int = 1,
+    executor: "Executor | None" = None,
 ) -> SearchResult:
     """Run (or resume) the study until ``n_trials`` trials finished (complete or pruned).
+
+    ``storage_url`` is ``sqlite:///<file>`` (one machine, one process; below), or the
+    URL of a shared database (``postgresql+psycopg2://...``): then ``workers`` processes
+    run trials of the one study at once (``shared_search``).
 
     The study lives in SQLite (``storage_url``, ``sqlite:///<file>``); a lock on
     ``<file>.lock`` is held for the whole search, so one process at a time searches in that
@@ -379,7 +387,9 @@ def search(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not storage_url.startswith("sqlite:///"):
-        raise ValueError(f"the study storage must be SQLite (sqlite:///<file>), not {storage_url}")
+        return shared_search(data, cfg, storage_url, study_name, monotone, workers, executor)
+    if workers > 1:
+        raise ValueError(f"{workers} search workers need a shared database, not {storage_url}")
     database = Path(storage_url.removeprefix("sqlite:///"))
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -425,11 +435,162 @@ def search(
                 callbacks=[MaxTrialsCallback(cfg.n_trials, states=finished)],
                 gc_after_trial=False,
             )
+    return _result(study)
+
+
+def _result(study: "optuna.Study") -> SearchResult:
+    from optuna.trial import TrialState
+
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     counts["interrupted"] = int(study.user_attrs.get(INTERRUPTED, 0))
     rounds = sum(int(t.user_attrs.get("rounds", 0)) for t in trials)
     return SearchResult(study, dict(study.best_params), counts, rounds)
+
+
+# A shared study's trials send a heartbeat; one silent for the grace period belongs to a
+# worker that died, and the next trial any worker starts marks it FAIL (Optuna's
+# fail_stale_trials), so the budget, which counts only finished trials, redoes it.
+HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 60
+
+
+def _shared_study(cfg: TrainingSpec, storage_url: str, study_name: str) -> "optuna.Study":
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            storage_url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
+        )
+    return optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,  # workers open it at once: Optuna retries a racing create
+        sampler=trial_seeded_sampler(cfg.seed),
+        pruner=make_pruner(cfg),
+    )
+
+
+def shared_search(
+    data: Data,
+    cfg: TrainingSpec,
+    storage_url: str,
+    study_name: str,
+    monotone: list[int] | None = None,
+    workers: int = 1,
+    executor: "Executor | None" = None,
+) -> SearchResult:
+    """Run (or resume) a study in a shared database, trials on ``workers`` processes at once.
+
+    The trials still missing from ``n_trials`` (complete or pruned) are split between the
+    workers, so the budget is kept exactly whichever worker is faster; each worker is one
+    ``search_worker`` call on ``executor`` (a Dask client's ``get_executor(pure=False)``
+    runs them on the cluster's machines, which need only the database's URL), or on as
+    many spawned local processes when ``executor`` is None. Each trial runs LightGBM on
+    ``THREADS // workers`` threads (at least one), so two workers share the cores one
+    search used. Trials of a worker that died fail after the heartbeat's grace period and
+    are redone. Parallel trials see each other's results in the order they finish, so
+    unlike a one-process search the trials (and model) are not repeatable.
+
+    Raises:
+        Exception: whatever a worker's trial raised (after the other workers finished).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from optuna.trial import TrialState
+
+    study = _shared_study(cfg, storage_url, study_name)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    missing = cfg.n_trials - len(study.get_trials(deepcopy=False, states=finished))
+    workers = max(1, min(workers, missing))
+    shares = [missing // workers + (i < missing % workers) for i in range(workers)]
+    threads = max(1, THREADS // workers)
+    if missing <= 0:
+        pass
+    elif workers == 1:
+        search_worker(portable(data), cfg, storage_url, study_name, monotone, shares[0], threads)
+    else:
+        # spawned, not forked: a forked child would inherit this process's threads and
+        # database connections (Optuna's, LightGBM's OpenMP pool)
+        own = None if executor else ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        pool = executor or own
+        assert pool is not None
+        try:
+            payload = portable(data)
+            futures = [
+                pool.submit(
+                    search_worker, payload, cfg, storage_url, study_name, monotone, n, threads
+                )
+                for n in shares
+            ]
+            errors = [f.exception() for f in futures]
+        finally:
+            if own is not None:
+                own.shutdown()
+        for error in errors:
+            if error is not None:
+                raise error
+    return _result(_shared_study(cfg, storage_url, study_name))
+
+
+def portable(data: Data) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Encoding]:
+    """The arrays ``data`` was built from, to send to another process (Datasets do not pickle)."""
+    return (
+        np.asarray(data.train.data),
+        np.asarray(data.train.label),
+        np.asarray(data.valid.data),
+        np.asarray(data.valid.label),
+        data.encoding,
+    )
+
+
+def search_worker(
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Encoding],
+    cfg: TrainingSpec,
+    storage_url: str,
+    study_name: str,
+    monotone: list[int] | None,
+    n_trials: int,
+    threads: int = THREADS,
+) -> str:
+    """Run ``n_trials`` trials of the shared study in this process; returns ``host:pid``.
+
+    Each trial records the worker that ran it in its ``worker`` user attribute.
+    """
+    import os
+    import socket
+
+    import optuna
+    from optuna_integration import LightGBMPruningCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    x_train, y_train, x_valid, y_valid, encoding = arrays
+    n_train = len(y_train)
+    x, y = np.concatenate([x_train, x_valid]), np.concatenate([y_train, y_valid])
+    rows = np.arange(len(y))
+    data = datasets(x, y, rows < n_train, rows >= n_train, encoding)
+    me = f"{socket.gethostname()}:{os.getpid()}"
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**base_params(cfg.seed, monotone), **suggest(trial, cfg.search_space)}
+        params["num_threads"] = threads
+        trial.set_user_attr("worker", me)
+        counter: dict[str, int] = {}
+        pruning = LightGBMPruningCallback(trial, "auc", valid_name="valid", report_interval=10)
+        try:
+            return fit(data, params, cfg, [pruning], counter).auc
+        finally:
+            trial.set_user_attr("rounds", counter.get("rounds", 0))
+
+    study = _shared_study(cfg, storage_url, study_name)
+    study.optimize(
+        objective, n_trials=n_trials, timeout=cfg.timeout_seconds, n_jobs=1, gc_after_trial=False
+    )
+    return me
 
 
 def history(study: "optuna.Study") -> pd.DataFrame:
@@ -488,14 +649,17 @@ def train_candidate(
     study_name: str,
     fixed_params: dict[str, Any] | None = None,
     final_fit: Callable[[Data, dict[str, Any], TrainingSpec], Fit] | None = None,
+    workers: int = 1,
+    executor: "Executor | None" = None,
 ) -> Candidate:
     """Encode, split by time, search (unless ``fixed_params``), and fit the final model.
 
     ``final_fit`` replaces ``fit`` for the final model (``lib.distributed.fit_dask`` on a
-    Dask cluster); the search always runs here. With ``cfg.stopping`` ``refit_fixed`` the
-    final model is then refit on every day of the window, the validation days included
-    (``refit`` here, or ``final_fit`` on all rows for ``fixed_rounds(cfg)``); its reported
-    scores are those of the same fit without them.
+    Dask cluster); the search runs here, or on ``workers`` processes (``executor``'s, e.g.
+    the Dask cluster's) against a shared study database (``shared_search``). With
+    ``cfg.stopping`` ``refit_fixed`` the final model is then refit on every day of the
+    window, the validation days included (``refit`` here, or ``final_fit`` on all rows for
+    ``fixed_rounds(cfg)``); its reported scores are those of the same fit without them.
     """
     from mlplatform.lib.feature_store import feature_matrix
 
@@ -505,7 +669,11 @@ def train_candidate(
     train, valid = time_split(training, cfg.validation_days, spec.partitioning.timezone)
     data = datasets(x, y, train, valid, encoding)
     monotone = monotone_constraints(spec)
-    result = None if fixed_params else search(data, cfg, storage_url, study_name, monotone)
+    result = (
+        None
+        if fixed_params
+        else search(data, cfg, storage_url, study_name, monotone, workers, executor)
+    )
     params = (
         typed_params(fixed_params, cfg)
         if fixed_params

@@ -16,6 +16,7 @@ from mlplatform.resources.dask import DaskResource
 from mlplatform.resources.feast import FeastResource
 from mlplatform.resources.lake import LakeResource
 from mlplatform.resources.mlflow import MlflowResource
+from mlplatform.resources.optuna import OptunaResource
 from mlplatform.settings import DATA_VAR, environment
 
 # The production profile's settings, each an environment variable read at launch (what each
@@ -30,6 +31,8 @@ PRODUCTION_SETTINGS = (
     "MLPLATFORM_CELERY_BACKEND",
     "MLPLATFORM_DASK_SCHEDULER",
     "MLPLATFORM_EVIDENTLY_WORKSPACE",
+    "MLPLATFORM_OPTUNA_STORAGE",
+    "MLPLATFORM_OPTUNA_WORKERS",
 )
 
 
@@ -46,6 +49,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             "lake": lake,
             "feast": FeastResource(lake=lake),
             "mlflow": MlflowResource(lake=lake),
+            "optuna": OptunaResource(lake=lake),
             "dask": DaskResource(),
             "dashboard": DashboardResource(lake=lake),
         }
@@ -60,6 +64,12 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
                 redis=dg.EnvVar("MLPLATFORM_FEAST_REDIS"),
             ),
             "mlflow": MlflowResource(lake=lake, tracking_uri=dg.EnvVar("MLPLATFORM_MLFLOW_URI")),
+            # the studies in a shared database: trials run on several workers at once
+            "optuna": OptunaResource(
+                lake=lake,
+                storage_url=dg.EnvVar("MLPLATFORM_OPTUNA_STORAGE"),
+                workers=dg.EnvVar.int("MLPLATFORM_OPTUNA_WORKERS"),
+            ),
             "dask": DaskResource(scheduler_address=dg.EnvVar("MLPLATFORM_DASK_SCHEDULER")),
             "dashboard": DashboardResource(
                 lake=lake, workspace=dg.EnvVar("MLPLATFORM_EVIDENTLY_WORKSPACE")
@@ -120,6 +130,7 @@ __all__ = [
     "FeastResource",
     "LakeResource",
     "MlflowResource",
+    "OptunaResource",
     "build_executor",
     "build_resources",
     "open_resources",

@@ -13,7 +13,12 @@ from mlplatform.resources.lake import LakeResource
 
 
 class MlflowResource(dg.ConfigurableResource):
-    """The MLflow store: SQLite backend and local artifacts under the data folder by default."""
+    """The MLflow store: SQLite backend and local artifacts under the data folder by default.
+
+    With ``tracking_uri`` (a tracking server), nothing is kept locally: the server stores
+    runs and registry, and proxies artifacts (``mlflow-artifacts:`` URIs) when it is started
+    with ``--artifacts-destination``; clients need only its URL.
+    """
 
     lake: dg.ResourceDependency[LakeResource]
     tracking_uri: str = ""
@@ -21,10 +26,11 @@ class MlflowResource(dg.ConfigurableResource):
 
     def tracking(self) -> Tracking:
         """The tracking and registry store."""
-        local = local_tracking(self.lake.lake().root)
-        local.artifact_root.parent.mkdir(parents=True, exist_ok=True)
         if self.tracking_uri:
-            return Tracking(tracking_uri=self.tracking_uri, artifact_root=local.artifact_root)
+            return Tracking(tracking_uri=self.tracking_uri)
+        local = local_tracking(self.lake.lake().root)
+        assert local.artifact_root is not None
+        local.artifact_root.parent.mkdir(parents=True, exist_ok=True)
         return local
 
     def run_url(self, experiment_id: str, run_id: str) -> str:

@@ -179,7 +179,8 @@ def _train(
                 config.params,
                 final_fit,
                 optuna.workers,
-                client.get_executor() if client is not None else None,
+                # pure=False: equal shares are separate tasks, not one cached result
+                client.get_executor(pure=False) if client is not None else None,
             )
     except ValueError as exc:
         raise dg.Failure(f"{problem.name} training set {latest['data_version']}: {exc}") from None
