@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -29,7 +30,12 @@ from mlplatform_tests.services import mlflow_server, pg_database, pg_url, requir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-FAST = {"validation_days": 2, "n_trials": 3, "max_rounds": 60, "early_stopping_rounds": 10}
+FAST: dict[str, Any] = {
+    "validation_days": 2,
+    "n_trials": 3,
+    "max_rounds": 60,
+    "early_stopping_rounds": 10,
+}
 
 
 @pytest.fixture(scope="module")

@@ -34,5 +34,6 @@ class MlflowResource(dg.ConfigurableResource):
         return local
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        """Link to a run in the MLflow UI (`make mlflow`)."""
-        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        """Link to a run in the MLflow UI: the tracking server's, else `make mlflow`'s."""
+        server = self.tracking_uri if self.tracking_uri.startswith("http") else ""
+        return f"{server or self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
