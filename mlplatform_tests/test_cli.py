@@ -59,6 +59,12 @@ def test_land_writes_one_folder_per_source_per_day(
             "monitoring": {"last_drift_partition": None, "retrains": 0, "rollbacks": 0},
             "timeline": None,
             "skew": None,
+            "dashboard": {
+                "workspace": str(home / "data" / "evidently"),
+                "command": "mlplatform monitor --problem flight_delay",
+                "snapshots": None,
+                "days": None,
+            },
             "alerts": {
                 "sent": 0,
                 "by_kind": {},
