@@ -263,7 +263,13 @@ def run_range(
     expected = 1 if partitions is None else len(partitions)
     if daemon_alive(instance):
         submit(context, job_name, partitions, run_config, range_id, synchronous=False)
-        return wait(instance, context, range_id, expected, launch=False, on_done=on_done)
+        try:
+            return wait(instance, context, range_id, expected, launch=False, on_done=on_done)
+        except KeyboardInterrupt:
+            raise LaunchError(
+                f"interrupted; the runs of {job_name} go on in the daemon's queue "
+                f"(tag {RANGE_TAG}={range_id})"
+            ) from None
     errors: list[BaseException] = []
 
     def submit_all() -> None:
@@ -275,11 +281,16 @@ def run_range(
     thread = threading.Thread(target=submit_all, name=f"submit {range_id}", daemon=True)
     thread.start()
     try:
-        return wait(
+        outcomes = wait(
             instance, context, range_id, expected, launch=True, on_done=on_done, submitting=errors
         )
-    finally:
-        thread.join()
+    except KeyboardInterrupt:
+        raise LaunchError(
+            f"interrupted; the launched runs of {job_name} finish on their own, the queued ones "
+            f"start when a daemon runs (make dev) (tag {RANGE_TAG}={range_id})"
+        ) from None
+    thread.join()
+    return outcomes
 
 
 def progress_bar(total: int) -> Any:
