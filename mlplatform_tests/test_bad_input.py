@@ -161,10 +161,15 @@ def test_schema_failure_cases_name_row_column_check_and_value(platform: Platform
 
     evaluation = checks(platform.run_day(DAY))[("raw_flights", "schema")]
 
-    table = evaluation.metadata["failure_cases"].value
-    assert "| row | column | check | value |" in table
-    assert "| 3 | dep_delay | coerce_dtype('float64') | late |" in table
-    assert "| 5 | time_hour |" in table and "yesterday" in table
+    table = evaluation.metadata["failure_cases"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert [c.name for c in table.schema.columns] == ["row", "column", "check", "value"]
+    records = [r.data for r in table.records]
+    assert {"row": "3", "column": "dep_delay", "check": "coerce_dtype('float64')"} | {
+        "value": "late"
+    } in records
+    assert any(r["row"] == "5" and r["column"] == "time_hour" for r in records)
+    assert any("yesterday" in str(r["value"]) for r in records)
     assert evaluation.metadata["failure_case_count"].value >= 2
 
 

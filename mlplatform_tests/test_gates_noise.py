@@ -10,6 +10,7 @@ import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -190,10 +191,10 @@ def test_holm_adjusts_a_real_family_of_slices_step_down(
     assert refused["none"]  # an AUC drop of 0.04 everywhere shows in some slices
 
 
-def _md_rows(table: str) -> list[dict[str, str]]:
-    """The records of a markdown table (as ``defs.metadata.md_table`` writes them)."""
-    lines = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
-    return [dict(zip(lines[0], cells, strict=True)) for cells in lines[2:]]
+def _rows(table: dg.MetadataValue) -> list[dict[str, Any]]:
+    """The records of a table metadata entry (as ``defs.metadata.table`` writes them)."""
+    assert isinstance(table, dg.TableMetadataValue)
+    return [dict(r.data) for r in table.records]
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +223,7 @@ def test_a_model_worse_on_one_slice_is_refused_with_its_interval_in_metadata(
     gate = checks(result)[("evaluation_report", "no_slice_regression")]
     assert not gate.passed
     assert "carrier=UA" in str(gate.metadata["regressed"].value)
-    rows = _md_rows(str(gate.metadata["slices"].value))
+    rows = _rows(gate.metadata["slices"])
     (ua,) = [r for r in rows if (r["slice"], r["value"]) == ("carrier", "UA")]
     assert ua["decision"] == "REFUSED"
     assert float(ua["drop"]) > gated.problem.spec.gates.slice_tolerance  # 0.088 worse for UA
@@ -239,10 +240,12 @@ def test_a_model_worse_on_one_slice_is_refused_with_its_interval_in_metadata(
         if e.asset_key and e.asset_key.path[-1] == "evaluation_report"
     ]
     meta = event.materialization.metadata
-    comparison = str(meta["comparison"].value)
-    for column in ("candidate", "champion", "difference", "low", "high", "rows", "positives"):
-        assert f" {column} |" in comparison
-    assert "| overall roc_auc | all |" in comparison
+    comparison = meta["comparison"]
+    assert isinstance(comparison, dg.TableMetadataValue)
+    columns = {c.name for c in comparison.schema.columns}
+    assert {"candidate", "champion", "difference", "low", "high", "rows", "positives"} <= columns
+    assert ("overall roc_auc", "all") in [(r["slice"], r["value"]) for r in _rows(comparison)]
+    assert "confidence (non-inferiority)" in str(meta["comparison_rules"].value)
     assert str(meta["slice_differences"].value).startswith("![slice differences](data:image/png")
     assert "### Candidate against champion" in str(meta["report"].value)
     page = Path(str(meta["evidently_report"].value)).read_text()

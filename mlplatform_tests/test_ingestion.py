@@ -54,11 +54,12 @@ def test_materialization_metadata_describes_the_table(platform: Platform) -> Non
     assert meta["dagster/row_count"].value == len(export_day("flights", date(2013, 1, 7)))
     schema, preview, nulls = meta["dagster/column_schema"], meta["preview"], meta["null_rates"]
     assert isinstance(schema, dg.TableSchemaMetadataValue)
-    assert isinstance(preview, dg.MarkdownMetadataValue)
+    assert isinstance(preview, dg.TableMetadataValue)
     assert isinstance(nulls, dg.JsonMetadataValue) and isinstance(nulls.value, dict)
     columns = {c.name: c.type for c in schema.value.columns}
     assert columns["time_hour"] == "datetime64[ns, UTC]"
-    assert "| year |" in (preview.value or "")
+    assert [c.name for c in preview.schema.columns][:3] == ["year", "month", "day"]
+    assert preview.records[0].data["year"] == 2013 and len(preview.records) == 10
     assert 0 < nulls.value["arr_delay"] < 0.1
 
 

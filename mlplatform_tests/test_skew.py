@@ -337,6 +337,13 @@ def test_a_stale_online_store_is_caught_at_error_and_holds_promotion(
     assert min(rates[f] for f in ("temp", "humid", "wind_speed")) > 0.9
     assert rates["carrier_delay_rate_1d"] == rates["route_delay_rate_28d"] == 0.0
     assert meta["worst_feature"] in rates and meta["severity"] == "error"
+    shown = meta["skewed_features"]  # a table on the asset page, the worst feature first
+    assert isinstance(shown, dg.TableMetadataValue)
+    records = [r.data for r in shown.records]
+    assert {r["feature"]: r["mismatch_rate"] for r in records} == {
+        f: v for f, v in rates.items() if v > 0
+    }
+    assert records[0]["mismatch_rate"] == max(rates.values())
     worst = meta["worst_examples"]
     assert isinstance(worst, list) and 0 < len(worst) <= 10
     assert set(worst[0]) == {"key", "feature", "served", "offline"}

@@ -13,8 +13,51 @@ if TYPE_CHECKING:
 
 
 def md_table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of records (all keys of the first record as columns)."""
+    """A markdown table of records (all keys of the first record as columns).
+
+    For tables inside a markdown document (the evaluation report, a section mixing text
+    and images); a table that is a metadata entry on its own is ``table`` below.
+    """
     return markdown.table(rows, lambda v: "" if v is None else str(v))
+
+
+def _cell(value: Any) -> str | int | float | bool | None:
+    """A value Dagster's ``TableRecord`` takes: numpy scalars unwrapped, NaN as empty."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        try:
+            value = value.item()  # numpy scalar
+        except (ValueError, TypeError):
+            pass
+    if isinstance(value, float) and value != value:
+        return None
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _kind(values: list[Any]) -> str:
+    """The ``TableColumn`` type of a column's cells (``string`` when they are mixed)."""
+    kinds = {type(v) for v in values if v is not None}
+    for kind, name in ((bool, "bool"), (int, "int"), (float, "float")):
+        if kinds == {kind}:
+            return name
+    return "float" if kinds == {int, float} else "string"
+
+
+def table(rows: list[dict[str, Any]]) -> dg.TableMetadataValue:
+    """Records as Dagster table metadata: the UI shows a sortable table with typed columns.
+
+    Columns are every key of the records, in first-seen order; a record without a key has
+    an empty cell. Cells are strings, numbers, booleans or empty (other values as text).
+    """
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns |= dict.fromkeys(str(k) for k in row)
+    cells = [{c: _cell(row.get(c)) for c in columns} for row in rows]
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name=c, type=_kind([r[c] for r in cells])) for c in columns]
+    )
+    return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in cells], schema=schema)
 
 
 def frame_metadata(frame: "pd.DataFrame", preview_rows: int = 10) -> dict[str, Any]:
@@ -33,7 +76,7 @@ def frame_metadata(frame: "pd.DataFrame", preview_rows: int = 10) -> dict[str, A
     return {
         "dagster/row_count": len(frame),
         "dagster/column_schema": schema,
-        "preview": dg.MetadataValue.md(md_table(preview)),
+        "preview": table(preview),
         "null_rates": dg.MetadataValue.json(nulls),
     }
 
@@ -44,7 +87,7 @@ def _value(value: Any) -> Any:
     if isinstance(value, int | float | str):
         return value
     if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-        return dg.MetadataValue.md(md_table(value))
+        return table(value)
     return dg.MetadataValue.json(value)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from mlplatform.defs.metadata import md_table
+from mlplatform.defs.metadata import md_table, table
 from mlplatform.lib.model_card import CARD_FILE, gate_rows
 from mlplatform.lib.names import NO_REGRESSION, NO_SLICE_REGRESSION
 from mlplatform.problems import Problem
@@ -535,9 +535,8 @@ def report_metadata(
     }
     if champion:
         meta[f"champion_{metric}"] = result.metrics["champion"][metric]
-        meta["comparison"] = dg.MetadataValue.md(
-            _rules(judged) + "\n\n" + md_table(comparison_rows(judged))
-        )
+        meta["comparison"] = table(comparison_rows(judged))
+        meta["comparison_rules"] = dg.MetadataValue.md(_rules(judged))
         forest = forest_png(judged)
         if forest is not None:
             meta["slice_differences"] = dg.MetadataValue.md(_img(forest, "slice differences"))
@@ -547,10 +546,10 @@ def report_metadata(
         meta["model_card_uri"] = card["artifact_uri"]
     rows = importance_rows(judged)
     if rows:
+        meta["global_importance"] = table(rows)
         bars = importance_png(judged)
-        meta["global_importance"] = dg.MetadataValue.md(
-            md_table(rows) + (f"\n\n{_img(bars, 'global importance')}" if bars else "")
-        )
+        if bars:
+            meta["global_importance_plot"] = dg.MetadataValue.md(_img(bars, "global importance"))
     if "override_by" in verdict_tags:
         meta["override"] = dg.MetadataValue.json(
             {k: verdict_tags[k] for k in ("override_by", "override_reason", "overridden_gates")}

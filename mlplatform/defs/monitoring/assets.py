@@ -148,7 +148,7 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
     def _performance(
         context: dg.AssetExecutionContext, lake: LakeResource, dashboard: DashboardResource
     ) -> dg.MaterializeResult:
-        from mlplatform.defs.metadata import md_table
+        from mlplatform.defs.metadata import table
         from mlplatform.lib.dashboard import performance_frame, performance_snapshot
         from mlplatform.lib.monitoring import performance
 
@@ -161,7 +161,7 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         frame = performance_frame(joined, spec, problem.slices)
         snapshot = performance_snapshot(frame, spec, problem.name, day)
         meta = {
-            "versions": dg.MetadataValue.md(md_table(rows)),
+            "versions": table(rows),
             "requests": sum(r["requests"] for r in rows),
             **_record(dashboard, problem, "performance", day, snapshot),
         }
@@ -295,7 +295,7 @@ def build_skew_asset(
         feast: FeastResource,
         dashboard: DashboardResource,
     ) -> dg.MaterializeResult:
-        from mlplatform.defs.metadata import md_table
+        from mlplatform.defs.metadata import table
         from mlplatform.lib.dashboard import skew_snapshot
         from mlplatform.lib.skew import (
             Tolerance,
@@ -367,14 +367,12 @@ def build_skew_asset(
                 "dagster/row_count": result.rows,
                 "not_comparable": result.not_comparable,
                 "mismatch_rate": dg.MetadataValue.json(rates),
-                "skewed_features": dg.MetadataValue.md(
-                    md_table(
-                        [
-                            {"feature": k, "mismatch_rate": f"{v:.4f}"}
-                            for k, v in sorted(rates.items(), key=lambda kv: -kv[1])
-                            if v > 0
-                        ]
-                    )
+                "skewed_features": table(
+                    [
+                        {"feature": k, "mismatch_rate": v}
+                        for k, v in sorted(rates.items(), key=lambda kv: -kv[1])
+                        if v > 0
+                    ]
                 ),
                 "worst_examples": dg.MetadataValue.json(result.worst),
             },
