@@ -19,12 +19,13 @@ backfill id (``dagster/backfill``) and ``mlplatform/range``; with a daemon it is
 backfill on the UI's Backfills page.
 """
 
+import os
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,7 +112,19 @@ def workspace(instance: "dg.DagsterInstance", workspace_file: Path) -> Iterator[
     # dagster_graphql's in-process entry: the schema the UI talks to, with no webserver
     from dagster_graphql.test.utils import define_out_of_process_context
 
-    with define_out_of_process_context(str(workspace_file), None, instance) as context:
+    # The code server, and the runs it starts, inherit this process's stdout: theirs goes to
+    # stderr, so stdout keeps one line per run (scripts read it).
+    with ExitStack() as stack:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            context = stack.enter_context(
+                define_out_of_process_context(str(workspace_file), None, instance)
+            )
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
         yield context
 
 
