@@ -280,7 +280,7 @@ def test_training_runs_through_lightgbm_dask_and_is_tracked_on_the_mlflow_server
     (version,) = client.search_model_versions("name='flight_delay'")
     assert version.run_id == run.info.run_id
     # the server holds the artifacts; the workers' data folder has no MLflow store
-    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert str(run.info.artifact_uri).startswith("mlflow-artifacts:/")
     assert not (services.data / "mlflow").exists()
 
 
