@@ -102,23 +102,47 @@ def _run_jobs(
 
 
 def _report_run(job_name: str, partition: str | None, result) -> None:
-    """One line for a finished run (state, id, failed checks), its step errors below it."""
-    failed_checks = sorted(
-        f"{e.asset_key.path[-1]}.{e.check_name}"
-        for e in result.get_asset_check_evaluations()
-        if not e.passed
-    )
+    """One line for a finished run (state, id, failed and warning checks), its step errors below.
+
+    A check that failed at WARN severity is advisory (the data was accepted): it is listed as
+    ``warnings``, apart from the blocking ``failed checks``.
+    """
+    import dagster as dg
+
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    named = {
+        warn: sorted(
+            f"{e.asset_key.path[-1]}.{e.check_name}"
+            for e in failed
+            if (e.severity == dg.AssetCheckSeverity.WARN) == warn
+        )
+        for warn in (False, True)
+    }
     label = f"{job_name.split('_')[-1]} {partition or ''}".strip()
     state = "ok" if result.success else "FAILED"
     _out(
         f"  {label:<22} {state:<6} run {result.run_id[:8]}"
-        + (f"  failed checks: {', '.join(failed_checks)}" if failed_checks else "")
+        + (f"  failed checks: {', '.join(named[False])}" if named[False] else "")
+        + (f"  warnings: {', '.join(named[True])}" if named[True] else "")
     )
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure and event.step_failure_data:
                 err = event.step_failure_data.error
-                _out(f"{'':25}{event.step_key}: {err.message.strip() if err else ''}")
+                _out(f"{'':25}{event.step_key}: {_error_text(err)}")
+
+
+def _error_text(err) -> str:
+    """A step error as a user reads it: the message, indented, without Dagster's class path."""
+    if err is None:
+        return ""
+    # a serialized error's message starts with the exception's qualified class name
+    message = err.message.strip()
+    if err.cls_name and ": " in message.split("\n", 1)[0]:
+        head, rest = message.split(": ", 1)
+        if head.endswith(err.cls_name):
+            message = rest
+    return message.replace("\n", "\n" + " " * 27)
 
 
 def _execute_in_process(instance, runs: list[tuple[str, str | None]], config: dict) -> list:

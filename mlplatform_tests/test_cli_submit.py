@@ -34,6 +34,8 @@ def test_ingest_submits_one_backfill_and_names_the_failed_day(
     assert "3/4 runs succeeded" in out
     assert "failed: 2013-01-02" in out
     assert "ingestion 2013-01-02   FAILED" in out
+    # the step's error as a user reads it: the message, without Dagster's class path
+    assert "truncated" in out and "dagster._core" not in out
 
     with dg.DagsterInstance.from_config(str(home / "dagster_home")) as instance:
         runs = instance.get_runs()

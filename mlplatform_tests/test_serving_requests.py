@@ -342,7 +342,10 @@ def test_an_explained_answer_carries_contributions_that_sum_to_its_score(
             "/predict",
             json={"instances": [{**r, "explain": i == 1} for i, r in enumerate(requests)]},
         )
-        bad = client.post("/predict", json={**requests[0], "explain": "perhaps"})
+        bad = [
+            client.post("/predict", json={**requests[0], "explain": value})
+            for value in ("perhaps", "yes", "true", 1, 0, None)
+        ]
     time.sleep(0.5)  # the prediction log flushes every 0.2 s
 
     assert plain.status_code == explained.status_code == batch.status_code == 200
@@ -357,7 +360,8 @@ def test_an_explained_answer_carries_contributions_that_sum_to_its_score(
     )
     answers = batch.json()["predictions"]
     assert ["contributions" in a for a in answers] == [False, True, False]
-    assert bad.status_code == 422 and _locs(bad) == [["body", "explain"]]
+    for response in bad:  # only JSON true and false
+        assert response.status_code == 422 and _locs(response) == [["body", "explain"]]
     # the log keeps the request as the problem defines it, without the explain flag
     logged = read_predictions(platform.lake.root, "flight_delay")
     assert logged["request"].str.contains('"explain"').sum() == 0

@@ -229,7 +229,10 @@ def create_app(
         __base__=declared,
         explain=(
             bool,
-            Field(default=False, description="Answer with per-feature contributions too"),
+            # strict: "yes", 1 or "on" are refused, not read as true
+            Field(
+                default=False, strict=True, description="Answer with per-feature contributions too"
+            ),
         ),
     )
     batch_model: Any = create_model(
