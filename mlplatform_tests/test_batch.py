@@ -109,7 +109,7 @@ def test_score_prints_the_parquet_and_its_rows_and_refuses_a_day_it_cannot_score
     assert len(pd.read_parquet(path)) == rows
 
     assert main(["score", "--problem", NAME, "--day", "2012-12-31"]) == 2  # outside the data
-    assert "has data for 2013-01-01..2013-12-31" in capsys.readouterr().err
+    assert "has data for 2013-01-01..2013-12-31, not 2012-12-31\n" in capsys.readouterr().err
     assert main(["score", "--problem", NAME, "--day", "2013-01-09"]) == 1  # never ingested
     out = capsys.readouterr().out
     assert "FAILED" in out and "no accepted flights table for 2013-01-09" in out

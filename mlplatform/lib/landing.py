@@ -35,7 +35,8 @@ def check_range(problem: Problem, start: date, end: date) -> None:
     if end < start:
         raise UsageError(f"end {end} is before start {start}")
     if start < first or end > last:
-        raise UsageError(f"{problem.name} has data for {first}..{last}, not {start}..{end}")
+        asked = start if start == end else f"{start}..{end}"
+        raise UsageError(f"{problem.name} has data for {first}..{last}, not {asked}")
 
 
 def land(lake: DataLake, problem: Problem, start: date, end: date) -> dict[str, int]:
