@@ -24,6 +24,7 @@ from mlplatform.lib.feature_store import online_row_counts
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem, problems
 from mlplatform.resources import (
+    PRODUCTION_SETTINGS,
     FeastResource,
     LakeResource,
     MlflowResource,
@@ -45,18 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = {"validation_days": 2, "n_trials": 3, "max_rounds": 60, "early_stopping_rounds": 10}
 
 
-PRODUCTION_VARS = (
-    "MLPLATFORM_DATA_DIR",
-    "MLPLATFORM_MLFLOW_URI",
-    "MLPLATFORM_FEAST_REGISTRY",
-    "MLPLATFORM_FEAST_REDIS",
-    "MLPLATFORM_CELERY_BROKER",
-    "MLPLATFORM_CELERY_BACKEND",
-    "MLPLATFORM_DASK_SCHEDULER",
-    "MLPLATFORM_EVIDENTLY_WORKSPACE",
-    "MLPLATFORM_OPTUNA_STORAGE",
-    "MLPLATFORM_OPTUNA_WORKERS",
-)
+PRODUCTION_VARS = PRODUCTION_SETTINGS  # every setting the profile reads
 
 
 def test_the_production_profile_maps_to_postgres_redis_celery_and_dask(
