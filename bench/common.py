@@ -8,9 +8,9 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlplatform.lib.features import build_day
-from mlplatform.lib.ingest import ingest_batch, load_accepted
-from mlplatform.lib.landing import days, land
+from mlplatform.lib.features.build import build_day
+from mlplatform.lib.ingestion.ingest import ingest_batch, load_accepted
+from mlplatform.lib.ingestion.landing import days, land
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
 

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from common import prepare
 
-from mlplatform.lib.feature_store import (
+from mlplatform.lib.features.build import build_day
+from mlplatform.lib.features.feature_store import (
     apply,
     feature_matrix,
     feature_vector,
@@ -33,10 +34,9 @@ from mlplatform.lib.feature_store import (
     open_store,
     service_of,
 )
-from mlplatform.lib.features import build_day
-from mlplatform.lib.landing import days
+from mlplatform.lib.features.tables import EVENT_TS, local_midnight
+from mlplatform.lib.ingestion.landing import days
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tables import EVENT_TS, local_midnight
 from mlplatform.problems import Problem, get_problem
 
 START, END = date(2013, 1, 1), date(2013, 3, 31)

@@ -3,7 +3,7 @@
 Data: 2013-01-01..02-04 landed, validated and featurized through the platform's own
 functions (``common.prepare``); the training set (01-01..01-28) and the 7-day holdout
 (01-29..02-04, the spec's holdout_days) joined point-in-time through Feast as the
-training asset does. Then ``lib.calibration.calibrate`` with the spec's gates:
+training asset does. Then ``lib.evaluation.calibration.calibrate`` with the spec's gates:
 
 - A/A: pairs of fixed-parameter LightGBM fits with different seeds (no real difference);
 - power: the second model of each pair made worse by a known AUC drop overall (0.03) or on
@@ -32,11 +32,11 @@ from pathlib import Path
 import pandas as pd
 from common import prepare
 
-from mlplatform.lib import calibration as cal
-from mlplatform.lib.feature_store import apply, feature_vectors, open_store, service_of
-from mlplatform.lib.landing import days
+from mlplatform.lib.evaluation import calibration as cal
+from mlplatform.lib.features.feature_store import apply, feature_vectors, open_store, service_of
+from mlplatform.lib.features.training_set import assemble, labelled
+from mlplatform.lib.ingestion.landing import days
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.training_set import assemble, labelled
 from mlplatform.problems import Problem, get_problem
 
 START, TRAIN_END, END = date(2013, 1, 1), date(2013, 1, 28), date(2013, 2, 4)

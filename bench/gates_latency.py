@@ -6,8 +6,8 @@ trainings of the same fixed parameters with different seeds (versions 1 and 2), 
 platform's own Dagster jobs.
 
 Each trial times the two versions as candidate and champion exactly as the evaluation asset
-does (``lib.evaluation.time_interleaved``: the spec's requests per round, through
-``lib.scoring.OnlineScorer``, interleaved, ``LATENCY_ROUNDS`` rounds) while one busy-loop
+does (``lib.evaluation.metrics.time_interleaved``: the spec's requests per round, through
+``lib.deployment.scoring.OnlineScorer``, interleaved, ``LATENCY_ROUNDS`` rounds) while one busy-loop
 process per core spins, and asks the spec's ``p99_latency`` gate. Two seeds of the same fit
 are the same model for latency: every refusal is a flip caused by the load.
 
@@ -114,10 +114,10 @@ def measure(trials: int, root: Path | None = None) -> dict[str, Any]:
     """
     import pandas as pd
 
-    from mlplatform.lib import evaluation as ev
-    from mlplatform.lib import gates
-    from mlplatform.lib import registry as reg
-    from mlplatform.lib.scoring import OnlineScorer
+    from mlplatform.lib.deployment import registry as reg
+    from mlplatform.lib.deployment.scoring import OnlineScorer
+    from mlplatform.lib.evaluation import gates
+    from mlplatform.lib.evaluation import metrics as ev
     from mlplatform.lib.tracking import local_tracking
 
     root = root or _prepared()

@@ -26,18 +26,18 @@ from common import prepare
 
 from mlplatform import production
 from mlplatform.defs.jobs import daily_job_name, features_job_name
-from mlplatform.lib import training as tr
-from mlplatform.lib.distributed import fit_dask
-from mlplatform.lib.feature_store import (
+from mlplatform.lib.features.feature_store import (
     apply,
     feature_matrix,
     feature_vectors,
     open_store,
     service_of,
 )
-from mlplatform.lib.landing import days
+from mlplatform.lib.features.training_set import assemble, labelled
+from mlplatform.lib.ingestion.landing import days
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.training_set import assemble, labelled
+from mlplatform.lib.training import model as tr
+from mlplatform.lib.training.distributed import fit_dask
 from mlplatform.problems import get_problem
 from mlplatform.resources import DaskResource
 from mlplatform_tests.services import missing_services, pg_database, pg_url, redis_db

@@ -6,7 +6,7 @@ point-in-time through Feast as the training asset does (``labelled``,
 ``feature_vectors(online=False)``, ``assemble``); the flights that never arrive are joined
 the same way and kept apart. Cached as Parquet in the data folder.
 
-Every model comes from ``lib.training.train_candidate`` (the spec's encoding, monotone
+Every model comes from ``lib.training.model.train_candidate`` (the spec's encoding, monotone
 constraints, time split and stopping rule) with fixed, seeded parameters (``PARAMS``):
 
 - features (issue 13 part 2): train Jan-Oct, test Nov-Dec, with the spec's features minus
@@ -37,19 +37,19 @@ import numpy as np
 import pandas as pd
 from common import prepare
 
-from mlplatform.lib import training as tr
-from mlplatform.lib.feature_store import (
+from mlplatform.lib.features.build import label
+from mlplatform.lib.features.feature_store import (
     apply,
     feature_matrix,
     feature_vectors,
     open_store,
     service_of,
 )
-from mlplatform.lib.features import label
-from mlplatform.lib.landing import days
+from mlplatform.lib.features.tables import EVENT_TS
+from mlplatform.lib.features.training_set import assemble, labelled
+from mlplatform.lib.ingestion.landing import days
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tables import EVENT_TS
-from mlplatform.lib.training_set import assemble, labelled
+from mlplatform.lib.training import model as tr
 from mlplatform.problems import Problem, get_problem
 from mlplatform.spec import ProblemSpec, TrainingSpec
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlplatform.lib.landing import days
+from mlplatform.lib.ingestion.landing import days
 from mlplatform.problems import get_problem
 from mlplatform.replay import replay
 from mlplatform_tests.helpers import Platform, failure_messages

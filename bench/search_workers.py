@@ -23,22 +23,22 @@ from pathlib import Path
 
 from common import prepare
 
-from mlplatform.lib import training as tr
-from mlplatform.lib.feature_store import (
+from mlplatform.lib.features.feature_store import (
     apply,
     feature_matrix,
     feature_vectors,
     open_store,
     service_of,
 )
-from mlplatform.lib.landing import days
+from mlplatform.lib.features.training_set import assemble, labelled
+from mlplatform.lib.ingestion.landing import days
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.training_set import assemble, labelled
+from mlplatform.lib.training import model as tr
 from mlplatform.problems import get_problem
 
 START, END = date(2013, 1, 1), date(2013, 1, 31)
 TRIALS = 24
-# name: workers of lib.training.search (each trial on 2 // workers LightGBM threads)
+# name: workers of lib.training.model.search (each trial on 2 // workers LightGBM threads)
 CONFIGS = {
     "1 worker x 2 threads": 1,
     "1 worker x 1 thread": 1,

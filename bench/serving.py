@@ -36,7 +36,7 @@ import numpy as np
 from common import definitions, free_port, prepare, start_service
 
 from mlplatform.defs.jobs import feature_store_job_name, training_job_name
-from mlplatform.lib import registry as reg
+from mlplatform.lib.deployment import registry as reg
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tracking import local_tracking, registered_versions
 from mlplatform.problems import get_problem
@@ -114,8 +114,8 @@ def summary(log: list) -> dict:
 
 def raw_predict_p99(lake: DataLake, requests: list[dict]) -> float:
     """The same model's one-row predict, on rows encoded as the service encodes them."""
-    from mlplatform.lib.feature_store import open_store, service_of
-    from mlplatform.lib.scoring import OnlineScorer
+    from mlplatform.lib.deployment.scoring import OnlineScorer
+    from mlplatform.lib.features.feature_store import open_store, service_of
 
     problem = get_problem("flight_delay")
     tracking = local_tracking(lake.root)

@@ -23,17 +23,17 @@ from common import prepare
 
 from mlplatform.definitions import build_definitions
 from mlplatform.defs.jobs import training_job_name
-from mlplatform.lib import training as tr
-from mlplatform.lib.feature_store import (
+from mlplatform.lib.features.feature_store import (
     apply,
     feature_matrix,
     feature_vectors,
     open_store,
     service_of,
 )
-from mlplatform.lib.landing import days
+from mlplatform.lib.features.training_set import assemble, data_version, labelled
+from mlplatform.lib.ingestion.landing import days
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.training_set import assemble, data_version, labelled
+from mlplatform.lib.training import model as tr
 from mlplatform.problems import get_problem
 from mlplatform.resources import FeastResource, LakeResource, MlflowResource
 

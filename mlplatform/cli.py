@@ -49,7 +49,7 @@ def _instance():
 
 def cmd_land(args: argparse.Namespace) -> int:
     """Write the problem's exports for a range of days into the landing zone."""
-    from mlplatform.lib.landing import land
+    from mlplatform.lib.ingestion.landing import land
     from mlplatform.problems import get_problem
 
     problem, lake = get_problem(args.problem), _lake()
@@ -230,8 +230,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     failed checks of the daily batches (who, why), recorded in the checks' metadata.
     """
     from mlplatform.defs.jobs import daily_job_name, reference_job_name
-    from mlplatform.lib.ingest import OVERRIDABLE, describe_rejection
-    from mlplatform.lib.landing import check_range, days
+    from mlplatform.lib.ingestion.ingest import OVERRIDABLE, describe_rejection
+    from mlplatform.lib.ingestion.landing import check_range, days
     from mlplatform.lib.names import raw_table
     from mlplatform.problems import get_problem
 
@@ -288,7 +288,7 @@ def _overridden(report: dict) -> list[str]:
 def cmd_features(args: argparse.Namespace) -> int:
     """Build the feature tables for a range of days, then the online store and training set."""
     from mlplatform.defs.jobs import feature_store_job_name, features_job_name
-    from mlplatform.lib.landing import check_range, days
+    from mlplatform.lib.ingestion.landing import check_range, days
     from mlplatform.problems import get_problem
 
     problem = get_problem(args.problem)
@@ -302,7 +302,7 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     """Score one day's scheduled requests with the champion into ``batch_predictions``."""
     from mlplatform.defs.deployment.batch import batch_job_name
-    from mlplatform.lib.landing import check_range
+    from mlplatform.lib.ingestion.landing import check_range
     from mlplatform.problems import get_problem
 
     problem = get_problem(args.problem)
@@ -368,7 +368,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """
     from mlplatform.defs.jobs import training_job_name
     from mlplatform.defs.training.model import training_lock
-    from mlplatform.lib.training import exclusive
+    from mlplatform.lib.training.model import exclusive
     from mlplatform.problems import get_problem
 
     problem = get_problem(args.problem)
@@ -423,7 +423,7 @@ def cmd_gates_calibrate(args: argparse.Namespace) -> int:
     """Measure the comparison gates on the problem's latest training set and holdout."""
     import pandas as pd
 
-    from mlplatform.lib import calibration as cal
+    from mlplatform.lib.evaluation import calibration as cal
     from mlplatform.problems import get_problem
 
     problem, lake = get_problem(args.problem), _lake()
@@ -524,8 +524,8 @@ def _transition(problem_name: str, action: str, reason: str, actor: str, share: 
     import time
 
     # the alias move and the service's refresh first; Dagster loads after traffic moved
-    from mlplatform.lib import registry as reg
-    from mlplatform.lib.rollout import apply
+    from mlplatform.lib.deployment import registry as reg
+    from mlplatform.lib.deployment.rollout import apply
     from mlplatform.problems import get_problem
     from mlplatform.serving.server import call, service_url
 
@@ -593,7 +593,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from mlplatform.defs.features.stream import report_push
-    from mlplatform.lib.stream import push_hour
+    from mlplatform.lib.features.stream import push_hour
     from mlplatform.problems import get_problem
     from mlplatform.resources import open_resources
 
@@ -656,7 +656,7 @@ def _dashboard_path() -> str:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Open Evidently's UI on the problem's monitoring dashboard (replaces this process)."""
-    from mlplatform.lib.dashboard import ensure_project, open_workspace
+    from mlplatform.lib.monitoring.dashboard import ensure_project, open_workspace
     from mlplatform.problems import get_problem
 
     problem = get_problem(args.problem)

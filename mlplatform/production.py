@@ -134,7 +134,7 @@ def pipeline(problem_name: str, start: date, end: date) -> list[tuple[str, str |
         reference_job_name,
         training_job_name,
     )
-    from mlplatform.lib.landing import days
+    from mlplatform.lib.ingestion.landing import days
     from mlplatform.problems import get_problem
 
     problem = get_problem(problem_name)
@@ -155,7 +155,7 @@ def _say(line: str) -> None:
 
 def demo(problem_name: str, start: date, end: date) -> int:
     """Land the days, then run the demo's pipeline through the profile's executor."""
-    from mlplatform.lib.landing import land
+    from mlplatform.lib.ingestion.landing import land
     from mlplatform.lib.storage import DataLake
     from mlplatform.problems import get_problem
     from mlplatform.settings import data_dir, ensure_dagster_home, environment

@@ -15,7 +15,7 @@ Each simulated day, on the platform clock (``MLPLATFORM_NOW``), in the problem's
 Nothing here decides what to run: Dagster's sensors, schedule and automation conditions
 are evaluated through Dagster's own APIs and their run requests executed in-process on
 the project's instance, with the tags the daemon would give them (a run key already run
-is not run again). Each day leaves a row in the timeline (``lib.timeline``).
+is not run again). Each day leaves a row in the timeline (``lib.monitoring.timeline``).
 """
 
 import contextlib
@@ -39,7 +39,7 @@ from mlplatform.defs.automation import AUTOMATION_SENSOR, retrain_job_name
 from mlplatform.defs.deployment.sensors import rollout_sensor_name
 from mlplatform.defs.monitoring.alerts import alert_sensor_name
 from mlplatform.errors import PlatformError
-from mlplatform.lib.landing import days, land
+from mlplatform.lib.ingestion.landing import days, land
 from mlplatform.lib.names import raw_table
 from mlplatform.problems import Problem
 from mlplatform.runs import owner_tags
@@ -47,9 +47,9 @@ from mlplatform.runs import owner_tags
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlplatform.lib.registry import LoadedModel
+    from mlplatform.lib.deployment.registry import LoadedModel
+    from mlplatform.lib.monitoring.timeline import Timeline
     from mlplatform.lib.storage import DataLake
-    from mlplatform.lib.timeline import Timeline
     from mlplatform.serving.runtime import Runtime
 
 MORNING, SERVING, EVENING = time(6), time(7), time(23)
@@ -124,7 +124,7 @@ class Replay:
         resources: dict[str, Any],
         retrain_ops: dict[str, Any] | None = None,
     ) -> None:
-        from mlplatform.lib.timeline import replays_dir
+        from mlplatform.lib.monitoring.timeline import replays_dir
 
         self.problem, self.defs, self.instance = problem, definitions, instance
         self.resources = resources
@@ -317,7 +317,7 @@ class Replay:
         import pandas as pd
 
         from mlplatform.defs.features.stream import report_push
-        from mlplatform.lib.stream import HOUR, push_hour
+        from mlplatform.lib.features.stream import HOUR, push_hour
 
         events = 0
         for source in self.problem.spec.stream_sources():
@@ -340,8 +340,8 @@ class Replay:
         """
         import pandas as pd
 
-        from mlplatform.lib.stream import HOUR, EventLog
-        from mlplatform.lib.tables import local_midnight
+        from mlplatform.lib.features.stream import HOUR, EventLog
+        from mlplatform.lib.features.tables import local_midnight
 
         tz = self.problem.spec.partitioning.timezone
         back = max((t.trailing_days for t in self.problem.feature_tables() if t.stream), default=0)
@@ -367,7 +367,7 @@ class Replay:
         """
         import pandas as pd
 
-        from mlplatform.lib.features import day_hours
+        from mlplatform.lib.features.build import day_hours
 
         requests = self.requests(day)
         field = self.problem.spec.prediction_time
@@ -471,8 +471,8 @@ def drift_figures(instance: dg.DagsterInstance, key: dg.AssetKey, day: date) -> 
 
 def retrain_event(problem: Problem, tracking: Any, run: Launched, day: date) -> Any:
     """What one retrain run did: trigger, candidate version, verdict, new alias."""
-    from mlplatform.lib import registry as reg
-    from mlplatform.lib.timeline import Event
+    from mlplatform.lib.deployment import registry as reg
+    from mlplatform.lib.monitoring.timeline import Event
 
     version, verdict, promoted = "", "failed before the gates", ""
     for event in run.result.get_asset_materialization_events():
@@ -566,9 +566,9 @@ def replay(
     The champion at the start is the frozen first model. Raises ``ReplayError`` when no
     champion exists yet (``mlplatform train``, which ``make demo`` runs, makes one).
     """
-    from mlplatform.lib import registry as reg
-    from mlplatform.lib.deployment import DeploymentLog, kind, plan
-    from mlplatform.lib.timeline import Event, Timeline, replay_dir
+    from mlplatform.lib.deployment import registry as reg
+    from mlplatform.lib.deployment.log import DeploymentLog, kind, plan
+    from mlplatform.lib.monitoring.timeline import Event, Timeline, replay_dir
 
     spec = problem.spec
     last = spec.partitioning.end - timedelta(days=1)

@@ -8,15 +8,15 @@ from typing import Any
 
 import dagster as dg
 
-from mlplatform.lib.alerts import AlertLog
-from mlplatform.lib.dashboard import workspace_status
-from mlplatform.lib.deployment import DeploymentLog, is_rollback
-from mlplatform.lib.deployment import status as deployment_status
-from mlplatform.lib.landing import Pending, pending, reference_changes
+from mlplatform.lib.deployment.log import DeploymentLog, is_rollback
+from mlplatform.lib.deployment.log import status as deployment_status
+from mlplatform.lib.deployment.registry import RegistryError, aliases, last_verdict
+from mlplatform.lib.ingestion.landing import Pending, pending, reference_changes
+from mlplatform.lib.monitoring.alerts import AlertLog
+from mlplatform.lib.monitoring.dashboard import workspace_status
+from mlplatform.lib.monitoring.timeline import latest_timeline
 from mlplatform.lib.names import raw_table
-from mlplatform.lib.registry import RegistryError, aliases, last_verdict
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.timeline import latest_timeline
 from mlplatform.lib.tracking import Tracking, local_tracking, registered_versions
 from mlplatform.problems import Problem
 from mlplatform.serving.server import service_status

@@ -18,7 +18,7 @@ from mlplatform.defs.jobs import (
     reference_job_name,
     training_job_name,
 )
-from mlplatform.lib.landing import land
+from mlplatform.lib.ingestion.landing import land
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
 from mlplatform.resources import FeastResource, LakeResource, MlflowResource

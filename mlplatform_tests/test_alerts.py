@@ -21,7 +21,7 @@ import pytest
 
 from mlplatform import settings
 from mlplatform.defs.monitoring.alerts import alert_sensor_name
-from mlplatform.lib.alerts import AlertLog
+from mlplatform.lib.monitoring.alerts import AlertLog
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource
 from mlplatform.status import problem_status

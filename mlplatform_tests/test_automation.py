@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from mlplatform.defs.automation import retrain_job_name
-from mlplatform.lib.retraining import rails
+from mlplatform.lib.monitoring.retraining import rails
 from mlplatform.problems import Problem
 from mlplatform.spec import RetrainingSpec
 from mlplatform_tests.helpers import (

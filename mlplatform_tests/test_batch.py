@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from mlplatform.cli import main
-from mlplatform.lib.batch import PREDICTION, TABLE, feature_column
-from mlplatform.lib.skew import Tolerance, compare, served_matrix
+from mlplatform.lib.deployment.batch import PREDICTION, TABLE, feature_column
+from mlplatform.lib.monitoring.skew import Tolerance, compare, served_matrix
 from mlplatform_tests.helpers import QUIET, failure_messages
 from mlplatform_tests.test_skew import NAME, _serve_hourly
 from mlplatform_tests.test_skew import serving as serving  # the module-scoped fixture, reused
@@ -41,9 +41,9 @@ def _materialize(platform: Any, day: str) -> dict[str, Any]:
 def test_a_days_batch_scores_equal_the_online_answers_at_the_same_prediction_times(
     serving: tuple[Any, Any],
 ) -> None:
-    from mlplatform.lib import registry as reg
-    from mlplatform.lib.batch import score_requests
-    from mlplatform.lib.prediction_log import read_predictions
+    from mlplatform.lib.deployment import registry as reg
+    from mlplatform.lib.deployment.batch import score_requests
+    from mlplatform.lib.deployment.prediction_log import read_predictions
     from mlplatform.lib.tracking import local_tracking
 
     platform, runtime = serving

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.lib.dashboard import KINDS, snapshot_id
+from mlplatform.lib.monitoring.dashboard import KINDS, snapshot_id
 from mlplatform.problems import Problem
 from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, failure_messages
 
@@ -138,7 +138,7 @@ def test_snapshots_hold_the_days_figures_per_version_and_per_slice(
     from evidently.ui.workspace import Workspace
     from sklearn.metrics import roc_auc_score
 
-    from mlplatform.lib.dashboard import MIN_GROUP_ROWS
+    from mlplatform.lib.monitoring.dashboard import MIN_GROUP_ROWS
 
     platform, runs = monitored
     workspace = Workspace(str(platform.lake.root / "evidently"))

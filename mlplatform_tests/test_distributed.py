@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.lib import training as tr
-from mlplatform.lib.distributed import best_round, fit_dask
+from mlplatform.lib.training import model as tr
+from mlplatform.lib.training.distributed import best_round, fit_dask
 from mlplatform.problems import Problem
 from mlplatform.resources import DaskResource
 from mlplatform_tests.helpers import Platform
@@ -35,7 +35,7 @@ def test_the_dask_fit_matches_the_single_machine_fit_on_the_same_data(
             "stopping": "early",  # the rule fit_dask mirrors
         }
     )
-    from mlplatform.lib.feature_store import feature_matrix
+    from mlplatform.lib.features.feature_store import feature_matrix
 
     matrix = feature_matrix(training, spec)
     encoding = tr.fit_encoding(matrix, spec)

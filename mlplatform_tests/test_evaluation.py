@@ -13,7 +13,7 @@ import pytest
 
 from mlplatform.defs.evaluation.assets import IMPORTANCE_EXAMPLES
 from mlplatform.defs.evaluation.report import logged_model_id
-from mlplatform.lib import registry as reg
+from mlplatform.lib.deployment import registry as reg
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import Problem
 from mlplatform_tests.helpers import (
@@ -192,8 +192,8 @@ def test_contributions_add_up_to_the_raw_score_and_rank_the_features(
     import numpy as np
     import pandas as pd
 
-    from mlplatform.lib.explain import BIAS, contributions, global_importance
-    from mlplatform.lib.feature_store import feature_matrix
+    from mlplatform.lib.evaluation.explain import BIAS, contributions, global_importance
+    from mlplatform.lib.features.feature_store import feature_matrix
 
     platform, result = gated
     model = reg.load_version(local_tracking(platform.lake.root), "flight_delay", "1")

@@ -6,20 +6,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlplatform.lib.feature_store import (
+from mlplatform.lib.features.feature_store import (
     feature_matrix,
     feature_vector,
     feature_vectors,
     online_vector,
 )
-from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tables import EVENT_TS, local_midnight
-from mlplatform.lib.training_set import (
+from mlplatform.lib.features.tables import EVENT_TS, local_midnight
+from mlplatform.lib.features.training_set import (
     data_version,
     leakage_audit,
     point_in_time_audit,
     row_keys,
 )
+from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
 from mlplatform_tests.helpers import Platform, checks, materialized
 

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.lib import calibration as cal
-from mlplatform.lib import evaluation as ev
-from mlplatform.lib import gates
-from mlplatform.lib.comparison import adjust, compare, delong, holm
+from mlplatform.lib.evaluation import calibration as cal
+from mlplatform.lib.evaluation import gates
+from mlplatform.lib.evaluation import metrics as ev
+from mlplatform.lib.evaluation.comparison import adjust, compare, delong, holm
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import Problem

@@ -5,7 +5,7 @@ from datetime import date
 import dagster as dg
 import pandas as pd
 
-from mlplatform.lib.ingest import content_hash
+from mlplatform.lib.ingestion.ingest import content_hash
 from mlplatform.problems.flight_delay.source import export_day
 from mlplatform_tests.helpers import Platform, checks, materialized
 

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from mlplatform.cli import main
-from mlplatform.lib.drift import column_drift
-from mlplatform.lib.ingest import check_batch, describe_rejection
-from mlplatform.lib.monitoring import drift
-from mlplatform.lib.reading import read_batch
-from mlplatform.lib.validation import check_volume, localize_timestamps, validate_schema
+from mlplatform.lib.ingestion.ingest import check_batch, describe_rejection
+from mlplatform.lib.ingestion.reading import read_batch
+from mlplatform.lib.ingestion.validation import check_volume, localize_timestamps, validate_schema
+from mlplatform.lib.monitoring.drift import column_drift
+from mlplatform.lib.monitoring.outcomes import drift
 from mlplatform.problems import Problem
 from mlplatform.problems.flight_delay.schemas import FlightsSchema
 from mlplatform.problems.flight_delay.source import export_day
@@ -399,7 +399,7 @@ def test_column_drift_scores_what_it_can_and_says_what_it_cannot() -> None:
 def test_monitoring_drift_reports_a_feature_without_values_instead_of_raising(
     problem: Problem, tmp_path: Path
 ) -> None:
-    """The monitoring drift report shares lib.drift: a feature served all-missing."""
+    """The monitoring drift report shares lib.monitoring.drift: a feature served all-missing."""
     spec = problem.spec
     flights = export_day("flights", date(2013, 2, 15))
     weather = export_day("weather", date(2013, 2, 15))

@@ -1,8 +1,8 @@
 """The latency gate: candidate and champion timed together, interleaved, over rounds.
 
 One module-scoped lake with a trained, registered model (version 1) and its Feast online
-store; every timing goes through the serving path (``lib.scoring.OnlineScorer``) with real
-holdout flights as requests, as the evaluation asset times them.
+store; every timing goes through the serving path (``lib.deployment.scoring.OnlineScorer``)
+with real holdout flights as requests, as the evaluation asset times them.
 """
 
 import functools
@@ -17,10 +17,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mlplatform.lib import evaluation as ev
-from mlplatform.lib import gates
-from mlplatform.lib import registry as reg
-from mlplatform.lib.scoring import OnlineScorer
+from mlplatform.lib.deployment import registry as reg
+from mlplatform.lib.deployment.scoring import OnlineScorer
+from mlplatform.lib.evaluation import gates
+from mlplatform.lib.evaluation import metrics as ev
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import Problem
 from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, tuned_problem

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from mlplatform.lib.checks import CheckOutcome
-from mlplatform.lib.evaluation import metric
-from mlplatform.lib.explain import BIAS, global_importance
-from mlplatform.lib.model_card import CardFacts, metric_interval, render
+from mlplatform.lib.evaluation.explain import BIAS, global_importance
+from mlplatform.lib.evaluation.metrics import metric
+from mlplatform.lib.evaluation.model_card import CardFacts, metric_interval, render
 from mlplatform.problems import Problem
 
 

@@ -20,7 +20,7 @@ import pytest
 from mlplatform import production
 from mlplatform.definitions import build_definitions
 from mlplatform.errors import UsageError
-from mlplatform.lib.feature_store import online_row_counts
+from mlplatform.lib.features.feature_store import online_row_counts
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem, problems
 from mlplatform.resources import (

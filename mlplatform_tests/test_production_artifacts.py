@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.definitions import build_definitions
-from mlplatform.lib import registry as reg
+from mlplatform.lib.deployment import registry as reg
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.tracking import Tracking
 from mlplatform.problems import Problem
@@ -111,7 +111,7 @@ def test_training_evaluation_and_serving_need_only_the_tracking_servers_url(
     empty.mkdir()
     script = (
         "import json, sys\n"
-        "from mlplatform.lib.registry import load_version\n"
+        "from mlplatform.lib.deployment.registry import load_version\n"
         "from mlplatform.lib.tracking import Tracking\n"
         "m = load_version(Tracking(sys.argv[1]), 'flight_delay', sys.argv[2])\n"
         "row = [0.0] * len(m.encoding.features)\n"
@@ -163,8 +163,8 @@ def test_a_version_whose_artifacts_are_gone_from_the_server_fails_by_version_and
 def test_a_study_in_postgres_runs_its_trials_on_two_workers_at_once(
     server: tuple[str, Path, str], featured_base: Path, problem: Problem
 ) -> None:
-    from mlplatform.lib import training as tr
-    from mlplatform.lib.feature_store import feature_matrix
+    from mlplatform.lib.features.feature_store import feature_matrix
+    from mlplatform.lib.training import model as tr
 
     _, _, optuna_url = server
     spec = problem.spec

@@ -19,7 +19,7 @@ import pytest
 
 from mlplatform.defs.automation import keep_previous
 from mlplatform.defs.features.assets import complete_days
-from mlplatform.lib.landing import landed_hash, pending
+from mlplatform.lib.ingestion.landing import landed_hash, pending
 from mlplatform.lib.storage import RejectedDayError
 from mlplatform.status import problem_status
 from mlplatform_tests.helpers import QUIET, Platform, failure_messages, materialized

@@ -15,9 +15,9 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from mlplatform.lib.alerts import AlertLog
-from mlplatform.lib.deployment import DeploymentLog, is_rollback
-from mlplatform.lib.timeline import Timeline, replays_dir
+from mlplatform.lib.deployment.log import DeploymentLog, is_rollback
+from mlplatform.lib.monitoring.alerts import AlertLog
+from mlplatform.lib.monitoring.timeline import Timeline, replays_dir
 from mlplatform.problems import Problem
 from mlplatform.replay import AlreadyReplayed, ReplayError, replay
 from mlplatform.status import problem_status

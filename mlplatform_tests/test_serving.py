@@ -19,10 +19,10 @@ import httpx
 import pandas as pd
 import pytest
 
-from mlplatform.lib import registry as reg
-from mlplatform.lib.deployment import DeploymentLog, is_rollback
-from mlplatform.lib.prediction_log import read_predictions
-from mlplatform.lib.rollout import request_key, routes_to_challenger
+from mlplatform.lib.deployment import registry as reg
+from mlplatform.lib.deployment.log import DeploymentLog, is_rollback
+from mlplatform.lib.deployment.prediction_log import read_predictions
+from mlplatform.lib.deployment.rollout import request_key, routes_to_challenger
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import Problem
 from mlplatform.serving.client import as_requests
@@ -276,7 +276,7 @@ def test_a_challenger_worse_online_is_rolled_back_by_the_sensor(
 def test_the_kill_switch_sends_every_request_to_the_champion(
     served: tuple[Platform, Background],
 ) -> None:
-    from mlplatform.lib.rollout import RolloutError, apply
+    from mlplatform.lib.deployment.rollout import RolloutError, apply
 
     platform, service = served
     assert platform.run_gated_training(params=BETTER, **FAST).success  # same model as v2
@@ -392,7 +392,7 @@ def test_a_killed_service_loses_no_request_answered_before_the_last_flush(
 
 
 def test_the_prediction_log_flushes_a_full_buffer_at_once(tmp_path: Path) -> None:
-    from mlplatform.lib.prediction_log import PredictionLog
+    from mlplatform.lib.deployment.prediction_log import PredictionLog
 
     log = PredictionLog(tmp_path, "p", flush_rows=3, flush_seconds=3600)  # no timer started
     for i in range(2):
@@ -465,7 +465,7 @@ def test_a_graceful_stop_flushes_every_workers_log_and_the_announcement(
 def test_a_new_challenger_ends_a_running_shadow_in_the_log(
     served: tuple[Platform, Background],
 ) -> None:
-    from mlplatform.lib.rollout import apply
+    from mlplatform.lib.deployment.rollout import apply
 
     platform, _ = served
     tracking = local_tracking(platform.lake.root)

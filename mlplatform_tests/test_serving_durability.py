@@ -25,7 +25,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from mlplatform.lib.prediction_log import PredictionLog, log_dir, read_predictions
+from mlplatform.lib.deployment.prediction_log import PredictionLog, log_dir, read_predictions
 from mlplatform.problems import Problem
 from mlplatform.serving.client import as_requests, wait_until_up
 from mlplatform.serving.server import announced, service_file, service_url

@@ -20,9 +20,9 @@ import dagster as dg
 import httpx
 import pytest
 
-from mlplatform.lib import registry as reg
-from mlplatform.lib.deployment import DeploymentLog, Transition
-from mlplatform.lib.rollout import RolloutError, apply
+from mlplatform.lib.deployment import registry as reg
+from mlplatform.lib.deployment.log import DeploymentLog, Transition
+from mlplatform.lib.deployment.rollout import RolloutError, apply
 from mlplatform.lib.tracking import Tracking, local_tracking
 from mlplatform.problems import Problem
 from mlplatform.serving.client import as_requests

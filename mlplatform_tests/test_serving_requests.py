@@ -27,9 +27,9 @@ import pytest
 from pandera.typing import Series
 
 from mlplatform.defs.jobs import monitoring_job_name
-from mlplatform.lib.prediction_log import read_predictions
-from mlplatform.lib.request_schema import request_model
-from mlplatform.lib.scoring import degraded
+from mlplatform.lib.deployment.prediction_log import read_predictions
+from mlplatform.lib.deployment.request_schema import request_model
+from mlplatform.lib.deployment.scoring import degraded
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import Problem
 from mlplatform.problems.flight_delay.request import Request

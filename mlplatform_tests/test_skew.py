@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlplatform.lib.skew import (
+from mlplatform.lib.monitoring.skew import (
     Tolerance,
     comparable,
     compare,
@@ -191,7 +191,7 @@ def serving(
     tmp_path_factory: pytest.TempPathFactory, featured_base: Path, problem: Problem
 ) -> Iterator[tuple[Platform, Any]]:
     """Champion 1 (stump) and challenger 2 (better) through the gates; a Runtime over them."""
-    from mlplatform.lib import registry as reg
+    from mlplatform.lib.deployment import registry as reg
     from mlplatform.lib.tracking import local_tracking
     from mlplatform.serving.server import build_runtime
     from mlplatform_tests.helpers import BETTER

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from mlplatform.defs.features.stream import report_push, stream_key
-from mlplatform.lib.feature_store import online_vector, service_of
-from mlplatform.lib.features import day_hours
+from mlplatform.lib.features.build import day_hours
+from mlplatform.lib.features.feature_store import online_vector, service_of
+from mlplatform.lib.features.stream import EventLog, PushRefused, push_hour, stream_rows
+from mlplatform.lib.features.tables import EVENT_TS
 from mlplatform.lib.names import features_table
-from mlplatform.lib.stream import EventLog, PushRefused, push_hour, stream_rows
-from mlplatform.lib.tables import EVENT_TS
 from mlplatform.problems import Problem
 from mlplatform.problems.flight_delay.features import operational, previous_departure
 from mlplatform.problems.flight_delay.source import flight_events
@@ -239,8 +239,8 @@ def test_online_parity_leaves_out_rows_pushed_after_the_evening_batch(
     featured: Platform, problem: Problem
 ) -> None:
     """A retrain at 06:00 finds this morning's pushes online; parity still holds."""
-    from mlplatform.lib.feature_store import parity_sample
-    from mlplatform.lib.training_set import parity_audit
+    from mlplatform.lib.features.feature_store import parity_sample
+    from mlplatform.lib.features.training_set import parity_audit
 
     store = featured.feast.store(problem)
     # the 7th as a running feed pushed it (from its schedule, out at 23:00 the evening

@@ -165,8 +165,8 @@ def test_one_request_encodes_like_the_training_matrix(featured_base: Path) -> No
     import numpy as np
     import pandas as pd
 
-    from mlplatform.lib.feature_store import feature_matrix
-    from mlplatform.lib.training import Encoding, fit_encoding
+    from mlplatform.lib.features.feature_store import feature_matrix
+    from mlplatform.lib.training.model import Encoding, fit_encoding
     from mlplatform.problems import get_problem
 
     spec = get_problem("flight_delay").spec

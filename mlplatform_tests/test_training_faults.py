@@ -1,6 +1,6 @@
 """Training under crashes and concurrency: kills, resumes, a second training, lost runs.
 
-The searches run the real training path (``lib.training.train_candidate``, or the
+The searches run the real training path (``lib.training.model.train_candidate``, or the
 ``model_candidate`` asset) on the featured lake's real training set, in a subprocess that
 is SIGKILLed; what resumes is compared with an uninterrupted run of the same settings.
 """
@@ -35,7 +35,7 @@ BUDGET = {"validation_days": 2, "n_trials": 10, "max_rounds": 120, "early_stoppi
 SEARCH = """
 import sys
 import pandas as pd
-from mlplatform.lib import training as tr
+from mlplatform.lib.training import model as tr
 from mlplatform.problems import get_problem
 spec = get_problem("flight_delay").spec
 cfg = spec.training.model_copy(update={budget!r})
@@ -98,8 +98,8 @@ def test_a_study_killed_at_any_point_resumes_to_the_same_trials_and_model(
 ) -> None:
     import pandas as pd
 
-    from mlplatform.lib import training as tr
     from mlplatform.lib.storage import DataLake
+    from mlplatform.lib.training import model as tr
     from mlplatform.problems import get_problem
 
     latest = DataLake(featured_base).read_latest("flight_delay", "training_set")
@@ -271,7 +271,7 @@ def test_evaluation_judges_the_candidate_of_its_own_run(featured: Platform, prob
 def test_a_missing_model_file_ends_in_one_line_not_a_traceback(
     featured: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from mlplatform.lib import registry as reg
+    from mlplatform.lib.deployment import registry as reg
     from mlplatform.lib.tracking import local_tracking
 
     assert featured.run_training(**STUMP_TRAINING, params=STUMP).success

@@ -7,9 +7,9 @@ import pandas as pd
 import pydantic
 import pytest
 
-from mlplatform.lib import training as tr
-from mlplatform.lib.feature_store import feature_matrix
+from mlplatform.lib.features.feature_store import feature_matrix
 from mlplatform.lib.storage import DataLake
+from mlplatform.lib.training import model as tr
 from mlplatform.problems import get_problem
 from mlplatform.spec import TrainingSpec
 
@@ -87,7 +87,7 @@ def test_max_rounds_caps_the_refit_rounds() -> None:
 def test_refit_fixed_on_a_dask_cluster_refits_every_day_there(
     featured_base: Path, tmp_path: Path
 ) -> None:
-    from mlplatform.lib.distributed import fit_dask
+    from mlplatform.lib.training.distributed import fit_dask
     from mlplatform.resources import DaskResource
 
     spec = get_problem("flight_delay").spec

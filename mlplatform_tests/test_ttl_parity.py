@@ -17,16 +17,16 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from mlplatform.lib.feature_store import (
+from mlplatform.lib.deployment.scoring import OnlineScorer
+from mlplatform.lib.features.feature_store import (
     feature_matrix,
     feature_vector,
     feature_vectors,
     online_vector,
 )
+from mlplatform.lib.features.tables import EVENT_TS, FeatureTable, local_midnight
+from mlplatform.lib.features.training_set import asof_reference
 from mlplatform.lib.names import features_table
-from mlplatform.lib.scoring import OnlineScorer
-from mlplatform.lib.tables import EVENT_TS, FeatureTable, local_midnight
-from mlplatform.lib.training_set import asof_reference
 from mlplatform.problems import Problem
 from mlplatform_tests.helpers import Platform
 

@@ -5,8 +5,13 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from mlplatform.lib.drift import column_drift
-from mlplatform.lib.validation import check_null_rates, check_timestamps, check_volume, day_bounds
+from mlplatform.lib.ingestion.validation import (
+    check_null_rates,
+    check_timestamps,
+    check_volume,
+    day_bounds,
+)
+from mlplatform.lib.monitoring.drift import column_drift
 from mlplatform.problems.flight_delay.source import export_day
 
 RULE = {"min_history": 3, "warn_range": (0.5, 2.0), "error_range": (0.1, 10.0)}

@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 
 from mlplatform import settings
-from mlplatform.lib.landing import Pending, pending, reference_changes
+from mlplatform.lib.ingestion.landing import Pending, pending, reference_changes
 from mlplatform.lib.names import raw_table
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource, MlflowResource
@@ -253,8 +253,8 @@ def _retrain_decision(
     problem: Problem, instance: dg.DagsterInstance, lake: LakeResource, mlflow: MlflowResource
 ) -> tuple[str | None, int, str | None]:
     """(why not, new labels, champion) under the rails, from the registry and past runs."""
-    from mlplatform.lib import registry as reg
-    from mlplatform.lib.retraining import labels_after, rails, window_end
+    from mlplatform.lib.deployment import registry as reg
+    from mlplatform.lib.monitoring.retraining import labels_after, rails, window_end
 
     tracking = mlflow.tracking()
     champion = reg.aliases(tracking, problem.name).get(reg.CHAMPION)

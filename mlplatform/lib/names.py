@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mlplatform.lib.tables import FeatureTable
+    from mlplatform.lib.features.tables import FeatureTable
 
 SCHEMA = "schema"
 DUPLICATES = "no_duplicate_keys"

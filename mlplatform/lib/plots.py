@@ -50,7 +50,7 @@ def importance(booster: "lgb.Booster", top: int = 20) -> "Figure":
 
 
 def mean_contributions(table: pd.DataFrame, top: int = 20) -> "Figure":
-    """Mean absolute contribution per feature (``lib.explain.global_importance``), top first.
+    """Mean absolute contribution per feature, top first (``explain.global_importance``).
 
     Features that contribute nothing on any row are left out.
     """

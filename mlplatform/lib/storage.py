@@ -59,7 +59,7 @@ class Rejection:
         day: The partition label (ISO day).
         failed: Names of the failed ERROR checks, or the read error of an unreadable file.
         quarantine: Folder holding the rejected files and their report.
-        content_hash: Digest of the rejected landing (see ``lib.ingest.content_hash``).
+        content_hash: Digest of the rejected landing (see ``lib.ingestion.ingest.content_hash``).
         kept: Who kept the previously accepted table despite this landing, and why
             (``by``, ``reason``, ``at``), or None while the day is blocked.
     """

@@ -13,7 +13,7 @@ A problem folder ``problems/<name>/`` contains
 - ``request.py``: ``Request``, the pydantic model of one prediction request (the HTTP
   service validates against it and publishes it in its OpenAPI schema);
 - ``evaluation.py`` (optional): ``SLICES``, derived slice columns by name, and ``CASES``,
-  the behavioural cases (``lib.evaluation.BehaviouralCase``) the spec's gates name;
+  the behavioural cases (``lib.evaluation.metrics.BehaviouralCase``) the spec's gates name;
 - ``feature_repo/``: the Feast repository (``feature_store.yaml`` per profile, and
   ``repo.py`` whose ``definitions(data_dir)`` returns every Feast object by name, the
   feature service under ``"service"``).
@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     import pandera.pandas as pa
     from pydantic import BaseModel
 
-    from mlplatform.lib.evaluation import BehaviouralCase
-    from mlplatform.lib.features import FeatureInputs
-    from mlplatform.lib.tables import FeatureTable
+    from mlplatform.lib.evaluation.metrics import BehaviouralCase
+    from mlplatform.lib.features.build import FeatureInputs
+    from mlplatform.lib.features.tables import FeatureTable
 
 PROBLEMS_DIR = Path(__file__).parent
 
@@ -118,7 +118,7 @@ class Problem:
         """``entity_row`` of every row of ``requests``, as a frame with the same index."""
         import pandas as pd
 
-        from mlplatform.lib.tables import EVENT_TS
+        from mlplatform.lib.features.tables import EVENT_TS
 
         if requests.empty:
             raise ValueError(f"{self.name}: no requests to look features up for")
@@ -132,10 +132,10 @@ class Problem:
         """The pydantic model of one prediction request, as the HTTP service validates it.
 
         The problem's ``Request`` held to the ingestion schema of the spec's target source
-        for the fields they share (``lib.request_schema``): a value ingestion refuses is
+        for the fields they share (``lib.deployment.request_schema``): a value ingestion refuses is
         refused at the door too, and no number, string or time that passes can crash scoring.
         """
-        from mlplatform.lib.request_schema import request_model
+        from mlplatform.lib.deployment.request_schema import request_model
 
         return request_model(self._module("request").Request, self.schema(self.spec.target.source))
 

@@ -9,7 +9,7 @@ import dagster as dg
 if TYPE_CHECKING:
     from distributed import Client
 
-    from mlplatform.lib.training import Data, Fit
+    from mlplatform.lib.training.model import Data, Fit
     from mlplatform.spec import TrainingSpec
 
 LOCAL_CLUSTER = "local"
@@ -56,7 +56,7 @@ class DaskResource(dg.ConfigurableResource):
 
     def fit(self, data: "Data", params: dict[str, Any], cfg: "TrainingSpec") -> "Fit":
         """The final fit through ``lightgbm.dask``, on a client held only for the fit."""
-        from mlplatform.lib.distributed import fit_dask
+        from mlplatform.lib.training.distributed import fit_dask
 
         with self.client() as client:
             if client is None:

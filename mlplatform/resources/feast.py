@@ -26,7 +26,7 @@ class FeastResource(dg.ConfigurableResource):
 
     def store(self, problem: Problem) -> "FeatureStore":
         """The problem's feature store (registry and online store under the data folder)."""
-        from mlplatform.lib.feature_store import open_store
+        from mlplatform.lib.features.feature_store import open_store
 
         variables = {
             "MLPLATFORM_FEAST_REGISTRY": self.registry_url,
@@ -45,6 +45,6 @@ class FeastResource(dg.ConfigurableResource):
 
     def service(self, problem: Problem, store: "FeatureStore") -> "FeatureService":
         """The feature service the problem's model reads, as registered in ``store``."""
-        from mlplatform.lib.feature_store import service_of
+        from mlplatform.lib.features.feature_store import service_of
 
         return service_of(problem, store, self.lake.lake().root)

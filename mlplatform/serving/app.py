@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
 
-from mlplatform.lib.deployment import status as deployment_status
+from mlplatform.lib.deployment.log import status as deployment_status
 from mlplatform.serving.runtime import NoChampionError, Runtime
 
 log = logging.getLogger("mlplatform.serving")
@@ -317,7 +317,7 @@ def create_app(
     def push_events(source: str, body: Push) -> dict[str, Any]:
         import pandas as pd
 
-        from mlplatform.lib.stream import PushRefused
+        from mlplatform.lib.features.stream import PushRefused
 
         try:
             result = runtime.push(source, body.hour, pd.DataFrame.from_records(body.events))

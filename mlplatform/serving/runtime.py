@@ -17,20 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlplatform.errors import PlatformError
-from mlplatform.lib import registry as reg
-from mlplatform.lib.deployment import DeploymentLog, Plan, plan
-from mlplatform.lib.prediction_log import PredictionLog, monotonic_ms, now_utc
-from mlplatform.lib.rollout import request_key, routes_to_challenger
-from mlplatform.lib.tables import EVENT_TS
+from mlplatform.lib.deployment import registry as reg
+from mlplatform.lib.deployment.log import DeploymentLog, Plan, plan
+from mlplatform.lib.deployment.prediction_log import PredictionLog, monotonic_ms, now_utc
+from mlplatform.lib.deployment.rollout import request_key, routes_to_challenger
+from mlplatform.lib.features.tables import EVENT_TS
 from mlplatform.lib.tracking import Tracking
 from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlplatform.lib.registry import LoadedModel
-    from mlplatform.lib.scoring import OnlineScorer
-    from mlplatform.lib.stream import PushResult
+    from mlplatform.lib.deployment.registry import LoadedModel
+    from mlplatform.lib.deployment.scoring import OnlineScorer
+    from mlplatform.lib.features.stream import PushResult
 
 log = logging.getLogger("mlplatform.serving")
 
@@ -326,7 +326,7 @@ class Runtime:
         Raises:
             PushRefused: the push was refused whole (kept in the quarantine).
         """
-        from mlplatform.lib.stream import push_hour
+        from mlplatform.lib.features.stream import push_hour
 
         return push_hour(
             self.root,

@@ -26,9 +26,9 @@ def build_runtime(
 
     ``store`` is the profile's Feast store; None opens the local one under ``root``.
     """
-    from mlplatform.lib.feature_store import open_store, service_of
-    from mlplatform.lib.prediction_log import PredictionLog
-    from mlplatform.lib.scoring import OnlineScorer
+    from mlplatform.lib.deployment.prediction_log import PredictionLog
+    from mlplatform.lib.deployment.scoring import OnlineScorer
+    from mlplatform.lib.features.feature_store import open_store, service_of
 
     store = store if store is not None else open_store(problem, root)
     scorer = OnlineScorer(problem, store, service_of(problem, store, root))

@@ -71,8 +71,8 @@ def build_deployment_asset(problem: Problem) -> dg.AssetsDefinition:
         lake: LakeResource,
         mlflow: MlflowResource,
     ) -> dg.MaterializeResult:
-        from mlplatform.lib import registry as reg
-        from mlplatform.lib.rollout import RolloutError, apply
+        from mlplatform.lib.deployment import registry as reg
+        from mlplatform.lib.deployment.rollout import RolloutError, apply
 
         tracking = mlflow.tracking()
         try:

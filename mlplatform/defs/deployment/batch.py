@@ -1,7 +1,7 @@
 """Batch scoring: ``batch_predictions``, a day's requests scored by the champion, and its job.
 
 The model deployed in batch: what a downstream consumer reads instead of calling the HTTP
-service. The table's columns and dtypes are documented in ``mlplatform.lib.batch``.
+service. The table's columns and dtypes are documented in ``mlplatform.lib.deployment.batch``.
 
 No automation condition: the day's features are complete only once its data lands, after
 the day was served online, so a batch of a past day restates (point-in-time) what the
@@ -72,8 +72,8 @@ def build_batch_asset(problem: Problem) -> dg.AssetsDefinition:
         from datetime import date
 
         from mlplatform.defs.metadata import frame_metadata
-        from mlplatform.lib import registry as reg
-        from mlplatform.lib.batch import PREDICTION, TABLE, score_requests
+        from mlplatform.lib.deployment import registry as reg
+        from mlplatform.lib.deployment.batch import PREDICTION, TABLE, score_requests
         from mlplatform.lib.names import features_table
         from mlplatform.serving.client import as_requests
 

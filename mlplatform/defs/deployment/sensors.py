@@ -1,7 +1,7 @@
 """The rollout sensor: starts a new challenger's shadow, then advances or rolls it back.
 
 Each tick reads the registry, the deployment log and the prediction log joined to the
-outcomes that arrived, applies ``lib.rollout.decide`` and asks for at most one
+outcomes that arrived, applies ``lib.deployment.rollout.decide`` and asks for at most one
 transition (a run of the deployment job with its reason). A promotion (to canary or to
 full) waits while a day of the challenger's traffic since its stage began has its
 ``serving_skew`` check at ERROR (train/serve skew); rollbacks never wait.
@@ -44,12 +44,12 @@ def build_rollout_sensor(problem: Problem) -> dg.SensorDefinition:
         "traffic, or rolls it back when its online figures fail the spec's criteria.",
     )
     def _rollout(context: dg.SensorEvaluationContext, lake: LakeResource, mlflow: MlflowResource):
-        from mlplatform.lib import registry as reg
-        from mlplatform.lib.deployment import DeploymentLog, plan
-        from mlplatform.lib.online import challenger_figures
-        from mlplatform.lib.prediction_log import read_predictions
-        from mlplatform.lib.rollout import decide, since
-        from mlplatform.lib.skew import hold_reason, traffic_days
+        from mlplatform.lib.deployment import registry as reg
+        from mlplatform.lib.deployment.log import DeploymentLog, plan
+        from mlplatform.lib.deployment.online import challenger_figures
+        from mlplatform.lib.deployment.prediction_log import read_predictions
+        from mlplatform.lib.deployment.rollout import decide, since
+        from mlplatform.lib.monitoring.skew import hold_reason, traffic_days
 
         spec = problem.spec
         store, tracking = lake.lake(), mlflow.tracking()

@@ -160,12 +160,12 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
             report_metadata,
         )
         from mlplatform.defs.metadata import check_result
-        from mlplatform.lib import evaluation as ev
-        from mlplatform.lib import explain, gates
-        from mlplatform.lib import registry as reg
-        from mlplatform.lib.comparison import compare
-        from mlplatform.lib.feature_store import feature_matrix
-        from mlplatform.lib.scoring import OnlineScorer, offline_score
+        from mlplatform.lib.deployment import registry as reg
+        from mlplatform.lib.deployment.scoring import OnlineScorer, offline_score
+        from mlplatform.lib.evaluation import explain, gates
+        from mlplatform.lib.evaluation import metrics as ev
+        from mlplatform.lib.evaluation.comparison import compare
+        from mlplatform.lib.features.feature_store import feature_matrix
 
         tracking, store = mlflow.tracking(), lake.lake()
         version = _candidate_version(context, problem, config.version)

@@ -33,8 +33,8 @@ def build_promotion_asset(problem: Problem) -> dg.AssetsDefinition:
         tags={"mlplatform/problem": problem.name},
     )
     def _promotion(context: dg.AssetExecutionContext, lake: LakeResource, mlflow: MlflowResource):
-        from mlplatform.lib import registry as reg
-        from mlplatform.lib.deployment import REPLACED, DeploymentLog, Transition, plan
+        from mlplatform.lib.deployment import registry as reg
+        from mlplatform.lib.deployment.log import REPLACED, DeploymentLog, Transition, plan
 
         # the report of this run, never a newer one another run wrote in between
         report = run_materialization(context, evaluation_key(problem))

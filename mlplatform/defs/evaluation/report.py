@@ -2,8 +2,9 @@
 
 The same markdown goes into the asset's metadata and, with the HTML and the figures, into
 the candidate's MLflow run, so the UI of either tool shows why a model was (not) promoted.
-The version's model card (``lib.model_card``) goes to its run and its logged model, and the
-holdout metrics to the logged model and the holdout dataset (MLflow's model comparison).
+The version's model card (``lib.evaluation.model_card``) goes to its run and its logged
+model, and the holdout metrics to the logged model and the holdout dataset (MLflow's model
+comparison).
 """
 
 import base64
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from mlplatform.defs.metadata import md_table, table
-from mlplatform.lib.model_card import CARD_FILE, gate_rows
+from mlplatform.lib.evaluation.model_card import CARD_FILE, gate_rows
 from mlplatform.lib.names import NO_REGRESSION, NO_SLICE_REGRESSION
 from mlplatform.problems import Problem
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from mlplatform.lib.checks import CheckOutcome
-    from mlplatform.lib.evaluation import Evaluation
+    from mlplatform.lib.evaluation.metrics import Evaluation
     from mlplatform.lib.storage import DataLake
     from mlplatform.lib.tracking import Tracking
     from mlplatform.resources import MlflowResource
@@ -124,7 +125,7 @@ class Judged:
     outcomes: "list[CheckOutcome]"
     verdict: str
     importance: "pd.DataFrame | None" = None
-    """``lib.explain.global_importance`` of the candidate on the holdout."""
+    """``lib.evaluation.explain.global_importance`` of the candidate on the holdout."""
     lineage: dict[str, str] = field(default_factory=dict)
     """The version's registry tags (training window, training set version, commit...)."""
     importance_examples: int = 0
@@ -223,7 +224,7 @@ def _rules(judged: Judged) -> str:
 
 def _figures(judged: Judged) -> dict[str, bytes]:
     from mlplatform.lib import plots
-    from mlplatform.lib.evaluation import calibration
+    from mlplatform.lib.evaluation.metrics import calibration
 
     result = judged.result
     y = result.labels
@@ -326,7 +327,7 @@ def log_evaluation(
 
     import pandas as pd
 
-    from mlplatform.lib.drift import classification_report
+    from mlplatform.lib.monitoring.drift import classification_report
 
     def frame(model: str) -> pd.DataFrame:
         return pd.DataFrame({"target": result.labels, "prediction": result.predictions[model]})
@@ -378,7 +379,7 @@ def log_holdout_metrics(
     MLflow 3 keeps metrics per (logged model, dataset): with the candidate and the champion
     both scored on the same holdout version, MLflow's model comparison view sets them side
     by side on that dataset. Each metric is logged in the version's own run (``holdout_<name>``
-    from ``lib.evaluation.summary``, and ``serving_p99_ms`` for the candidate), with the
+    from ``lib.evaluation.metrics.summary``, and ``serving_p99_ms`` for the candidate), with the
     holdout dataset (digest: its data version) as an ``evaluation`` input of that run. The
     champion's run thus gains the figures of every holdout it was compared on.
 
@@ -451,7 +452,7 @@ def log_model_card(
         ``path`` (the card in the lake), ``run_url`` (its page in the MLflow UI) and
         ``artifact_uri`` (its MLflow artifact URI).
     """
-    from mlplatform.lib import model_card as mc
+    from mlplatform.lib.evaluation import model_card as mc
 
     problem, result, spec = judged.problem, judged.result, judged.problem.spec
     g = spec.gates

@@ -11,8 +11,8 @@ from datetime import date, timedelta
 import dagster as dg
 
 from mlplatform.defs.partitions import daily_partitions
+from mlplatform.lib.features.tables import FeatureTable
 from mlplatform.lib.names import features_table
-from mlplatform.lib.tables import FeatureTable
 from mlplatform.problems import Problem
 from mlplatform.resources import FeastResource, LakeResource
 
@@ -75,7 +75,7 @@ def build_feature_asset(problem: Problem, table: FeatureTable) -> dg.AssetsDefin
     )
     def _feature(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         from mlplatform.defs.metadata import frame_metadata
-        from mlplatform.lib.features import MissingInputError, build_day, window
+        from mlplatform.lib.features.build import MissingInputError, build_day, window
 
         day, store = date.fromisoformat(context.partition_key), lake.lake()
         try:
@@ -116,7 +116,7 @@ def build_registry_asset(problem: Problem) -> dg.AssetsDefinition:
         pool=feature_store_pool(problem),
     )
     def _registry(lake: LakeResource, feast: FeastResource) -> dg.MaterializeResult:
-        from mlplatform.lib.feature_store import apply
+        from mlplatform.lib.features.feature_store import apply
 
         store = feast.store(problem)
         summary = apply(store, feast.objects(problem))
@@ -151,9 +151,13 @@ def build_online_asset(problem: Problem) -> dg.AssetsDefinition:
         pool=feature_store_pool(problem),
     )
     def _online(lake: LakeResource, feast: FeastResource) -> dg.MaterializeResult:
-        from mlplatform.lib.feature_store import materialize, online_row_counts, rows_between
-        from mlplatform.lib.landing import days as day_range
-        from mlplatform.lib.tables import local_midnight
+        from mlplatform.lib.features.feature_store import (
+            materialize,
+            online_row_counts,
+            rows_between,
+        )
+        from mlplatform.lib.features.tables import local_midnight
+        from mlplatform.lib.ingestion.landing import days as day_range
 
         days = complete_days(lake, problem)
         if not days:

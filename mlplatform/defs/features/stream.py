@@ -14,7 +14,7 @@ import dagster as dg
 from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
-    from mlplatform.lib.stream import PushResult
+    from mlplatform.lib.features.stream import PushResult
 
 GROUP = "features"
 

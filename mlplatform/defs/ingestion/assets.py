@@ -90,8 +90,8 @@ def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: IngestionConfig, lake: LakeResource
     ) -> dg.MaterializeResult:
         from mlplatform.defs.metadata import check_result, frame_metadata
-        from mlplatform.lib.ingest import NothingLandedError, Override, ingest_batch
-        from mlplatform.lib.reading import MalformedFileError
+        from mlplatform.lib.ingestion.ingest import NothingLandedError, Override, ingest_batch
+        from mlplatform.lib.ingestion.reading import MalformedFileError
 
         day = _day(context)
         release = (
@@ -177,7 +177,7 @@ def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
     def _typed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         from mlplatform.defs.ingestion.drift import advisory_drift_result
         from mlplatform.defs.metadata import frame_metadata
-        from mlplatform.lib.ingest import RejectedBatchError, load_accepted
+        from mlplatform.lib.ingestion.ingest import RejectedBatchError, load_accepted
 
         day, store = _day(context), lake.lake()
         try:

@@ -22,7 +22,7 @@ def drift_result(
     asset_key: dg.AssetKey,
 ) -> dg.AssetCheckResult:
     """Evidently drift of the spec's key columns; the HTML report is kept when it drifts."""
-    from mlplatform.lib.drift import column_drift
+    from mlplatform.lib.monitoring.drift import column_drift
 
     rule = problem.spec.sources[source].drift
     assert rule is not None, "only sources with a drift rule get this check"

@@ -16,7 +16,7 @@ then the freshness states Dagster's freshness daemon records for the problem's a
 with a freshness policy: each new ``FAIL`` → ``freshness``.
 
 The first tick starts at the newest event (history is not replayed as alerts). The
-cursor also holds the cool-down (``lib.alerts.Cooldown``): a condition alerted once is
+cursor also holds the cool-down (``lib.monitoring.alerts.Cooldown``): a condition alerted once is
 held back for ``alerts.cooldown_hours`` of the platform clock.
 """
 
@@ -34,8 +34,8 @@ from mlplatform.defs.evaluation.assets import evaluation_key
 from mlplatform.defs.features.stream import stream_specs
 from mlplatform.defs.jobs import build_jobs
 from mlplatform.defs.monitoring.assets import monitoring_key
-from mlplatform.lib.alerts import Alert, AlertLog, Cooldown, deliver, scalars
-from mlplatform.lib.deployment import REPLACED
+from mlplatform.lib.deployment.log import REPLACED
+from mlplatform.lib.monitoring.alerts import Alert, AlertLog, Cooldown, deliver, scalars
 from mlplatform.lib.names import SERVING_SKEW, SKEW
 from mlplatform.problems import Problem
 from mlplatform.resources import LakeResource

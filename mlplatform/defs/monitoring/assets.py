@@ -11,7 +11,7 @@
   shares) holds promotion in the rollout sensor.
 
 Each of served_predictions, online_performance, drift_report and serving_skew also stores
-its day as an Evidently snapshot in the problem's dashboard (``lib.dashboard``).
+its day as an Evidently snapshot in the problem's dashboard (``lib.monitoring.dashboard``).
 """
 
 from datetime import date, timedelta
@@ -48,7 +48,7 @@ def _record(
     dashboard: DashboardResource, problem: Problem, kind: str, day: date, snapshot: Any
 ) -> dict[str, Any]:
     """Store the day's ``kind`` snapshot in the dashboard's workspace; metadata naming it."""
-    from mlplatform.lib.dashboard import record
+    from mlplatform.lib.monitoring.dashboard import record
 
     if snapshot is None:
         return {}
@@ -84,10 +84,10 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         import numpy as np
 
-        from mlplatform.lib.dashboard import serving_snapshot
-        from mlplatform.lib.monitoring import of_day
-        from mlplatform.lib.prediction_log import read_predictions
-        from mlplatform.lib.scoring import degraded
+        from mlplatform.lib.deployment.prediction_log import read_predictions
+        from mlplatform.lib.deployment.scoring import degraded
+        from mlplatform.lib.monitoring.dashboard import serving_snapshot
+        from mlplatform.lib.monitoring.outcomes import of_day
 
         store, day = lake.lake(), _day(context)
         served = of_day(read_predictions(store.root, problem.name), day, spec.partitioning.timezone)
@@ -119,7 +119,7 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         **common,
     )
     def _outcomes(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        from mlplatform.lib.monitoring import with_outcomes
+        from mlplatform.lib.monitoring.outcomes import with_outcomes
 
         store, day = lake.lake(), _day(context)
         served = store.read_days(problem.name, _table("served_predictions"), [day])
@@ -149,8 +149,8 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, lake: LakeResource, dashboard: DashboardResource
     ) -> dg.MaterializeResult:
         from mlplatform.defs.metadata import table
-        from mlplatform.lib.dashboard import performance_frame, performance_snapshot
-        from mlplatform.lib.monitoring import performance
+        from mlplatform.lib.monitoring.dashboard import performance_frame, performance_snapshot
+        from mlplatform.lib.monitoring.outcomes import performance
 
         store, day = lake.lake(), _day(context)
         served = store.read_days(problem.name, _table("served_predictions"), [day])
@@ -194,10 +194,10 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         import pandas as pd
 
-        from mlplatform.lib import registry as reg
-        from mlplatform.lib.dashboard import stamp
-        from mlplatform.lib.feature_store import feature_matrix
-        from mlplatform.lib.monitoring import drift, served_features
+        from mlplatform.lib.deployment import registry as reg
+        from mlplatform.lib.features.feature_store import feature_matrix
+        from mlplatform.lib.monitoring.dashboard import stamp
+        from mlplatform.lib.monitoring.outcomes import drift, served_features
 
         store, day, tracking = lake.lake(), _day(context), mlflow.tracking()
         window = [day - timedelta(days=n) for n in range(spec.monitoring.window_days)]
@@ -296,8 +296,8 @@ def build_skew_asset(
         dashboard: DashboardResource,
     ) -> dg.MaterializeResult:
         from mlplatform.defs.metadata import table
-        from mlplatform.lib.dashboard import skew_snapshot
-        from mlplatform.lib.skew import (
+        from mlplatform.lib.monitoring.dashboard import skew_snapshot
+        from mlplatform.lib.monitoring.skew import (
             Tolerance,
             comparable,
             compare,

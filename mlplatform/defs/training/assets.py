@@ -91,13 +91,13 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
     ):
         from mlplatform.defs.features.assets import complete_days
         from mlplatform.defs.metadata import check_result
-        from mlplatform.lib import training_set as ts
-        from mlplatform.lib.feature_store import (
+        from mlplatform.lib.features import training_set as ts
+        from mlplatform.lib.features.build import label, window
+        from mlplatform.lib.features.feature_store import (
             NotMaterializedError,
             feature_vectors,
             parity_sample,
         )
-        from mlplatform.lib.features import label, window
         from mlplatform.lib.names import features_table
 
         store = lake.lake()

@@ -92,7 +92,7 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         dask: DaskResource,
         optuna: OptunaResource,
     ) -> dg.MaterializeResult:
-        from mlplatform.lib import training as tr
+        from mlplatform.lib.training import model as tr
 
         cfg = training_settings(problem, config)
         store = lake.lake()
@@ -150,8 +150,8 @@ def _train(
     import pandas as pd
 
     from mlplatform.lib import plots
-    from mlplatform.lib import training as tr
     from mlplatform.lib.tracking import git_commit, log_training
+    from mlplatform.lib.training import model as tr
     from mlplatform.settings import project_root
 
     spec = problem.spec

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlplatform.lib.evaluation import BehaviouralCase
+from mlplatform.lib.evaluation.metrics import BehaviouralCase
 
 HOUR_BANDS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
 

@@ -6,7 +6,7 @@ definitions read it to lay out the feature assets.
 
 from datetime import timedelta
 
-from mlplatform.lib.tables import FeatureTable
+from mlplatform.lib.features.tables import FeatureTable
 
 FEATURE_TABLES = [
     FeatureTable(

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from mlplatform.lib.features import FeatureInputs, label, trailing_rates
-from mlplatform.lib.tables import EVENT_TS
+from mlplatform.lib.features.build import FeatureInputs, label, trailing_rates
+from mlplatform.lib.features.tables import EVENT_TS
 
 WINDOWS = [1, 7, 28]
 WEATHER = ["temp", "humid", "wind_speed", "precip", "visib", "pressure"]

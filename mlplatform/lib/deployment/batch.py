@@ -3,7 +3,7 @@
 A day's requests are the target source's rows of that day, turned into the problem's request
 shape exactly as the replay and ``mlplatform predict`` send them (``serving.client.as_requests``).
 Their model inputs come from the training path's point-in-time join at each request's own
-prediction time (``lib.skew.offline_matrix``: ``feature_vectors(..., online=False)`` then
+prediction time (``lib.monitoring.skew.offline_matrix``: ``feature_vectors(..., online=False)`` then
 ``feature_matrix``), the rebuild the ``serving_skew`` asset holds against every served vector
 (0.0 mismatch when the online store is up to each hour); they are scored with one registered
 version through the same encoding and LightGBM booster as ``OnlineScorer``.
@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from mlplatform.lib.rollout import request_key
-from mlplatform.lib.tables import EVENT_TS
+from mlplatform.lib.deployment.rollout import request_key
+from mlplatform.lib.features.tables import EVENT_TS
 from mlplatform.problems import Problem
 from mlplatform.spec import ProblemSpec
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
 
-    from mlplatform.lib.registry import LoadedModel
+    from mlplatform.lib.deployment.registry import LoadedModel
 
 TABLE = "batch_predictions"  # the lake table (``DataLake.table_path(problem, TABLE, day)``)
 KEY, PREDICTION_TIME, VERSION, PREDICTION = "key", "prediction_time", "model_version", "prediction"
@@ -82,7 +82,7 @@ def score_requests(
         ValueError: the model's inputs are not the spec's features (a model trained on
             another feature list cannot be scored through this path).
     """
-    from mlplatform.lib.skew import offline_matrix
+    from mlplatform.lib.monitoring.skew import offline_matrix
 
     spec = problem.spec
     if list(model.encoding.features) != [f.name for f in spec.features]:

@@ -15,10 +15,10 @@ import pandas as pd
 import pandera.pandas as pa
 
 from mlplatform.errors import PlatformError
-from mlplatform.lib import validation as v
 from mlplatform.lib.checks import override as release
+from mlplatform.lib.ingestion import validation as v
+from mlplatform.lib.ingestion.reading import MalformedFileError, read_batch
 from mlplatform.lib.names import NULL_RATES, VOLUME, raw_table
-from mlplatform.lib.reading import MalformedFileError, read_batch
 from mlplatform.lib.storage import DataLake, partition_label, write_json
 from mlplatform.spec import SourceSpec
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from mlplatform.lib.training import Data, Fit
+from mlplatform.lib.training.model import Data, Fit
 from mlplatform.spec import TrainingSpec
 
 if TYPE_CHECKING:

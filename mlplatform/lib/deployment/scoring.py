@@ -12,15 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlplatform.lib.feature_store import feature_vector, online_vector
+from mlplatform.lib.features.feature_store import feature_vector, online_vector
 from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
     import pandas as pd
     from feast import FeatureService, FeatureStore
 
-    from mlplatform.lib.registry import LoadedModel
-    from mlplatform.lib.training import Encoding
+    from mlplatform.lib.deployment.registry import LoadedModel
+    from mlplatform.lib.training.model import Encoding
 
 
 def _missing(value: Any) -> bool:
@@ -98,7 +98,7 @@ def degraded(log: "pd.DataFrame") -> "pd.Series":
     """Which answers of a prediction-log frame had missing inputs or unseen categories.
 
     Args:
-        log: rows of the prediction log (``lib.prediction_log.COLUMNS``); records written
+        log: rows of the prediction log (``lib.deployment.prediction_log.COLUMNS``); records written
             before the ``missing``/``unseen`` columns existed count as not degraded.
 
     Returns:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.errors import BusyError
-from mlplatform.lib.tables import EVENT_TS
+from mlplatform.lib.features.tables import EVENT_TS
 from mlplatform.spec import ProblemSpec, SearchRange, TrainingSpec
 
 if TYPE_CHECKING:
@@ -654,14 +654,14 @@ def train_candidate(
 ) -> Candidate:
     """Encode, split by time, search (unless ``fixed_params``), and fit the final model.
 
-    ``final_fit`` replaces ``fit`` for the final model (``lib.distributed.fit_dask`` on a
+    ``final_fit`` replaces ``fit`` for the final model (``lib.training.distributed.fit_dask`` on a
     Dask cluster); the search runs here, or on ``workers`` processes (``executor``'s, e.g.
     the Dask cluster's) against a shared study database (``shared_search``). With
     ``cfg.stopping`` ``refit_fixed`` the final model is then refit on every day of the
     window, the validation days included (``refit`` here, or ``final_fit`` on all rows for
     ``fixed_rounds(cfg)``); its reported scores are those of the same fit without them.
     """
-    from mlplatform.lib.feature_store import feature_matrix
+    from mlplatform.lib.features.feature_store import feature_matrix
 
     matrix = feature_matrix(training, spec)
     encoding = fit_encoding(matrix, spec)

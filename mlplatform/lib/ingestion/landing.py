@@ -63,7 +63,7 @@ def land(lake: DataLake, problem: Problem, start: date, end: date) -> dict[str, 
 
 @functools.lru_cache(maxsize=8192)
 def _digest(files: tuple[tuple[str, int, int, int], ...]) -> str:
-    from mlplatform.lib.ingest import content_hash
+    from mlplatform.lib.ingestion.ingest import content_hash
 
     return content_hash([Path(name) for name, *_ in files])
 
@@ -71,7 +71,8 @@ def _digest(files: tuple[tuple[str, int, int, int], ...]) -> str:
 def landed_hash(lake: DataLake, problem: str, source: str, day: date | str | None) -> str | None:
     """Content hash of a partition's landed files, as ingestion records it; None if none.
 
-    The same digest the raw asset stores as its data version (``lib.ingest.content_hash``).
+    The same digest the raw asset stores as its data version
+    (``lib.ingestion.ingest.content_hash``).
     Memoized on each file's path, size, modification time and inode, so the landing sensor
     re-reads only files that changed since its last tick (a re-landed file is a new inode).
     """

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from mlplatform.errors import PlatformError
-from mlplatform.lib.features import FeatureInputs, with_timestamps
-from mlplatform.lib.tables import EVENT_TS, FeatureTable, local_midnight
+from mlplatform.lib.features.build import FeatureInputs, with_timestamps
+from mlplatform.lib.features.tables import EVENT_TS, FeatureTable, local_midnight
 from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
@@ -177,7 +177,7 @@ def validate_push(
     of the wrong type or out of range (pandera); event times outside the hour
     ``[start, start + 1h)`` or after ``now`` (the platform's clock).
     """
-    from mlplatform.lib.validation import validate_schema
+    from mlplatform.lib.ingestion.validation import validate_schema
 
     spec = problem.spec.sources.get(source)
     if spec is None or spec.stream is None:
@@ -228,7 +228,7 @@ def stream_rows(
     """The rows of a stream view that became known in the hour ``[start, start + 1h]``.
 
     Computed by the problem's builder from the events pushed so far, as the evening's
-    batch computes them from the validated days (``lib.features.build_day``).
+    batch computes them from the validated days (``lib.features.build.build_day``).
     """
     assert table.stream is not None, f"{table.name} is not a stream view"
     t = start + HOUR

@@ -63,12 +63,12 @@ def metric_interval(
 ) -> tuple[float, float, str]:
     """Two-sided interval of one model's metric on the holdout rows.
 
-    ``roc_auc``: DeLong's normal interval (``lib.comparison.delong`` against a constant
+    ``roc_auc``: DeLong's normal interval (``lib.evaluation.comparison.delong`` against a constant
     scoring, whose AUC is 0.5 with no variance, so the variance of the difference is the
     model's own); any other metric: a seeded percentile bootstrap over rows.
 
     Args:
-        name: the metric (``lib.evaluation.metric``'s vocabulary).
+        name: the metric (``lib.evaluation.metrics.metric``'s vocabulary).
         y: labels 0/1, shape (n,).
         p: probabilities, shape (n,).
         confidence: two-sided level, e.g. 0.95.
@@ -80,8 +80,8 @@ def metric_interval(
     """
     from scipy.stats import norm
 
-    from mlplatform.lib.comparison import delong
-    from mlplatform.lib.evaluation import metric
+    from mlplatform.lib.evaluation.comparison import delong
+    from mlplatform.lib.evaluation.metrics import metric
 
     y, p = np.asarray(y), np.asarray(p, dtype=float)
     if name == "roc_auc":
@@ -109,12 +109,13 @@ class CardFacts:
     ``lineage`` is the version's registry tags (``training_window``, ``data_version``,
     ``git_commit``, ``spec_version``, ``dagster_run_id``); ``holdout`` the holdout set's
     record (``start``, ``end``, ``rows``, ``data_version``); ``metrics`` model name →
-    ``lib.evaluation.summary``; ``intervals`` model name → (low, high, method) of the success
-    metric (``metric_interval``); ``slices`` the ``lib.evaluation.paired_slices`` records;
-    ``cases`` ``lib.evaluation.run_cases``'s output; ``outcomes`` the gates as judged (after
-    any override); ``importance`` ``lib.explain.global_importance``'s table on
+    ``lib.evaluation.metrics.summary``; ``intervals`` model name → (low, high, method) of the
+    success metric (``metric_interval``); ``slices`` the
+    ``lib.evaluation.metrics.paired_slices`` records;
+    ``cases`` ``lib.evaluation.metrics.run_cases``'s output; ``outcomes`` the gates as judged (after
+    any override); ``importance`` ``lib.evaluation.explain.global_importance``'s table on
     ``importance_examples`` holdout rows; ``latency``
-    ``lib.evaluation.latency_summary``; ``verdict_tags`` the tags recorded with the verdict
+    ``lib.evaluation.metrics.latency_summary``; ``verdict_tags`` the tags recorded with the verdict
     (``evaluated_at``, ``evaluation_run``, ``override_by``...).
     """
 

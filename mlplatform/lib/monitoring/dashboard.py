@@ -11,7 +11,7 @@ as Evidently stamps its own runs), so a replayed week is a week of 2013 on the d
   overall, per model version that answered and per slice of ``gates.slices`` (Evidently's
   ``GroupBy``), with observed and predicted late shares;
 - ``drift`` (``drift_report``): Evidently's ``DataDriftPreset`` (drift share, drifted-feature
-  count, per-feature scores) and the prediction's drift (``lib.drift``);
+  count, per-feature scores) and the prediction's drift (``lib.monitoring.drift``);
 - ``skew`` (``serving_skew``): the share of compared requests with any mismatching feature,
   and each feature's mismatch rate.
 
@@ -135,7 +135,7 @@ def serving_snapshot(served: pd.DataFrame, spec: ProblemSpec, problem: str, day:
     """The day's answered requests: volume, prediction distribution, inputs missing.
 
     Args:
-        served: The day's prediction-log rows (``lib.prediction_log.COLUMNS``).
+        served: The day's prediction-log rows (``lib.deployment.prediction_log.COLUMNS``).
         spec: The problem's spec (its features, in order).
         problem: The problem's name (snapshot metadata).
         day: The partition day (the snapshot's timestamp).
@@ -148,8 +148,8 @@ def serving_snapshot(served: pd.DataFrame, spec: ProblemSpec, problem: str, day:
     from evidently import DataDefinition
     from evidently.metrics import MeanValue, MissingValueCount, QuantileValue, RowCount
 
-    from mlplatform.lib.monitoring import served_features
-    from mlplatform.lib.skew import comparable
+    from mlplatform.lib.monitoring.outcomes import served_features
+    from mlplatform.lib.monitoring.skew import comparable
 
     # answered with a vector of the spec's width (a model with other inputs logs another)
     ok = comparable(served, spec).reset_index(drop=True)
@@ -210,8 +210,8 @@ def performance_frame(joined: pd.DataFrame, spec: ProblemSpec, slices: Any) -> p
         One row per labelled answer with a logged vector of the spec's width; slice values
         as text (``month`` 1 as "1").
     """
-    from mlplatform.lib.monitoring import served_features
-    from mlplatform.lib.skew import comparable
+    from mlplatform.lib.monitoring.outcomes import served_features
+    from mlplatform.lib.monitoring.skew import comparable
 
     labelled = comparable(joined[joined["label"].notna()], spec).reset_index(drop=True)
     frame = pd.DataFrame(
@@ -246,7 +246,7 @@ def performance_snapshot(frame: pd.DataFrame, spec: ProblemSpec, problem: str, d
     from evidently import DataDefinition
     from evidently.metrics import GroupBy, MeanValue, RowCount
 
-    from mlplatform.lib.evidently_metrics import OnlineMetric
+    from mlplatform.lib.monitoring.evidently_metrics import OnlineMetric
 
     if frame.empty or frame["label"].nunique() < 2:
         return None

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.lib.evaluation import expected_calibration_error, metric
-from mlplatform.lib.features import label
-from mlplatform.lib.online import outcome_keys
+from mlplatform.lib.deployment.online import outcome_keys
+from mlplatform.lib.evaluation.metrics import expected_calibration_error, metric
+from mlplatform.lib.features.build import label
 from mlplatform.spec import ProblemSpec
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def drift(
     features it could score; the prediction's drift is reported on its own. ``snapshot`` is
     the Evidently snapshot (stamped ``timestamp``, tagged ``drift``) for the dashboard.
     """
-    from mlplatform.lib.drift import drift_run
+    from mlplatform.lib.monitoring.drift import drift_run
 
     names = [f.name for f in spec.features]
     rule = spec.monitoring

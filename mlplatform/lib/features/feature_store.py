@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.errors import PlatformError
+from mlplatform.lib.features.tables import EVENT_TS, FeatureTable
 from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tables import EVENT_TS, FeatureTable
 from mlplatform.problems import Problem
 from mlplatform.settings import DATA_VAR
 from mlplatform.spec import ProblemSpec
@@ -187,8 +187,8 @@ def parity_sample(
     stream view's entities whose online row was pushed after that end are left out: the
     offline batch holds them only once their day lands.
     """
-    from mlplatform.lib.features import window
-    from mlplatform.lib.training_set import newest_offline
+    from mlplatform.lib.features.build import window
+    from mlplatform.lib.features.training_set import newest_offline
 
     tz = ZoneInfo(problem.spec.partitioning.timezone)
     online, newest = {}, {}

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.lib.evaluation import metric
+from mlplatform.lib.evaluation.metrics import metric
 
 ROLLING_DAYS = 7
 
@@ -58,7 +58,7 @@ class Timeline:
     @classmethod
     def load(cls, folder: Path, problem: str, metric_name: str) -> "Timeline":
         """A written timeline read back (days, versions, events), to plot it again."""
-        from mlplatform.lib.deployment import kind
+        from mlplatform.lib.deployment.log import kind
 
         versions = pd.read_csv(folder / "versions.csv")
         frozen = versions.loc[versions["role"] == "frozen", "version"].iloc[0]

@@ -1,7 +1,7 @@
 """Evaluation of a candidate on a holdout: metrics, slices, behavioural cases, latency.
 
 Everything here is pure: predictions come in as arrays or callables, results go out as
-plain records, so the gates (``lib.gates``) and the report can be tested on their own.
+plain records, so the gates (``lib.evaluation.gates``) and the report can be tested on their own.
 """
 
 import math
@@ -138,13 +138,13 @@ def paired_slices(
         y: holdout labels, shape (n,).
         predictions: model name → holdout probabilities (``candidate``, ``champion``).
         metric_name: the success metric.
-        comparison: keyword arguments of ``lib.comparison.compare`` (confidence, method,
+        comparison: keyword arguments of ``lib.evaluation.comparison.compare`` (confidence, method,
             resamples, seed); each slice gets its own seed so that slices do not share draws.
 
     Returns:
         The records, each judged one with ``paired`` (a ``comparison.Paired``).
     """
-    from mlplatform.lib.comparison import compare
+    from mlplatform.lib.evaluation.comparison import compare
 
     if "champion" not in predictions:
         return records
@@ -343,7 +343,7 @@ class Evaluation:
     labels: np.ndarray
     slices: list[dict[str, Any]]
     cases: list[dict[str, Any]]
-    latency: dict[str, Any]  # lib.evaluation.latency_summary
+    latency: dict[str, Any]  # lib.evaluation.metrics.latency_summary
 
 
 def sample_records(frame: pd.DataFrame, n: int, seed: int) -> list[dict[str, Any]]:

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from mlplatform.errors import PlatformError
+from mlplatform.lib.features.tables import EVENT_TS, FeatureTable, local_midnight
 from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tables import EVENT_TS, FeatureTable, local_midnight
 from mlplatform.spec import TargetSpec
 
 if TYPE_CHECKING:  # problems use this module; it only calls what a problem passes in

@@ -6,9 +6,9 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 
 from mlplatform.lib.checks import CheckOutcome
-from mlplatform.lib.features import label
+from mlplatform.lib.features.build import label
+from mlplatform.lib.features.tables import EVENT_TS, FeatureTable
 from mlplatform.lib.names import NO_LEAKAGE, ONLINE_PARITY, POINT_IN_TIME
-from mlplatform.lib.tables import EVENT_TS, FeatureTable
 from mlplatform.spec import ProblemSpec
 
 

@@ -17,7 +17,7 @@ with warnings.catch_warnings():
 
 
 class OnlineMetric(SingleValueMetric):
-    """The spec's metric (``lib.evaluation.metric`` vocabulary) of ``prediction`` vs ``target``.
+    """The spec's metric (``evaluation.metrics.metric`` vocabulary): ``prediction`` vs ``target``.
 
     Rows with a missing target or prediction are left out; a group without both classes
     (AUC undefined) gives NaN, which callers avoid by grouping only on judgeable labels.
@@ -34,7 +34,7 @@ class OnlineMetricCalculation(SingleValueCalculation[OnlineMetric]):
     """Computes ``OnlineMetric`` on the (sub)dataset it is given."""
 
     def calculate(self, context, current_data, reference_data):  # noqa: D102
-        from mlplatform.lib.evaluation import metric
+        from mlplatform.lib.evaluation.metrics import metric
 
         frame = current_data.as_dataframe()[[self.metric.target, self.metric.prediction]].dropna()
         y = frame[self.metric.target].to_numpy(dtype=float)

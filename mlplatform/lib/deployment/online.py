@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mlplatform.lib.evaluation import metric
-from mlplatform.lib.features import label
-from mlplatform.lib.rollout import OnlineFigures
+from mlplatform.lib.deployment.rollout import OnlineFigures
+from mlplatform.lib.evaluation.metrics import metric
+from mlplatform.lib.features.build import label
 from mlplatform.spec import ProblemSpec
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import lightgbm as lgb
     import numpy as np
 
-    from mlplatform.lib.training import Encoding
+    from mlplatform.lib.training.model import Encoding
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -74,7 +74,7 @@ def load_version(tracking: Tracking, name: str, version: str) -> LoadedModel:
     import lightgbm as lgb
     from mlflow.artifacts import download_artifacts
 
-    from mlplatform.lib.training import Encoding
+    from mlplatform.lib.training.model import Encoding
 
     # resolved through this store's client: a ``models:/`` URI would use the process's
     # global registry URI, whatever store this tracking points at

@@ -2,7 +2,8 @@
 
 All gates are ERROR severity (they block promotion). Gates that compare with the champion
 pass on the bootstrap path (no champion yet) and say so; with a champion they decide on the
-paired difference on the same holdout rows and its confidence interval (``lib.comparison``).
+paired difference on the same holdout rows and its confidence interval
+(``lib.evaluation.comparison``).
 """
 
 import math
@@ -20,7 +21,7 @@ from mlplatform.lib.names import (
 from mlplatform.spec import GatesSpec, MetricSpec
 
 if TYPE_CHECKING:
-    from mlplatform.lib.comparison import Paired
+    from mlplatform.lib.evaluation.comparison import Paired
 
 
 def _fmt(value: float) -> str:
@@ -55,7 +56,7 @@ def no_regression(
 
     Args:
         candidate: the candidate's holdout metric.
-        paired: candidate against champion on the same rows (``lib.comparison.compare``);
+        paired: candidate against champion on the same rows (``lib.evaluation.comparison.compare``);
             None on the bootstrap path (no champion).
         metric: the success metric and its direction.
         gates: ``max_regression`` and ``confidence``.
@@ -148,7 +149,7 @@ def judge_slices(
     noise: ``gates calibrate`` measures it).
 
     Args:
-        table: ``lib.evaluation.paired_slices`` records (judged ones carry ``paired``).
+        table: ``lib.evaluation.metrics.paired_slices`` records (judged ones carry ``paired``).
         metric: the success metric and its direction.
         gates: ``slice_tolerance``, ``confidence``, ``slice_error_control``, ``slice_family``.
 
@@ -156,7 +157,7 @@ def judge_slices(
         One row per slice: slice, value, rows, positives, candidate, champion, difference,
         low, high, drop, p, p_adjusted, decision, reason.
     """
-    from mlplatform.lib.comparison import adjust
+    from mlplatform.lib.evaluation.comparison import adjust
 
     alpha = (1 - gates.confidence) / 2
     judged = [r for r in table if r.get("paired") is not None]
@@ -300,7 +301,7 @@ def p99_latency(timing: dict[str, Any], gates: GatesSpec) -> CheckOutcome:
     """One prediction through the serving path: within the p99 budget, near the champion's.
 
     Args:
-        timing: ``lib.evaluation.latency_summary`` of candidate and champion timed in the
+        timing: ``lib.evaluation.metrics.latency_summary`` of candidate and champion timed in the
             same rounds, interleaved. The budget applies to the candidate's
             ``steady_p99_ms`` (each request's fastest time over the rounds, then the p99),
             and ``ratio`` (median over requests of the candidate's fastest time over the

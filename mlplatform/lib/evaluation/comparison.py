@@ -145,7 +145,7 @@ def bootstrap(
     Returns:
         Shape (resamples,); a resample with a single class gives NaN and is dropped.
     """
-    from mlplatform.lib.evaluation import metric
+    from mlplatform.lib.evaluation.metrics import metric
 
     rng = np.random.default_rng(seed)
     n = len(y)
@@ -173,7 +173,7 @@ def compare(
     """The paired difference of metric ``name`` with its two-sided interval at ``confidence``.
 
     Args:
-        name: the metric (``lib.evaluation.metric``'s vocabulary).
+        name: the metric (``lib.evaluation.metrics.metric``'s vocabulary).
         y: labels 0/1, shape (n,).
         candidate: the candidate's probabilities on the rows, shape (n,).
         champion: the champion's probabilities on the same rows, shape (n,).
@@ -188,7 +188,7 @@ def compare(
     """
     from scipy.stats import norm
 
-    from mlplatform.lib.evaluation import metric
+    from mlplatform.lib.evaluation.metrics import metric
 
     chosen: Method = "delong" if method == "auto" and name == "roc_auc" else "bootstrap"
     if method == "delong":

@@ -14,6 +14,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from mlplatform.lib.checks import CheckOutcome
+from mlplatform.lib.features.tables import local_midnight
 from mlplatform.lib.names import (
     DUPLICATES,
     NULL_RATES,
@@ -22,7 +23,6 @@ from mlplatform.lib.names import (
     TIMESTAMPS,
     VOLUME,
 )
-from mlplatform.lib.tables import local_midnight
 
 
 def _records(frame: pd.DataFrame, limit: int) -> list[dict[str, Any]]:

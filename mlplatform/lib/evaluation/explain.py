@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from mlplatform.lib.registry import LoadedModel
+    from mlplatform.lib.deployment.registry import LoadedModel
 
 BIAS = "bias"  # the column of the expected raw score (SHAP's base value)
 
@@ -29,7 +29,7 @@ def contributions(model: "LoadedModel", frame: pd.DataFrame) -> pd.DataFrame:
         model: a loaded registered version (its booster and its encoding).
         frame: raw feature values, one row per example, a column per feature of
             ``model.encoding.features`` (extra columns are ignored), e.g.
-            ``lib.feature_store.feature_matrix``'s output; categorical values as strings.
+            ``lib.features.feature_store.feature_matrix``'s output; categorical values as strings.
 
     Returns:
         float64 DataFrame on ``frame``'s index, columns ``model.encoding.features`` (in that

@@ -11,7 +11,7 @@
   the spec's rule refuses (tolerance + z * se, z of the first Holm step), so a user tunes
   tolerances and confidence with numbers.
 
-The gates judged are the platform's own (``lib.gates``), fed exactly as the evaluation
+The gates judged are the platform's own (``lib.evaluation.gates``), fed exactly as the evaluation
 report feeds them. Pure: frames in, records out; no Dagster.
 """
 
@@ -65,8 +65,8 @@ class Models:
     ) -> None:
         import lightgbm as lgb
 
-        from mlplatform.lib import training as tr
-        from mlplatform.lib.feature_store import feature_matrix
+        from mlplatform.lib.features.feature_store import feature_matrix
+        from mlplatform.lib.training import model as tr
 
         matrix = feature_matrix(training, spec)
         self.encoding = tr.fit_encoding(matrix, spec)
@@ -87,7 +87,7 @@ class Models:
         """Holdout probabilities of the model fitted with ``seed``, shape (holdout rows,)."""
         import lightgbm as lgb
 
-        from mlplatform.lib.training import base_params
+        from mlplatform.lib.training.model import base_params
 
         params = {**base_params(seed, self.monotone), **self.params, "metric": "none"}
         booster = lgb.train(params, self.data, num_boost_round=self.rounds)
@@ -145,9 +145,9 @@ def judge(
     seed: int,
 ) -> Judgement:
     """Both comparison gates on one candidate/champion pair, fed as the evaluation report does."""
-    from mlplatform.lib import evaluation as ev
-    from mlplatform.lib import gates
-    from mlplatform.lib.comparison import compare
+    from mlplatform.lib.evaluation import gates
+    from mlplatform.lib.evaluation import metrics as ev
+    from mlplatform.lib.evaluation.comparison import compare
 
     spec, g = problem.spec, problem.spec.gates
     predictions = {"candidate": candidate, "champion": champion}
@@ -371,7 +371,7 @@ def _cell(value: Any) -> str:
 
 def rules(problem: "Problem") -> list[str]:
     """The comparison gates' rules, in words, with the spec's numbers."""
-    from mlplatform.lib.gates import slice_rule
+    from mlplatform.lib.evaluation.gates import slice_rule
 
     g = problem.spec.gates
     level = f"{g.confidence:.0%}"

@@ -3,7 +3,7 @@
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from mlplatform.lib.features import label
+from mlplatform.lib.features.build import label
 from mlplatform.spec import ProblemSpec, RetrainingSpec
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mlplatform.errors import PlatformError
-from mlplatform.lib import registry as reg
-from mlplatform.lib.deployment import DeploymentLog, Transition, plan
+from mlplatform.lib.deployment import registry as reg
+from mlplatform.lib.deployment.log import DeploymentLog, Transition, plan
 from mlplatform.lib.tracking import Tracking
 from mlplatform.spec import ProblemSpec, RolloutSpec
 

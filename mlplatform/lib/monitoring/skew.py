@@ -95,7 +95,7 @@ def comparable(served: pd.DataFrame, spec: ProblemSpec) -> pd.DataFrame:
     """Answered rows of a prediction-log frame whose logged vector has the spec's length.
 
     Args:
-        served: Rows of the prediction log (``lib.prediction_log.COLUMNS``).
+        served: Rows of the prediction log (``lib.deployment.prediction_log.COLUMNS``).
         spec: The problem's spec (its features give the length).
 
     Returns:
@@ -158,7 +158,7 @@ def offline_matrix(
         Frame ``len(requests) x len(spec.features)`` on ``requests``' index, as
         ``feature_matrix`` gives it to training (spec order, the spec's defaults filled).
     """
-    from mlplatform.lib.feature_store import feature_matrix, feature_vectors
+    from mlplatform.lib.features.feature_store import feature_matrix, feature_vectors
 
     vectors = feature_vectors(problem, store, service, requests, online=False)
     return feature_matrix(vectors, problem.spec)

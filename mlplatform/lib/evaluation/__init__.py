@@ -1,0 +1,4 @@
+"""Pure logic of evaluation.
+
+Metrics, gates, paired comparisons, calibration, model cards, explanations.
+"""

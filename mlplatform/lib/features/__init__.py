@@ -1,0 +1,4 @@
+"""Pure logic of features.
+
+Builders, feature tables, the Feast store, stream pushes, training sets.
+"""

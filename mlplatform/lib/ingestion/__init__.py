@@ -1,0 +1,1 @@
+"""Pure logic of ingestion: landing zone, reading, validation, the ingest step."""

@@ -1,0 +1,1 @@
+"""Pure logic of training: the seeded search and fit, the distributed fit."""
