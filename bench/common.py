@@ -16,6 +16,7 @@ from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
     import dagster as dg
+    import pandas as pd
 
 
 def prepare(lake: DataLake, problem: Problem, start: date, end: date) -> None:
@@ -31,6 +32,31 @@ def prepare(lake: DataLake, problem: Problem, start: date, end: date) -> None:
     for day in days(start, end):
         for table in problem.feature_tables():
             build_day(lake, problem, table, day)
+
+
+def training_frame(lake: DataLake, problem: Problem, start: date, end: date) -> "pd.DataFrame":
+    """``prepare`` the days, apply the Feast repo, and join the labelled flights point-in-time.
+
+    Returns the training set's frame (request columns, features, label) as the training
+    path assembles it, for benchmarks that time what comes after.
+    """
+    from mlplatform.lib.features.feature_store import (
+        apply,
+        feature_vectors,
+        open_store,
+        service_of,
+    )
+    from mlplatform.lib.features.training_set import assemble, labelled
+
+    spec = problem.spec
+    prepare(lake, problem, start, end)
+    store = open_store(problem, lake.root)
+    apply(store, problem.feast_objects(lake.root))
+    requests = labelled(lake.read_days(problem.name, "flights", list(days(start, end))), spec)
+    vectors = feature_vectors(
+        problem, store, service_of(problem, store, lake.root), requests, online=False
+    )
+    return assemble(requests, vectors, spec)
 
 
 def definitions(problem: Problem, root: Path) -> "dg.Definitions":

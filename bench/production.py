@@ -22,19 +22,13 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from common import prepare
+from common import training_frame
 
 from mlplatform import production
 from mlplatform.defs.jobs import daily_job_name, features_job_name
 from mlplatform.lib.features.feature_store import (
-    apply,
     feature_matrix,
-    feature_vectors,
-    open_store,
-    service_of,
 )
-from mlplatform.lib.features.training_set import assemble, labelled
-from mlplatform.lib.ingestion.landing import days
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.training import model as tr
 from mlplatform.lib.training.distributed import fit_dask
@@ -153,18 +147,10 @@ def celery_side_by_side(lake: DataLake, tmp: Path) -> dict:
 
 def main() -> None:
     problem = get_problem("flight_delay")
-    spec = problem.spec
     with tempfile.TemporaryDirectory() as tmp:
         lake = DataLake(Path(tmp) / "data")
         t0 = time.perf_counter()
-        prepare(lake, problem, START, END)
-        store = open_store(problem, lake.root)
-        apply(store, problem.feast_objects(lake.root))
-        requests = labelled(lake.read_days(problem.name, "flights", list(days(START, END))), spec)
-        vectors = feature_vectors(
-            problem, store, service_of(problem, store, lake.root), requests, online=False
-        )
-        training = assemble(requests, vectors, spec)
+        training = training_frame(lake, problem, START, END)
         log(f"training set of {len(training)} rows ready in {time.perf_counter() - t0:.0f} s")
         dask = dask_side_by_side(training)
         celery = celery_side_by_side(lake, Path(tmp))

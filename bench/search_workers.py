@@ -21,17 +21,11 @@ import uuid
 from datetime import date
 from pathlib import Path
 
-from common import prepare
+from common import training_frame
 
 from mlplatform.lib.features.feature_store import (
-    apply,
     feature_matrix,
-    feature_vectors,
-    open_store,
-    service_of,
 )
-from mlplatform.lib.features.training_set import assemble, labelled
-from mlplatform.lib.ingestion.landing import days
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.training import model as tr
 from mlplatform.problems import get_problem
@@ -75,14 +69,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lake = DataLake(Path(tmp) / "data")
         t0 = time.perf_counter()
-        prepare(lake, problem, START, END)
-        store = open_store(problem, lake.root)
-        apply(store, problem.feast_objects(lake.root))
-        requests = labelled(lake.read_days(problem.name, "flights", list(days(START, END))), spec)
-        vectors = feature_vectors(
-            problem, store, service_of(problem, store, lake.root), requests, online=False
-        )
-        training = assemble(requests, vectors, spec)
+        training = training_frame(lake, problem, START, END)
         matrix = feature_matrix(training, spec)
         encoding = tr.fit_encoding(matrix, spec)
         train, valid = tr.time_split(training, cfg.validation_days, spec.partitioning.timezone)

@@ -19,19 +19,14 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from common import prepare
+from common import training_frame
 
 from mlplatform.definitions import build_definitions
 from mlplatform.defs.jobs import training_job_name
 from mlplatform.lib.features.feature_store import (
-    apply,
     feature_matrix,
-    feature_vectors,
-    open_store,
-    service_of,
 )
-from mlplatform.lib.features.training_set import assemble, data_version, labelled
-from mlplatform.lib.ingestion.landing import days
+from mlplatform.lib.features.training_set import data_version
 from mlplatform.lib.storage import DataLake
 from mlplatform.lib.training import model as tr
 from mlplatform.problems import get_problem
@@ -53,14 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lake = DataLake(Path(tmp) / "data")
         t0 = time.perf_counter()
-        prepare(lake, problem, START, END)
-        store = open_store(problem, lake.root)
-        apply(store, problem.feast_objects(lake.root))
-        requests = labelled(lake.read_days(problem.name, "flights", list(days(START, END))), spec)
-        vectors = feature_vectors(
-            problem, store, service_of(problem, store, lake.root), requests, online=False
-        )
-        training = assemble(requests, vectors, spec)
+        training = training_frame(lake, problem, START, END)
         version = data_version(training)
         path = lake.write_table(problem.name, "training_set", version, training)
         lake.write_latest(
