@@ -164,13 +164,17 @@ class Entity(_Strict):
 
 
 class TargetSpec(_Strict):
-    """The label: a comparison on an outcome column, known only after the fact."""
+    """The label, known only after the fact.
+
+    ``task: binary``: a comparison on an outcome column (``column operator value``, 0/1);
+    ``task: regression``: the outcome column itself (no ``operator`` or ``value``).
+    """
 
     name: Name
     source: str
     column: str
-    operator: Literal[">", ">=", "<", "<=", "=="]
-    value: float
+    operator: Literal[">", ">=", "<", "<=", "=="] | None = None
+    value: float | None = None
     description: str
     outcomes: list[str] = Field(
         default_factory=list,
@@ -197,11 +201,34 @@ class FeatureSpec(_Strict):
         return self
 
 
-class MetricSpec(_Strict):
-    """The success metric the gates and the tuner optimise."""
+Task = Literal["binary", "regression"]
+MetricName = Literal["roc_auc", "average_precision", "log_loss", "brier", "rmse", "mae", "r2"]
+# Each metric's task and the direction in which it improves (scikit-learn's definitions).
+METRICS: dict[str, tuple[Task, Literal["maximize", "minimize"]]] = {
+    "roc_auc": ("binary", "maximize"),
+    "average_precision": ("binary", "maximize"),
+    "log_loss": ("binary", "minimize"),
+    "brier": ("binary", "minimize"),
+    "rmse": ("regression", "minimize"),
+    "mae": ("regression", "minimize"),
+    "r2": ("regression", "maximize"),
+}
 
-    name: Literal["roc_auc", "average_precision", "log_loss", "brier"]
+
+class MetricSpec(_Strict):
+    """The success metric the gates and the tuner optimise, and its direction."""
+
+    name: MetricName
     direction: Literal["maximize", "minimize"]
+
+    @model_validator(mode="after")
+    def _natural_direction(self) -> Self:
+        natural = METRICS[self.name][1]
+        if self.direction != natural:
+            raise ValueError(
+                f"direction: {self.name} improves when it is {natural}d, not {self.direction}d"
+            )
+        return self
 
 
 class SearchRange(_Strict):
@@ -412,6 +439,11 @@ class ProblemSpec(_Strict):
     version: int = Field(ge=1)
     description: str
     owner: str = Field(pattern=r"^(team:[\w-]+|[^@\s]+@[^@\s]+)$")
+    task: Task = Field(
+        default="binary",
+        description="binary: a 0/1 label from a comparison, the model predicts its "
+        "probability; regression: the outcome column itself, the model predicts its value",
+    )
     partitioning: Partitioning
     sources: dict[Name, SourceSpec] = Field(min_length=1)
     entities: dict[Name, Entity] = Field(default_factory=dict)
@@ -427,6 +459,31 @@ class ProblemSpec(_Strict):
     monitoring: MonitoringSpec = MonitoringSpec()
     retraining: RetrainingSpec = RetrainingSpec()
     alerts: AlertsSpec = AlertsSpec()
+
+    @model_validator(mode="after")
+    def _task_consistent(self) -> Self:
+        t = self.target
+        if self.task == "binary" and (t.operator is None or t.value is None):
+            raise ValueError(
+                "target: a binary target is a comparison: give operator and value "
+                "(e.g. operator: '>', value: 15)"
+            )
+        if self.task == "regression" and (t.operator is not None or t.value is not None):
+            raise ValueError(
+                "target: a regression target is the column itself: drop operator and value"
+            )
+        if METRICS[self.metric.name][0] != self.task:
+            fit = sorted(m for m, (task, _) in METRICS.items() if task == self.task)
+            raise ValueError(
+                f"metric.name: {self.metric.name} is a {METRICS[self.metric.name][0]} metric; "
+                f"a {self.task} problem uses one of {fit}"
+            )
+        return self
+
+    @property
+    def is_regression(self) -> bool:
+        """The model predicts a value (not a probability)."""
+        return self.task == "regression"
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:

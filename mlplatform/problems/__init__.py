@@ -17,10 +17,13 @@ A problem folder ``problems/<name>/`` contains
 - ``feature_repo/``: the Feast repository (``feature_store.yaml`` per profile, and
   ``repo.py`` whose ``definitions(data_dir)`` returns every Feast object by name, the
   feature service under ``"service"``).
-The machinery finds problems here and never names one.
+The machinery finds problems here, and in the folders ``MLPLATFORM_PROBLEMS_PATH`` lists
+(``os.pathsep``-separated: problems kept outside the package, e.g. in a team's own
+repository), and never names one.
 """
 
 import importlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -41,6 +44,21 @@ if TYPE_CHECKING:
     from mlplatform.lib.features.tables import FeatureTable
 
 PROBLEMS_DIR = Path(__file__).parent
+PROBLEMS_PATH_ENV = "MLPLATFORM_PROBLEMS_PATH"
+
+
+def problem_dirs() -> list[Path]:
+    """The folders searched for problems: the package's own, then ``MLPLATFORM_PROBLEMS_PATH``.
+
+    Each extra folder also joins this package's ``__path__``, so a problem there imports as
+    ``mlplatform.problems.<name>`` like a bundled one (Dagster's step processes import the
+    same names).
+    """
+    extra = [Path(p) for p in os.environ.get(PROBLEMS_PATH_ENV, "").split(os.pathsep) if p]
+    for folder in extra:
+        if str(folder) not in __path__:
+            __path__.append(str(folder))
+    return [PROBLEMS_DIR, *extra]
 
 
 @dataclass(frozen=True)
@@ -187,7 +205,7 @@ class Problem:
 def problems() -> dict[str, Problem]:
     """Every problem folder with a ``spec.yaml``, by name."""
     found = {}
-    for spec_file in sorted(PROBLEMS_DIR.glob("*/spec.yaml")):
+    for spec_file in [f for d in problem_dirs() for f in sorted(d.glob("*/spec.yaml"))]:
         spec = load_spec(spec_file)
         found[spec.name] = Problem(name=spec.name, spec=spec, folder=spec_file.parent)
     return found

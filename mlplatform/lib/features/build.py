@@ -56,8 +56,13 @@ def window(day: date, days: int) -> list[date]:
 
 
 def label(frame: pd.DataFrame, target: TargetSpec) -> pd.Series:
-    """The target as 0/1, NaN where the outcome is not (yet) known."""
-    values = pd.to_numeric(frame[target.column], errors="coerce")
+    """The target as floats, NaN where the outcome is not (yet) known.
+
+    0/1 for a comparison (``task: binary``), the outcome's own value for ``regression``.
+    """
+    values = pd.to_numeric(frame[target.column], errors="coerce").astype(float)
+    if target.operator is None or target.value is None:
+        return values
     ops = {
         ">": values.gt,
         ">=": values.ge,
