@@ -59,7 +59,7 @@ def pandas_pit(rows: pd.DataFrame, lake: DataLake, problem: Problem) -> pd.DataF
             out,
             right.sort_values(EVENT_TS),
             on=EVENT_TS,
-            by=table.join_key,
+            by=list(table.join_keys),
             direction="backward",
             tolerance=pd.Timedelta(table.ttl),
             allow_exact_matches=True,

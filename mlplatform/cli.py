@@ -688,15 +688,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_feast(args: argparse.Namespace) -> int:
     """Run the feast CLI on a problem's feature repository and the project's data folder."""
+    from mlplatform.lib.features.feature_store import cli_repo
     from mlplatform.problems import get_problem
 
     problem = get_problem(args.problem)
     data = settings.data_dir()
-    (data / "feast" / problem.name).mkdir(parents=True, exist_ok=True)
+    repo = cli_repo(problem, data)  # the generated (or the problem's own) repository
     os.environ[settings.DATA_VAR] = str(data)  # feature_store.yaml reads it
     feast = str(Path(sys.executable).with_name("feast"))
     feast_args = args.feast_args[1:] if args.feast_args[:1] == ["--"] else args.feast_args
-    os.execv(feast, [feast, "-c", str(problem.feature_repo), *feast_args])
+    os.execv(feast, [feast, "-c", str(repo), *feast_args])
     return 0  # not reached
 
 

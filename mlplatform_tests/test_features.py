@@ -85,7 +85,7 @@ def test_feature_views_declare_exactly_the_columns_the_tables_hold(
         view = objects[table.view]
         frame = _table(featured_base, table.name)
         declared = {f.name for f in view.features}  # type: ignore[attr-defined]
-        assert declared == set(frame.columns) - {table.join_key, "event_timestamp"}, table.name
+        assert declared == set(frame.columns) - {*table.join_keys, "event_timestamp"}, table.name
         assert view.ttl == table.ttl  # type: ignore[attr-defined]
 
 

@@ -50,7 +50,7 @@ def test_pushed_rows_equal_the_offline_rows_of_the_same_hour(
         assert all(t - pd.Timedelta(hours=1) <= s <= t for s in pushed_at), table.name
         # every offline row of the instants pushed: no entity missing or extra online
         hour = offline[pd.to_datetime(offline[EVENT_TS], utc=True).isin(pushed_at)]
-        key = [table.join_key, EVENT_TS]
+        key = [*table.join_keys, EVENT_TS]
         left = pushed.sort_values(key).reset_index(drop=True)
         right = hour[pushed.columns].sort_values(key).reset_index(drop=True)
         right[EVENT_TS] = pd.to_datetime(right[EVENT_TS], utc=True).dt.as_unit("us")

@@ -14,9 +14,10 @@ A problem folder ``problems/<name>/`` contains
   service validates against it and publishes it in its OpenAPI schema);
 - ``evaluation.py`` (optional): ``SLICES``, derived slice columns by name, and ``CASES``,
   the behavioural cases (``lib.evaluation.metrics.BehaviouralCase``) the spec's gates name;
-- ``feature_repo/``: the Feast repository (``feature_store.yaml`` per profile, and
-  ``repo.py`` whose ``definitions(data_dir)`` returns every Feast object by name, the
-  feature service under ``"service"``).
+- ``feature_repo/`` (optional): the Feast repository is generated from the spec and
+  ``FEATURE_TABLES`` (``lib.features.feast_repo``); a problem may override it with its own
+  ``feature_store*.yaml`` per profile and/or ``repo.py`` whose ``definitions(data_dir)``
+  returns every Feast object by name, the feature service under ``"service"``.
 The machinery finds problems here, and in the folders ``MLPLATFORM_PROBLEMS_PATH`` lists
 (``os.pathsep``-separated: problems kept outside the package, e.g. in a team's own
 repository), and never names one.
@@ -126,7 +127,13 @@ class Problem:
         return fn(inputs)
 
     def _entity_row_fn(self) -> "Callable[[Mapping[Any, Any], str], dict[str, Any]]":
-        return self._module("features").entity_row
+        fn = self._module("features").entity_row
+        if not any(t.keyless for t in self.feature_tables()):
+            return fn
+        from mlplatform.lib.features.tables import GLOBAL_KEY, GLOBAL_VALUE
+
+        # a keyless table is keyed by a constant column: every entity row carries it
+        return lambda request, tz: {**fn(request, tz), GLOBAL_KEY: GLOBAL_VALUE}
 
     def entity_row(self, request: "Mapping[Any, Any]") -> dict[str, Any]:
         """Entity keys, event time and request features of one request."""
@@ -193,12 +200,32 @@ class Problem:
 
     @property
     def feature_repo(self) -> Path:
-        """Folder of the problem's Feast repository."""
+        """Folder of the problem's own Feast repository (optional: generated without it)."""
         return self.folder / "feature_repo"
 
     def feast_objects(self, data: Path) -> dict[str, object]:
-        """Every Feast object of the problem by name, reading feature files under ``data``."""
-        return self._module("feature_repo.repo").definitions(data)
+        """Every Feast object of the problem by name, reading feature files under ``data``.
+
+        Generated from the spec and ``FEATURE_TABLES`` (``lib.features.feast_repo``), unless
+        the problem supplies ``feature_repo/repo.py``, whose ``definitions(data)`` then
+        returns them (the feature service under ``"service"``). ``SERVICE_VERSION`` in
+        ``feature_tables.py`` numbers the generated service (default: the spec's version).
+        """
+        if (self.feature_repo / "repo.py").exists():
+            return self._module("feature_repo.repo").definitions(data)
+        from mlplatform.lib.features.feast_repo import definitions
+
+        version = getattr(self._module("feature_tables"), "SERVICE_VERSION", None)
+        return definitions(self.spec, self.feature_tables(), data, version)
+
+    def feast_config(self, config_file: str = "feature_store.yaml") -> str:
+        """The text of the profile's ``feature_store*.yaml``: the problem's own, or generated."""
+        own = self.feature_repo / config_file
+        if own.exists():
+            return own.read_text(encoding="utf-8")
+        from mlplatform.lib.features.feast_repo import store_yaml
+
+        return store_yaml(self.name, config_file)
 
 
 @cache

@@ -95,7 +95,7 @@ def build_feature_asset(problem: Problem, table: FeatureTable) -> dg.AssetsDefin
                     str(store.table_path(problem.name, features_table(table), day))
                 ),
                 "input_days": f"{days[0]}..{days[-1]}",
-                "entities": int(frame[table.join_key].nunique()),
+                "entities": len(frame.drop_duplicates(list(table.join_keys))),
             }
         )
 
@@ -127,7 +127,11 @@ def build_registry_asset(problem: Problem) -> dg.AssetsDefinition:
                 "entities": dg.MetadataValue.json(summary["entities"]),
                 "feature_services": dg.MetadataValue.json(summary["feature_services"]),
                 "deleted": dg.MetadataValue.json(summary["deleted"]),
-                "repository": dg.MetadataValue.path(str(problem.feature_repo)),
+                "repository": dg.MetadataValue.path(
+                    str(problem.feature_repo)
+                    if problem.feature_repo.is_dir()
+                    else "generated from spec.yaml and feature_tables.py"
+                ),
                 "registry": dg.MetadataValue.path(str(store.config.registry)),
             }
         )

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from mlplatform.errors import PlatformError
-from mlplatform.lib.features.tables import EVENT_TS, FeatureTable, local_midnight
+from mlplatform.lib.features.tables import (
+    EVENT_TS,
+    GLOBAL_KEY,
+    GLOBAL_VALUE,
+    FeatureTable,
+    local_midnight,
+)
 from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
 from mlplatform.spec import TargetSpec
@@ -104,17 +110,23 @@ def trailing_rates(
 
 
 def with_timestamps(table: FeatureTable, frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the ``<name>_ts`` audit column and check keys are unique per event time."""
+    """Add the ``<name>_ts`` audit column and check keys are unique per event time.
+
+    A keyless table gets its constant key column (``GLOBAL_KEY``) here too.
+    """
     # Microseconds: what Feast's DuckDB offline store reads reliably.
     stamps = pd.to_datetime(frame[EVENT_TS], utc=True).dt.as_unit("us")
     seconds = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     frame = frame.assign(**{EVENT_TS: stamps, table.ts_column: seconds.astype("int64")})
-    dup = frame.duplicated([table.join_key, EVENT_TS])
+    if table.keyless:
+        frame = frame.assign(**{GLOBAL_KEY: GLOBAL_VALUE})
+    keys = [*table.join_keys, EVENT_TS]
+    dup = frame.duplicated(keys)
     if dup.any():
-        examples = frame.loc[dup, [table.join_key, EVENT_TS]].head(3).to_dict("records")
+        examples = frame.loc[dup, keys].head(3).to_dict("records")
         raise ValueError(
-            f"feature table {table.name}: {int(dup.sum())} duplicate ({table.join_key}, "
-            f"{EVENT_TS}) rows, e.g. {examples}"
+            f"feature table {table.name}: {int(dup.sum())} duplicate ({', '.join(keys)}) "
+            f"rows, e.g. {examples}"
         )
     return frame.reset_index(drop=True)
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.errors import PlatformError
-from mlplatform.lib.features.tables import EVENT_TS, FeatureTable
+from mlplatform.lib.features.tables import EVENT_TS, GLOBAL_KEY, FeatureTable
 from mlplatform.lib.names import features_table
 from mlplatform.lib.storage import DataLake
 from mlplatform.problems import Problem
@@ -43,21 +43,36 @@ def open_store(
 ) -> "FeatureStore":
     """The problem's feature store over the data folder ``data``.
 
-    ``feature_store.yaml`` names its registry and online store under
-    ``${MLPLATFORM_DATA_DIR}``; setting it here keeps one configuration file for the
-    platform and the ``feast`` CLI. Another profile's file (``config_file``, in the same
-    repository) reads its servers from ``variables``, set here the same way.
+    ``feature_store.yaml`` (the problem's own, or generated: ``Problem.feast_config``) names
+    its registry and online store under ``${MLPLATFORM_DATA_DIR}``; setting it here keeps one
+    configuration for the platform and the ``feast`` CLI. Another profile's file
+    (``config_file``) reads its servers from ``variables``, set here the same way.
     """
     from feast import FeatureStore
+
+    from mlplatform.lib.features.feast_repo import repo_config
 
     # feast's import resets warning filters; this one is ibis talking to itself, every query
     warnings.filterwarnings("ignore", message="fetch_arrow_table", category=DeprecationWarning)
     os.environ[DATA_VAR] = str(data)
     os.environ.update(variables or {})
     (data / "feast" / problem.name).mkdir(parents=True, exist_ok=True)
+    repo = problem.feature_repo if problem.feature_repo.is_dir() else data / "feast" / problem.name
     return FeatureStore(
-        repo_path=str(problem.feature_repo), fs_yaml_file=problem.feature_repo / config_file
+        repo_path=str(repo), config=repo_config(problem.feast_config(config_file), repo)
     )
+
+
+def cli_repo(problem: Problem, data: Path) -> Path:
+    """A repository folder for the ``feast`` CLI: ``<data>/feast/<problem>/repo``.
+
+    Holds every profile's ``feature_store*.yaml`` and a ``repo.py`` defining the problem's
+    objects (generated, or from its own ``feature_repo/repo.py``); rewritten on each call.
+    """
+    from mlplatform.lib.features.feast_repo import LOCAL_FILE, PRODUCTION_FILE, write_cli_repo
+
+    configs = {f: problem.feast_config(f) for f in (LOCAL_FILE, PRODUCTION_FILE)}
+    return write_cli_repo(data / "feast" / problem.name / "repo", problem.name, configs)
 
 
 def service_of(problem: Problem, store: "FeatureStore", data: Path) -> "FeatureService":
@@ -188,7 +203,7 @@ def parity_sample(
     offline batch holds them only once their day lands.
     """
     from mlplatform.lib.features.build import window
-    from mlplatform.lib.features.training_set import newest_offline
+    from mlplatform.lib.features.training_set import entity_key, newest_offline
 
     tz = ZoneInfo(problem.spec.partitioning.timezone)
     online, newest = {}, {}
@@ -208,7 +223,10 @@ def parity_sample(
         fields = [f.name for f in view.features]
         values = store.get_online_features(
             features=[f"{table.view}:{f}" for f in fields],
-            entity_rows=[{table.join_key: k} for k in keys],
+            entity_rows=[
+                dict(zip(table.join_keys, k if isinstance(k, tuple) else (k,), strict=True))
+                for k in keys
+            ],
         ).to_df()
         if table.stream:
             # a stream view's online rows may have been pushed after the evening's batch
@@ -217,7 +235,8 @@ def parity_sample(
             # its hours [00:00, 24:00)), pushed at midnight
             stamps = pd.to_numeric(values[table.ts_column], errors="coerce")
             ahead = stamps >= until.timestamp()
-            newest[table.name] = newest[table.name].drop(values.loc[ahead, table.join_key])
+            gone = [entity_key(row, table) for _, row in values[ahead].iterrows()]
+            newest[table.name] = newest[table.name].drop(gone)
             values = values[~ahead].reset_index(drop=True)
         online[table.name] = values
     return online, newest
@@ -341,6 +360,8 @@ def online_vector(
     """
     row = problem.entity_row(request)
     keys = {k: row[k] for k in join_keys(problem.spec)}
+    if GLOBAL_KEY in row:  # the problem has a keyless table
+        keys[GLOBAL_KEY] = row[GLOBAL_KEY]
     values = store.get_online_features(features=service, entity_rows=[keys]).to_dict()
     found = {name: column[0] for name, column in values.items() if name not in keys}
     expire(found, row[EVENT_TS], view_expiries(problem, service))

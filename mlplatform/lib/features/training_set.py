@@ -68,24 +68,25 @@ def asof_reference(rows: pd.DataFrame, table: FeatureTable, offline: pd.DataFram
     The newest row of the same entity with event time at or before the prediction time
     and no older than the table's TTL; NaN where there is none.
     """
+    keys = list(table.join_keys)
     left = pd.DataFrame(
         {
             "_row": range(len(rows)),
-            table.join_key: rows[table.join_key].astype(str).reset_index(drop=True),
+            **{k: rows[k].astype(str).reset_index(drop=True) for k in keys},
             EVENT_TS: pd.to_datetime(rows[EVENT_TS], utc=True)
             .dt.as_unit("us")
             .reset_index(drop=True),
         }
     ).sort_values(EVENT_TS)
-    right = offline[[table.join_key, EVENT_TS, table.ts_column]].copy()
-    right[table.join_key] = right[table.join_key].astype(str)
+    right = offline[[*keys, EVENT_TS, table.ts_column]].copy()
+    right[keys] = right[keys].astype(str)
     right[EVENT_TS] = pd.to_datetime(right[EVENT_TS], utc=True).dt.as_unit("us")
     right = right.sort_values(EVENT_TS)
     joined = pd.merge_asof(
         left,
         right,
         on=EVENT_TS,
-        by=table.join_key,
+        by=keys,
         direction="backward",
         tolerance=pd.Timedelta(table.ttl),
         allow_exact_matches=True,
@@ -177,10 +178,20 @@ def leakage_audit(training: pd.DataFrame, spec: ProblemSpec) -> CheckOutcome:
 
 
 def newest_offline(offline: pd.DataFrame, table: FeatureTable, end: datetime) -> pd.DataFrame:
-    """Each entity's newest offline row at or before ``end`` (what the online store holds)."""
+    """Each entity's newest offline row at or before ``end`` (what the online store holds).
+
+    Indexed by the table's join key (a ``MultiIndex`` for a composite key).
+    """
     stamps = pd.to_datetime(offline[EVENT_TS], utc=True)
     recent = offline[stamps <= end]
-    return recent.sort_values(EVENT_TS).groupby(table.join_key).tail(1).set_index(table.join_key)
+    keys = list(table.join_keys)
+    return recent.sort_values(EVENT_TS).groupby(keys).tail(1).set_index(keys)
+
+
+def entity_key(row: "pd.Series | dict", table: FeatureTable) -> object:
+    """A row's key in ``newest_offline``'s index: the value, or a tuple for a composite key."""
+    values = tuple(row[k] for k in table.join_keys)
+    return values[0] if len(values) == 1 else values
 
 
 def parity_audit(
@@ -200,7 +211,7 @@ def parity_audit(
         expected = newest[table.name]
         columns = [c for c in expected.columns if c != EVENT_TS]
         for _, row in online[table.name].iterrows():
-            key = row[table.join_key]
+            key = entity_key(row, table)
             for column in columns:
                 compared += 1
                 want, got = expected.at[key, column], row[column]

@@ -1,8 +1,7 @@
-"""Feast definitions of the flight-delay features: entities, sources, views, service.
+"""The flight-delay Feast repository as it was written by hand (until issue 17).
 
-The views read the daily Parquet files the feature assets write. ``definitions(data)``
-builds every object for a given data folder (the platform calls it); the module-level
-names below are what the ``feast`` CLI finds in this folder.
+Kept as the reference the generated repository (``lib.features.feast_repo``) is compared
+with in ``test_feast_generated.py``: same entities, sources, views and service.
 """
 
 from pathlib import Path
@@ -12,7 +11,6 @@ from feast.data_format import ParquetFormat
 from feast.types import Float64, Int64, String
 
 from mlplatform.problems.flight_delay.feature_tables import FEATURE_TABLES
-from mlplatform.settings import data_dir
 
 PROBLEM = "flight_delay"
 SERVICE_VERSION = 2
@@ -177,20 +175,3 @@ def definitions(data: Path) -> dict[str, object]:
         "plane_ops_fv": plane_ops_fv,
         "service": service,
     }
-
-
-# The objects the feast CLI discovers in this folder.
-_defs = definitions(data_dir())
-origin = _defs["origin"]
-carrier = _defs["carrier"]
-route = _defs["route"]
-plane = _defs["plane"]
-origin_weather_fv = _defs["origin_weather_fv"]
-carrier_delays_fv = _defs["carrier_delays_fv"]
-route_delays_fv = _defs["route_delays_fv"]
-origin_delays_fv = _defs["origin_delays_fv"]
-plane_fv = _defs["plane_fv"]
-origin_ops_fv = _defs["origin_ops_fv"]
-carrier_ops_fv = _defs["carrier_ops_fv"]
-plane_ops_fv = _defs["plane_ops_fv"]
-flight_delay_v2 = _defs["service"]
