@@ -120,7 +120,7 @@ def test_each_monitored_day_is_one_snapshot_per_kind_stamped_with_its_day(
     panels = [p.title for p in workspace.get_dashboard(project.id).panels]
     assert panels[:3] == [
         "Online roc_auc per model version",
-        "Late share: observed and predicted",
+        "Share of is_delayed: observed and predicted",  # named after the spec's target
         "Drift share",
     ]
     assert {f"Online roc_auc by {s}" for s in platform.problem.spec.gates.slices} <= set(panels)

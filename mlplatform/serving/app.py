@@ -28,12 +28,13 @@ from pydantic import BaseModel, Field, create_model
 
 from mlplatform.lib.deployment.log import status as deployment_status
 from mlplatform.serving.runtime import NoChampionError, Runtime
+from mlplatform.spec import ProblemSpec
 
 log = logging.getLogger("mlplatform.serving")
 
 MAX_BODY_BYTES = 1_000_000
 MAX_BATCH = 1000
-MAX_PUSH_EVENTS = 5000  # one hour of one source (flights: ~100 events an hour)
+MAX_PUSH_EVENTS = 5000  # one hour of one stream source's events
 SINGLE_THREADS = 4  # single requests scored at once (2 cores: more only queue on the GIL)
 BATCH_THREADS = 1  # batch chunks scored at once, whatever the number of batches
 BATCH_CHUNK = 50  # batch items per trip to a worker thread (~50-100 ms)
@@ -70,10 +71,63 @@ class Prediction(BaseModel):
     )
 
 
+def answer_model(spec: ProblemSpec) -> type[Prediction]:
+    """The answer's model for ``spec``'s task: the same fields, described for what they hold.
+
+    ``binary``: ``prediction`` is the probability of the positive class and the explanation
+    is in log-odds (``Prediction`` as is). ``regression``: ``prediction`` is the predicted
+    value of the target, in its own units, and ``base_value`` + the contributions add up to
+    it exactly (the model's raw score is the value itself).
+    """
+    if not spec.is_regression:
+        return Prediction
+    target = spec.target
+    unit = f"{target.name}'s units"
+    return create_model(
+        "Prediction",
+        __base__=Prediction,
+        __doc__="One answer: the predicted value of the target.",
+        prediction=(
+            float,
+            Field(
+                description=f"Predicted value of {target.name} ({target.column} of "
+                f"{target.source}, in its own units)"
+            ),
+        ),
+        contributions=(
+            dict[str, float] | None,
+            Field(
+                default=None,
+                description='Only with "explain": true. Each input\'s contribution to the '
+                f"predicted value ({unit}; LightGBM's TreeSHAP): base_value + their sum "
+                "= prediction",
+            ),
+        ),
+        base_value=(
+            float | None,
+            Field(
+                default=None,
+                description=f'Only with "explain": true. The expected predicted value ({unit})',
+            ),
+        ),
+    )
+
+
 class Predictions(BaseModel):
     """Answers to a batch, in its order."""
 
     predictions: list[Prediction]
+
+
+def answers_model(answer: type[Prediction]) -> type[Predictions]:
+    """The batch answer holding ``answer_model``'s answers."""
+    if answer is Prediction:
+        return Predictions
+    return create_model(
+        "Predictions",
+        __base__=Predictions,
+        predictions=(list[answer], ...),  # pyright: ignore[reportInvalidTypeForm]
+    )
 
 
 class Push(BaseModel):
@@ -240,6 +294,8 @@ def create_app(
         instances=(list[request_model], Field(min_length=1, max_length=MAX_BATCH)),  # pyright: ignore[reportInvalidTypeForm]
     )
 
+    answer_one = answer_model(problem.spec)
+    answer_many = answers_model(answer_one)
     lanes = Lanes()
 
     @asynccontextmanager
@@ -302,7 +358,11 @@ def create_app(
         return out
 
     # contributions only when asked: an answer without them stays as it was
-    @app.post("/predict", response_model=Prediction | Predictions, response_model_exclude_none=True)
+    @app.post(
+        "/predict",
+        response_model=answer_one | answer_many,  # pyright: ignore[reportInvalidTypeForm]
+        response_model_exclude_none=True,
+    )
     async def predict(body: request_model | batch_model) -> Any:  # pyright: ignore
         """Score one request, or a batch as ``{"instances": [...]}``."""
         if isinstance(body, batch_model):

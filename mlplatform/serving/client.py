@@ -1,4 +1,4 @@
-"""A small client: real flights of a day as requests, sent to a running service."""
+"""A small client: real rows of a day's target source as requests, sent to a running service."""
 
 import json
 import time

@@ -343,9 +343,14 @@ class Runtime:
     def predict(self, request: Mapping[str, Any], explain: bool = False) -> dict[str, Any]:
         """Score one request; logs it whatever happens. Raises ``NoChampionError``.
 
+        ``prediction`` is the answering version's output: the probability of the positive
+        class for a ``binary`` problem, the predicted value of the target (its own units,
+        never clipped) for a ``regression`` one.
+
         With ``explain``, the answer also carries ``contributions`` (feature → its share
-        of the answering version's raw score, log-odds) and ``base_value`` (the expected
-        raw score): ``base_value + sum(contributions)`` is the logit of ``prediction``.
+        of the answering version's raw score) and ``base_value`` (the expected raw score):
+        ``base_value + sum(contributions)`` is the raw score, which is the logit of
+        ``prediction`` for a binary problem and ``prediction`` itself for a regression.
         """
         started = monotonic_ms()
         snap = self.snapshot  # one snapshot for the whole request

@@ -33,6 +33,11 @@ def batch_job_name(problem: Problem) -> str:
 def _description(problem: Problem) -> str:
     spec = problem.spec
     source = spec.sources[spec.target.source]
+    output = (
+        f"predicted value of {spec.target.name}"
+        if spec.is_regression
+        else f"probability of {spec.target.name}"
+    )
     return (
         f"The day's scheduled {spec.target.source} (every row of the day's table, as a "
         f"request) scored by the champion, each with its features as the online path saw "
@@ -40,8 +45,8 @@ def _description(problem: Problem) -> str:
         "point-in-time join, the one serving_skew holds to the served vectors). One Parquet "
         "file per day, one row per request: key (string, the prediction log's key), "
         f"{', '.join(source.natural_key)} (the natural key), prediction_time "
-        "(timestamp[us, UTC]), model_version (string), prediction (float64, probability "
-        f"of {spec.target.name}), then feature_<name> per spec feature in spec order "
+        f"(timestamp[us, UTC]), model_version (string), prediction (float64, {output}), "
+        "then feature_<name> per spec feature in spec order "
         "(float64 for numeric, string for categorical; the spec's defaults filled)."
     )
 

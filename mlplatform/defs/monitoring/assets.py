@@ -2,8 +2,9 @@
 
 - ``served_predictions``: the prediction log's requests of the day;
 - ``online_outcomes``: those requests joined to the day's outcomes;
-- ``online_performance``: per version that answered, the spec's metric, calibration,
-  volume, p99 latency and error rate (numeric metadata, so the UI plots them over time);
+- ``online_performance``: per version that answered, the spec's metric, volume, p99 latency
+  and error rate, with calibration (binary) or RMSE, MAE, R² and the mean predicted beside
+  the mean observed value (regression); numeric metadata, so the UI plots them over time;
 - ``drift_report``: feature and prediction drift of the day against the champion's
   training set, with the spec's statistical test (Evidently; HTML linked);
 - ``serving_skew``: the day's served vectors against the training path's point-in-time
@@ -74,8 +75,9 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         key=key["served_predictions"],
         # the day's data landing closes the day: its requests are all in the log by then
         deps=[target],
-        description="The prediction log's requests for the day's flights: versions, routes, "
-        "features, predictions, latency and errors. Runs when the day's data lands.",
+        description=f"The prediction log's requests for the day's {spec.target.source} rows: "
+        "versions, routes, features, predictions, latency and errors. Runs when the day's "
+        "data lands.",
         kinds={"parquet"},
         **common,
     )
@@ -125,8 +127,8 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
         served = store.read_days(problem.name, _table("served_predictions"), [day])
         if not store.table_path(problem.name, spec.target.source, day).exists():
             raise dg.Failure(f"{problem.name}: no {spec.target.source} for {day} yet")
-        flights = store.read_days(problem.name, spec.target.source, [day])
-        joined = with_outcomes(served, flights, spec)
+        outcomes = store.read_days(problem.name, spec.target.source, [day])
+        joined = with_outcomes(served, outcomes, spec)
         store.write_table(problem.name, _table("online_outcomes"), day, joined)
         labelled = int(joined["label"].notna().sum())
         return dg.MaterializeResult(
@@ -140,8 +142,13 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=key["online_performance"],
         deps=[key["online_outcomes"]],
-        description=f"Online {spec.metric.name}, calibration, volume, p99 latency and error "
-        "rate per model version that answered that day.",
+        description=f"Online {spec.metric.name}, "
+        + (
+            f"RMSE, MAE, R² and mean predicted vs observed {spec.target.name}, "
+            if spec.is_regression
+            else "calibration, "
+        )
+        + "volume, p99 latency and error rate per model version that answered that day.",
         kinds={"pandas"},
         **common,
     )
@@ -150,7 +157,7 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         from mlplatform.defs.metadata import table
         from mlplatform.lib.monitoring.dashboard import performance_frame, performance_snapshot
-        from mlplatform.lib.monitoring.outcomes import performance
+        from mlplatform.lib.monitoring.outcomes import REGRESSION_METRICS, performance
 
         store, day = lake.lake(), _day(context)
         served = store.read_days(problem.name, _table("served_predictions"), [day])
@@ -166,9 +173,14 @@ def build_monitoring_assets(problem: Problem) -> list[dg.AssetsDefinition]:
             **_record(dashboard, problem, "performance", day, snapshot),
         }
         if headline:
+            companions = (
+                (*REGRESSION_METRICS, "mean_prediction", "mean_observed")
+                if spec.is_regression
+                else ("calibration_error",)
+            )
             meta |= {
                 f"online_{spec.metric.name}": headline[spec.metric.name],
-                "calibration_error": headline["calibration_error"],
+                **{name: headline[name] for name in companions},
                 "error_rate": headline["error_rate"],
                 "p99_latency_ms": headline["p99_latency_ms"],
                 "main_version": headline["version"],

@@ -13,12 +13,14 @@ one row per request, in the day's row order:
 
 - ``key`` (string): the request's natural key as one string (``rollout.request_key``), the
   prediction log's ``key`` and the outcomes' join key;
-- the target source's natural-key columns (flight_delay: ``carrier`` string, ``flight``
-  int64, ``origin`` string, ``time_hour`` timestamp[us, UTC]), as the request carried them;
+- the target source's natural-key columns, with the dtypes the request carried them in (its
+  event timestamp as timestamp[us, UTC]);
 - ``prediction_time`` (timestamp[us, UTC]): the request's prediction time, the instant its
   features were joined at;
 - ``model_version`` (string): the registered version that scored it;
-- ``prediction`` (float64): the probability of the positive class;
+- ``prediction`` (float64): the model's output, as the service answers it: the probability of
+  the positive class (``task: binary``) or the predicted value of the target, in its units
+  (``task: regression``);
 - ``feature_<name>`` for each spec feature, in spec order: the model's inputs with the
   spec's defaults filled; numeric features float64 (NaN when missing and without default),
   categorical ones string (None when missing).
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 TABLE = "batch_predictions"  # the lake table (``DataLake.table_path(problem, TABLE, day)``)
 KEY, PREDICTION_TIME, VERSION, PREDICTION = "key", "prediction_time", "model_version", "prediction"
-FEATURE_PREFIX = "feature_"  # feature columns are prefixed: "carrier" is a key and a feature
+FEATURE_PREFIX = "feature_"  # feature columns are prefixed: a key column may be a feature too
 
 
 def feature_column(name: str) -> str:

@@ -34,16 +34,20 @@ def outcome_keys(frame: pd.DataFrame, spec: ProblemSpec) -> pd.Series:
 def outcomes(
     lake: "DataLake", problem: str, spec: ProblemSpec, event_times: pd.Series
 ) -> pd.Series:
-    """Known labels by request key, for the local days the requests fall on."""
+    """Known labels by request key, for the local days the requests fall on.
+
+    A label is ``features.build.label`` of the target source's row: 0/1 for a binary
+    problem, the outcome's value for a regression one (float64 either way).
+    """
     local = pd.to_datetime(event_times, utc=True).dt.tz_convert(spec.partitioning.timezone)
     days = sorted(set(local.dt.date.dropna()))
     present = [d for d in days if lake.table_path(problem, spec.target.source, d).exists()]
     if not present:
         return pd.Series(dtype=float)
-    flights = lake.read_days(problem, spec.target.source, present)
-    labels = label(flights, spec.target)
+    rows = lake.read_days(problem, spec.target.source, present)
+    labels = label(rows, spec.target)
     known = labels.notna()
-    return pd.Series(labels[known].to_numpy(), index=outcome_keys(flights[known], spec).to_numpy())
+    return pd.Series(labels[known].to_numpy(), index=outcome_keys(rows[known], spec).to_numpy())
 
 
 def challenger_figures(
@@ -54,7 +58,12 @@ def challenger_figures(
     version: str,
     since: datetime,
 ) -> OnlineFigures:
-    """The challenger's scored, answered, failed and labelled requests since ``since``."""
+    """The challenger's scored, answered, failed and labelled requests since ``since``.
+
+    ``challenger_metric`` and ``champion_metric`` are the spec's metric of each version's
+    logged predictions on the same labelled requests (``evaluation.metrics.metric``: e.g.
+    ROC AUC of probabilities, RMSE of predicted values); NaN before any outcome is known.
+    """
     rows = predictions[
         (predictions["challenger_version"] == version)
         & (predictions["time"] >= pd.Timestamp(since).tz_convert("UTC"))

@@ -36,11 +36,16 @@ class LoadedModel:
     encoding: "Encoding"
 
     def predict_matrix(self, x: "np.ndarray") -> "np.ndarray":
-        """Probabilities for an encoded matrix."""
+        """The model's output for an encoded matrix, float64, one per row.
+
+        The booster's own transformation of its raw score: the probability of the positive
+        class for a binary objective, the predicted value (the raw score itself, in the
+        target's units, unbounded) for a regression objective.
+        """
         return self.booster.predict(x)  # type: ignore[return-value]
 
     def predict_row(self, row: list[float]) -> float:
-        """Probability for one encoded row: numpy in, one thread, no DataFrame."""
+        """``predict_matrix`` of one encoded row: numpy in, one thread, no DataFrame."""
         import numpy as np
 
         out = self.booster.predict(np.asarray([row], dtype=float), num_threads=1)
@@ -51,8 +56,9 @@ class LoadedModel:
 
         LightGBM's built-in SHAP values (``Booster.predict(pred_contrib=True)``, the
         TreeSHAP of Lundberg et al. 2020): one float per input in ``encoding.features``
-        order, in raw-score units (log-odds for a binary model), plus the expected raw
-        score; contributions + base value = the row's raw score. Runs on one thread.
+        order, in raw-score units, plus the expected raw score; contributions + base value
+        = the row's raw score: its log-odds for a binary model, the predicted value itself
+        for a regression model. Runs on one thread.
         """
         import numpy as np
 

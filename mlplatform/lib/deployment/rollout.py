@@ -41,7 +41,7 @@ def request_key(spec: ProblemSpec, request: Mapping[str, Any]) -> str:
 
 
 def canary_fraction(key: str) -> float:
-    """A stable number in [0, 1) per request key: the same flight always routes the same."""
+    """A stable number in [0, 1) per request key: the same request always routes the same."""
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 2**32
 
 
@@ -186,7 +186,15 @@ class OnlineFigures:
 
 
 def decide(stage: str, figures: OnlineFigures, rollout: RolloutSpec, metric: str, direction: str):
-    """The next transition for an active challenger: (action, reason) or None to wait."""
+    """The next transition for an active challenger: (action, reason) or None to wait.
+
+    ``metric`` and ``direction`` are the spec's (``spec.metric``). Once ``min_outcomes``
+    labelled requests are scored by both, the challenger is rolled back when its online
+    metric is worse than the champion's by more than ``rollout.max_metric_drop``, in the
+    metric's own units: an AUC lower by more than it (``maximize``), an RMSE higher by more
+    than it (``minimize``, minutes for a target in minutes). Error rate and p99 latency roll
+    back whatever the task.
+    """
     failures = []
     if figures.scored:
         rate = figures.errors / figures.scored
@@ -201,7 +209,8 @@ def decide(stage: str, figures: OnlineFigures, rollout: RolloutSpec, metric: str
         if drop > rollout.max_metric_drop:
             failures.append(
                 f"online {metric} {figures.challenger_metric:.4f} vs champion "
-                f"{figures.champion_metric:.4f} on {figures.labelled} outcomes: drop {drop:.4f} "
+                f"{figures.champion_metric:.4f} on {figures.labelled} outcomes: "
+                f"{'drop' if direction == 'maximize' else 'rise'} {drop:.4f} "
                 f"> {rollout.max_metric_drop}"
             )
     if failures:

@@ -80,7 +80,7 @@ class OnlineScorer:
         return Features(feature_vector(values, self.problem.spec), defaulted, missing)
 
     def score(self, model: "LoadedModel", request: Mapping[str, Any]) -> float:
-        """Probability of the positive class for one request."""
+        """The model's output for one request (``LoadedModel.predict_row``)."""
         return model.predict_row(model.encoding.row(self.features(request).vector))
 
 

@@ -3,13 +3,14 @@
 An Evidently workspace (a folder, or an fsspec URL) holds one project per problem, named
 after it, whose dashboard plots the snapshots over their timestamps. Each daily monitoring
 asset writes one snapshot of its own kind, stamped with the partition day (midnight, naive,
-as Evidently stamps its own runs), so a replayed week is a week of 2013 on the dashboard:
+as Evidently stamps its own runs), so a replayed week is a week of the data's own dates:
 
 - ``serving`` (``served_predictions``): answered requests, prediction distribution and the
   inputs the online store had no value for (Evidently's missing-value counts);
 - ``performance`` (``online_performance``): the spec's metric on the day's labelled answers,
   overall, per model version that answered and per slice of ``gates.slices`` (Evidently's
-  ``GroupBy``), with observed and predicted late shares;
+  ``GroupBy``), with the mean label and the mean prediction (the observed and predicted share
+  of the target for a binary problem, its observed and predicted mean for a regression);
 - ``drift`` (``drift_report``): Evidently's ``DataDriftPreset`` (drift share, drifted-feature
   count, per-feature scores) and the prediction's drift (``lib.monitoring.drift``);
 - ``skew`` (``serving_skew``): the share of compared requests with any mismatching feature,
@@ -36,8 +37,9 @@ if TYPE_CHECKING:
 
 KINDS = ("serving", "performance", "drift", "skew")
 QUANTILES = (0.1, 0.5, 0.9)
-# a group of a day's labelled answers is plotted from this many rows (and both classes) up:
-# an AUC on fewer rows swings by more than the differences the panel is there to show
+# a group of a day's labelled answers is plotted from this many rows (and both classes, or
+# two distinct values for a regression) up: a metric on fewer rows swings by more than the
+# differences the panel is there to show
 MIN_GROUP_ROWS = 50
 NAMESPACE = uuid.UUID("6d1f4a52-33c8-4a8e-9c7e-0b7e3f0e2a11")  # of the snapshot ids
 MONITOR_COMMAND = "mlplatform monitor --problem {problem}"
@@ -188,11 +190,18 @@ def _label(value: Any) -> str:
     return str(value)
 
 
-def judgeable(frame: pd.DataFrame, column: str, target: str = "label") -> list[str]:
-    """Values of ``column`` with at least ``MIN_GROUP_ROWS`` rows and both classes."""
+def judgeable(
+    frame: pd.DataFrame, column: str, target: str = "label", regression: bool = False
+) -> list[str]:
+    """Values of ``column`` with at least ``MIN_GROUP_ROWS`` rows and a judgeable target.
+
+    Binary: both classes among the group's labels (AUC is undefined otherwise); regression:
+    at least two distinct observed values (R² is undefined on a constant).
+    """
     out = []
     for value, rows in frame.groupby(column):
-        if len(rows) >= MIN_GROUP_ROWS and rows[target].nunique() == 2:
+        distinct = rows[target].nunique()
+        if len(rows) >= MIN_GROUP_ROWS and (distinct >= 2 if regression else distinct == 2):
             out.append(str(value))
     return sorted(out)
 
@@ -239,15 +248,19 @@ def performance_snapshot(frame: pd.DataFrame, spec: ProblemSpec, problem: str, d
         day: The partition day (the snapshot's timestamp).
 
     Returns:
-        An Evidently ``Snapshot`` (tag ``performance``), or None without both classes among
-        the day's labels. Groups (versions, slice values) are Evidently ``GroupBy`` metrics
-        of ``OnlineMetric``, for the judgeable values only (``judgeable``).
+        An Evidently ``Snapshot`` (tag ``performance``), or None without two distinct labels
+        among the day's (both classes, or two observed values for a regression). Groups
+        (versions, slice values) are Evidently ``GroupBy`` metrics of ``OnlineMetric``, for
+        the judgeable values only (``judgeable``). ``MeanValue`` of ``label`` and of
+        ``prediction``: the observed and predicted share of the target (binary) or its
+        observed and predicted mean (regression, in the target's units).
     """
     from evidently import DataDefinition
     from evidently.metrics import GroupBy, MeanValue, RowCount
 
     from mlplatform.lib.monitoring.evidently_metrics import OnlineMetric
 
+    regression = spec.is_regression
     if frame.empty or frame["label"].nunique() < 2:
         return None
     online = OnlineMetric(name=spec.metric.name, target="label", prediction="prediction")
@@ -255,7 +268,7 @@ def performance_snapshot(frame: pd.DataFrame, spec: ProblemSpec, problem: str, d
     metrics: list = [RowCount(), online, MeanValue(column="label"), MeanValue(column="prediction")]
     for column in groups:
         by = GroupBy(online, column)
-        metrics += [by.label_metric(v) for v in judgeable(frame, column)]
+        metrics += [by.label_metric(v) for v in judgeable(frame, column, "label", regression)]
     definition = DataDefinition(
         numerical_columns=["label", "prediction"], categorical_columns=groups
     )
@@ -287,12 +300,19 @@ def skew_snapshot(flags: pd.DataFrame, problem: str, day: date):
     return _run(metrics, frame, definition, "skew", problem, day)
 
 
+def observed_title(spec: ProblemSpec) -> str:
+    """Title of the panel of the mean label beside the mean prediction, named after the target."""
+    if spec.is_regression:
+        return f"Mean {spec.target.name}: observed and predicted"
+    return f"Share of {spec.target.name}: observed and predicted"
+
+
 def dashboard_panels(spec: ProblemSpec) -> list:
     """The dashboard's panels, in order (Evidently ``DashboardPanelPlot``)."""
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import bar_plot_panel, line_plot_panel
 
-    name = spec.metric.name
+    name, target = spec.metric.name, spec.target.name
 
     def value(metric: str, kind: str, legend: str, **labels: str) -> PanelMetric:
         return PanelMetric(metric=metric, tags=[kind], legend=legend, metric_labels=labels)
@@ -310,8 +330,14 @@ def dashboard_panels(spec: ProblemSpec) -> list:
             ],
         ),
         line_plot_panel(
-            title="Late share: observed and predicted",
-            description="Mean label and mean prediction of the day's labelled answers.",
+            title=observed_title(spec),
+            description=(
+                f"Mean observed {target} and mean predicted {target} of the day's labelled "
+                "answers, in the target's units."
+                if spec.is_regression
+                else f"Share of the day's labelled answers with {target} = 1, and their mean "
+                "predicted probability."
+            ),
             size="half",
             values=[
                 value("MeanValue", "performance", "observed", column="label"),

@@ -166,18 +166,43 @@ def classification_report(
     ``current`` holds the candidate's predictions; ``reference`` the champion's on the same
     rows, when there is one, so the report shows both side by side.
     """
-    _quiet_import()
-    from evidently import BinaryClassification, DataDefinition, Dataset, Report
-    from evidently.presets import ClassificationPreset
+    performance_report(current, reference, html_path, regression=False)
 
-    definition = DataDefinition(
-        classification=[BinaryClassification(target="target", prediction_probas="prediction")]
-    )
+
+def performance_report(
+    current: pd.DataFrame, reference: pd.DataFrame | None, html_path: Path, regression: bool
+) -> None:
+    """Evidently's report of predictions against outcomes, for the problem's task, as HTML.
+
+    Args:
+        current: The candidate's rows: ``target`` (0/1, or the observed value) and
+            ``prediction`` (the probability of 1, or the predicted value), float.
+        reference: The champion's predictions on the same rows, or None; the report shows
+            both side by side.
+        html_path: Where the page is written (folders made).
+        regression: ``RegressionPreset`` (errors, RMSE, MAE, R², predicted vs actual)
+            instead of ``ClassificationPreset`` (a binary classifier's probabilities).
+    """
+    _quiet_import()
+    from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    if regression:
+        definition = DataDefinition(
+            numerical_columns=["target", "prediction"],
+            regression=[Regression(target="target", prediction="prediction")],
+        )
+        preset: Any = RegressionPreset()
+    else:
+        definition = DataDefinition(
+            classification=[BinaryClassification(target="target", prediction_probas="prediction")]
+        )
+        preset = ClassificationPreset()
 
     def dataset(frame: pd.DataFrame) -> Dataset:
         return Dataset.from_pandas(frame[["target", "prediction"]], data_definition=definition)
 
-    snapshot = Report([ClassificationPreset()]).run(
+    snapshot = Report([preset]).run(
         dataset(current), dataset(reference) if reference is not None else None
     )
     html_path.parent.mkdir(parents=True, exist_ok=True)

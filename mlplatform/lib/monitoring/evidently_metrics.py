@@ -4,7 +4,8 @@ Evidently 0.7.23's classification metrics (``RocAuc``, ``LogLoss``...) run throu
 engine, which reads the report's whole dataset: inside ``GroupBy`` every group gets the
 overall value (checked: three origins with AUCs 0.61, 0.78 and 0.94 all came back 0.78).
 ``OnlineMetric`` computes on the dataset it is handed, so ``GroupBy(OnlineMetric(...), col)``
-gives each group its own value. Imports Evidently: import this module inside functions.
+gives each group its own value; it serves regression metrics (RMSE, MAE, R²) the same way.
+Imports Evidently: import this module inside functions.
 """
 
 import math
@@ -19,8 +20,11 @@ with warnings.catch_warnings():
 class OnlineMetric(SingleValueMetric):
     """The spec's metric (``evaluation.metrics.metric`` vocabulary): ``prediction`` vs ``target``.
 
-    Rows with a missing target or prediction are left out; a group without both classes
-    (AUC undefined) gives NaN, which callers avoid by grouping only on judgeable labels.
+    Any metric of ``spec.METRICS``: a binary one (``roc_auc``...) of probabilities against
+    0/1 labels, a regression one (``rmse``, ``mae``, ``r2``) of predicted values against
+    observed ones. Rows with a missing target or prediction are left out; a group where the
+    metric is undefined (a single class for AUC, fewer than two rows for R²) gives NaN,
+    which callers avoid by grouping only on judgeable labels (``dashboard.judgeable``).
     Its Evidently name is ``evidently:metric_v2:OnlineMetric`` (Evidently's default for a
     metric class), which dashboard panels refer to as ``OnlineMetric``.
     """
