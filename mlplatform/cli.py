@@ -715,6 +715,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_new_problem(args: argparse.Namespace) -> int:
+    """Write a new problem's skeleton, which runs as written on a synthetic example source."""
+    from mlplatform.scaffold import new_problem, next_steps
+
+    made = new_problem(args.name, args.task, args.partition, args.dir)
+    for line in next_steps(made):
+        _out(line)
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """Walk simulated days through the platform's own automation; leave a timeline."""
     from mlplatform.definitions import defs
@@ -975,6 +985,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=3000)
     p.set_defaults(fn=cmd_dev)
+
+    p = sub.add_parser(
+        "new-problem",
+        help="write a new problem's folder: a skeleton that runs on example data, with TODOs",
+    )
+    p.add_argument("name", help="the problem's name: lowercase letters, digits, underscores")
+    p.add_argument("--task", choices=["binary", "regression"], default="binary")
+    p.add_argument("--partition", choices=["daily", "hourly"], default="daily")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        help="folder of problems to write into (default: mlplatform/problems; another one "
+        "must be listed in MLPLATFORM_PROBLEMS_PATH)",
+    )
+    p.set_defaults(fn=cmd_new_problem)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Templates of ``mlplatform new-problem`` (``mlplatform.scaffold``): ``*.tmpl`` files."""
