@@ -33,3 +33,24 @@ class UnknownNameError(UsageError, KeyError):
 
 class BusyError(PlatformError):
     """Another process holds what this one needs exclusively (a training, a study)."""
+
+
+class ContractError(UsageError):
+    """A problem plug-in breaks a contract of the platform (``mlplatform.lib.contract``).
+
+    The message names the problem, the file to change and the fix, one line per broken
+    contract.
+    """
+
+    def __init__(self, problem: str, violations: "list[tuple[str, str]]") -> None:
+        self.problem = problem
+        self.violations = violations  # (file, what is wrong and the fix)
+        lines = "\n".join(f"  - {file}: {message}" for file, message in violations)
+        super().__init__(f"problem {problem!r} breaks the plug-in contract:\n{lines}")
+
+    def __reduce__(self) -> "tuple[type, tuple[str, list[tuple[str, str]]]]":
+        return (type(self), (self.problem, self.violations))
+
+
+class BrokenProblemError(UsageError):
+    """A problem folder that cannot load (its spec, a module, or a contract); others still do."""

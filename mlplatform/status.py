@@ -192,8 +192,16 @@ def status(
     tracking: "Tracking | None" = None,
     dashboard: str | None = None,
 ) -> dict[str, Any]:
-    """One object keyed by problem name."""
-    return {
-        name: problem_status(p, lake, instance, tracking, dashboard)
+    """One object keyed by problem name.
+
+    A problem that cannot load (``problems().broken``) is listed too, as
+    ``{"broken": {file, kind, error}}``; a loaded one has ``"broken": None``.
+    """
+    report: dict[str, Any] = {
+        name: {**problem_status(p, lake, instance, tracking, dashboard), "broken": None}
         for name, p in sorted(problems.items())
     }
+    broken = getattr(problems, "broken", {})
+    for name in sorted(broken):
+        report[name] = {"broken": broken[name].to_dict()}
+    return report

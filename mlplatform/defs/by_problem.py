@@ -7,6 +7,7 @@ through the defs folder (every problem found); tests and benchmarks call
 objects.
 """
 
+import re
 from typing import Any
 
 import dagster as dg
@@ -21,6 +22,7 @@ from mlplatform.defs import (
     training,
 )
 from mlplatform.defs.jobs import build_jobs
+from mlplatform.errors import BrokenProblemError
 from mlplatform.problems import Problem, problems
 
 STAGES = (ingestion, features, training, evaluation, deployment, monitoring)
@@ -46,7 +48,34 @@ def build_problem_defs(problem: Problem) -> dg.Definitions:
     )
 
 
+def broken_problem_defs(name: str, message: str) -> dg.Definitions:
+    """A sensor ``<name>_cannot_load`` whose every tick fails with ``message``.
+
+    How the UI shows a problem that cannot load (its spec, a module or a contract) by name,
+    on the Automation page, while every other problem loads and runs.
+    """
+    sensor_name = re.sub(r"\W", "_", name) + "_cannot_load"
+
+    @dg.sensor(
+        name=sensor_name,
+        description=message,
+        minimum_interval_seconds=3600,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def _cannot_load(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        raise BrokenProblemError(message)
+
+    return dg.Definitions(sensors=[_cannot_load])
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
-    """Every stage, job, sensor and schedule of every problem in ``mlplatform/problems/``."""
-    return dg.Definitions.merge(*(build_problem_defs(p) for p in problems().values()))
+    """Every stage, job, sensor and schedule of every problem in ``mlplatform/problems/``.
+
+    A problem that cannot load (``problems().broken``) is a failing sensor named after it.
+    """
+    catalog = problems()
+    return dg.Definitions.merge(
+        *(build_problem_defs(p) for p in catalog.values()),
+        *(broken_problem_defs(b.name, b.message()) for b in catalog.broken.values()),
+    )

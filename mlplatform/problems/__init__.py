@@ -25,14 +25,16 @@ repository), and never names one.
 
 import importlib
 import os
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
-from mlplatform.errors import UnknownNameError
+from mlplatform.errors import BrokenProblemError, ContractError, PlatformError, UnknownNameError
 from mlplatform.spec import ProblemSpec, SpecError, load_spec
 
 if TYPE_CHECKING:
@@ -71,6 +73,10 @@ class Problem:
     folder: Path
 
     def _module(self, part: str):
+        return self.module(part)
+
+    def module(self, part: str) -> ModuleType:
+        """The problem's module ``part`` (``schemas``, ``features``...), imported on first use."""
         return importlib.import_module(f"{__name__}.{self.name}.{part}")
 
     def schema(self, source: str) -> "type[pa.DataFrameModel]":
@@ -208,11 +214,16 @@ class Problem:
 
         Generated from the spec and ``FEATURE_TABLES`` (``lib.features.feast_repo``), unless
         the problem supplies ``feature_repo/repo.py``, whose ``definitions(data)`` then
-        returns them (the feature service under ``"service"``). ``SERVICE_VERSION`` in
+        returns them (the feature service under ``"service"``; checked by
+        ``lib.contract.check_feast_objects``, raising ``ContractError``). ``SERVICE_VERSION`` in
         ``feature_tables.py`` numbers the generated service (default: the spec's version).
         """
         if (self.feature_repo / "repo.py").exists():
-            return self._module("feature_repo.repo").definitions(data)
+            from mlplatform.lib.contract import check_feast_objects
+
+            objects = self._module("feature_repo.repo").definitions(data)
+            check_feast_objects(self, objects)
+            return objects
         from mlplatform.lib.features.feast_repo import definitions
 
         version = getattr(self._module("feature_tables"), "SERVICE_VERSION", None)
@@ -228,19 +239,101 @@ class Problem:
         return store_yaml(self.name, config_file)
 
 
+@dataclass(frozen=True)
+class BrokenProblem:
+    """A problem folder that cannot load: its spec, a module or a contract is broken.
+
+    ``name``: the folder's name; ``file``: the file at fault; ``kind``: spec, contract or
+    code (a module that does not import); ``error``: what is wrong and the fix.
+    """
+
+    name: str
+    folder: Path
+    file: Path
+    kind: str
+    error: str
+
+    def message(self) -> str:
+        """One message naming the problem, the file and the error."""
+        return f"problem {self.name!r} cannot load ({self.kind}, {self.file}): {self.error}"
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-able form."""
+        return {"file": str(self.file), "kind": self.kind, "error": self.error}
+
+
+class Problems(dict[str, Problem]):
+    """The problems that load, by name; ``broken``: the folders that cannot, by name."""
+
+    def __init__(self, found: dict[str, Problem], broken: dict[str, BrokenProblem]) -> None:
+        super().__init__(found)
+        self.broken = broken
+
+
+def _broken(name: str, spec_file: Path, exc: Exception) -> BrokenProblem:
+    folder = spec_file.parent
+    if isinstance(exc, ContractError):
+        return BrokenProblem(name, folder, Path(exc.violations[0][0]), "contract", str(exc))
+    if isinstance(exc, SpecError):
+        return BrokenProblem(name, folder, spec_file, "spec", str(exc))
+    # the innermost frame in the problem's folder, or the file a syntax error names
+    frames = [Path(f.f_code.co_filename) for f, _ in traceback.walk_tb(exc.__traceback__)]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        frames.append(Path(exc.filename))
+    mine = [f for f in frames if f.is_relative_to(folder)]
+    error = str(exc) if isinstance(exc, PlatformError) else f"{type(exc).__name__}: {exc}"
+    return BrokenProblem(name, folder, mine[-1] if mine else spec_file, "code", error)
+
+
+def _load(spec_file: Path) -> Problem:
+    from mlplatform.lib.contract import check_problem
+
+    spec = load_spec(spec_file)
+    problem = Problem(name=spec.name, spec=spec, folder=spec_file.parent)
+    check_problem(problem)
+    return problem
+
+
 @cache
-def problems() -> dict[str, Problem]:
-    """Every problem folder with a ``spec.yaml``, by name."""
-    found = {}
+def problems() -> Problems:
+    """Every problem folder with a ``spec.yaml`` that loads, by name.
+
+    Each is loaded on its own: its spec parsed, its modules imported and its contracts
+    checked (``mlplatform.lib.contract``). A folder that fails any of these is left out and
+    kept in ``problems().broken`` with its file and error; the others load as if it were
+    not there.
+    """
+    found: dict[str, Problem] = {}
+    broken: dict[str, BrokenProblem] = {}
     for spec_file in [f for d in problem_dirs() for f in sorted(d.glob("*/spec.yaml"))]:
-        spec = load_spec(spec_file)
-        found[spec.name] = Problem(name=spec.name, spec=spec, folder=spec_file.parent)
-    return found
+        name = spec_file.parent.name
+        if name in found or name in broken:
+            first = found[name].folder if name in found else broken[name].folder
+            broken[f"{name}@{spec_file.parent}"] = BrokenProblem(
+                name,
+                spec_file.parent,
+                spec_file,
+                "spec",
+                f"a problem named {name!r} was already loaded from {first}: rename the folder",
+            )
+            continue
+        try:
+            found[name] = _load(spec_file)
+        except Exception as exc:  # one broken problem never takes the others down
+            broken[name] = _broken(name, spec_file, exc)
+    return Problems(found, broken)
 
 
 def get_problem(name: str) -> Problem:
-    """The problem called ``name``; the error lists the known ones."""
+    """The problem called ``name``; the error lists the known ones.
+
+    Raises:
+        BrokenProblemError: the problem's folder exists but cannot load (the message says why).
+        UnknownNameError: no such problem.
+    """
     known = problems()
+    if name in known.broken:
+        raise BrokenProblemError(known.broken[name].message())
     if name not in known:
         listed = ", ".join(sorted(known)) or "none"
         raise UnknownNameError(f"unknown problem {name!r} (known: {listed})")
