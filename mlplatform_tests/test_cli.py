@@ -35,45 +35,47 @@ def test_land_writes_one_folder_per_source_per_day(
     ]
     assert (landing / "planes" / "snapshot" / "planes_snapshot.csv").exists()
     assert "flights" in capsys.readouterr().out
-    assert _status(capsys) == {
-        "flight_delay": {
-            "landed_days": 2,
-            "ingested_partitions": 0,
-            "quarantined": 0,
-            "relanded_not_ingested": [],
-            "rejected_days": [],
-            "feature_views": [],
-            "online_store_rows": 0,
-            "training_set": None,
-            "registered_versions": [],
-            "aliases": {},
-            "last_verdict": None,
-            "deployment": {
-                "stage": "none",
-                "champion": None,
-                "challenger": None,
-                "canary_share": 0.0,
-                "last_transition": None,
-            },
-            "service": {"url": None, "up": False},
-            "monitoring": {"last_drift_partition": None, "retrains": 0, "rollbacks": 0},
-            "timeline": None,
-            "skew": None,
-            "dashboard": {
-                "workspace": str(home / "data" / "evidently"),
-                "command": "mlplatform monitor --problem flight_delay",
-                "snapshots": None,
-                "days": None,
-            },
-            "alerts": {
-                "sent": 0,
-                "by_kind": {},
-                "webhook_delivered": 0,
-                "webhook_failed": 0,
-                "last": None,
-                "log": str(home / "data" / "alerts" / "flight_delay" / "alerts.jsonl"),
-            },
-        }
+    status = _status(capsys)
+    # every problem is listed; only the one landed has days
+    assert set(status) == {"flight_delay", "city_temperature"}
+    assert status["city_temperature"]["landed_days"] == 0
+    assert status["flight_delay"] == {
+        "landed_days": 2,
+        "ingested_partitions": 0,
+        "quarantined": 0,
+        "relanded_not_ingested": [],
+        "rejected_days": [],
+        "feature_views": [],
+        "online_store_rows": 0,
+        "training_set": None,
+        "registered_versions": [],
+        "aliases": {},
+        "last_verdict": None,
+        "deployment": {
+            "stage": "none",
+            "champion": None,
+            "challenger": None,
+            "canary_share": 0.0,
+            "last_transition": None,
+        },
+        "service": {"url": None, "up": False},
+        "monitoring": {"last_drift_partition": None, "retrains": 0, "rollbacks": 0},
+        "timeline": None,
+        "skew": None,
+        "dashboard": {
+            "workspace": str(home / "data" / "evidently"),
+            "command": "mlplatform monitor --problem flight_delay",
+            "snapshots": None,
+            "days": None,
+        },
+        "alerts": {
+            "sent": 0,
+            "by_kind": {},
+            "webhook_delivered": 0,
+            "webhook_failed": 0,
+            "last": None,
+            "log": str(home / "data" / "alerts" / "flight_delay" / "alerts.jsonl"),
+        },
     }
 
 
@@ -121,7 +123,7 @@ def test_ingest_reports_a_rejected_day_and_status_counts_it(
     [
         (
             ["land", "--problem", "nope", "--start", "2013-01-01", "--end", "2013-01-01"],
-            "unknown problem 'nope' (known: flight_delay)",
+            "unknown problem 'nope' (known: city_temperature, flight_delay)",
         ),
         (
             ["land", "--problem", "flight_delay", "--start", "2012-12-31", "--end", "2013-01-01"],

@@ -30,23 +30,31 @@ def test_asset_keys_snapshot() -> None:
         "flights_stream", "weather_stream",
         "batch_predictions",
     )  # fmt: skip
-    assert keys == {f"flight_delay/{name}" for name in names}
+    assert {k for k in keys if k.startswith("flight_delay/")} == {
+        f"flight_delay/{name}" for name in names
+    }
+    # the second problem: hourly observations of two cities, no reference source
+    city = (
+        "raw_observations", "observations", "raw_forecasts", "forecasts", "observations_stream",
+        "city_recent", "city_daily",
+        "feature_registry", "online_features", "training_set", "holdout_set", "model_candidate",
+        "evaluation_report", "promotion", "deployment",
+        "served_predictions", "online_outcomes", "online_performance", "drift_report",
+        "serving_skew", "batch_predictions",
+    )  # fmt: skip
+    assert {k for k in keys if k.startswith("city_temperature/")} == {
+        f"city_temperature/{name}" for name in city
+    }
+    assert {k.split("/")[0] for k in keys} == {"flight_delay", "city_temperature"}
 
 
 def test_jobs_snapshot() -> None:
     names = {j.name for j in defs().resolve_all_job_defs() if not j.name.startswith("__")}
-    assert names == {
-        "flight_delay_ingestion",
-        "flight_delay_reference",
-        "flight_delay_features",
-        "flight_delay_feature_store",
-        "flight_delay_training",
-        "flight_delay_evaluation",
-        "flight_delay_deployment",
-        "flight_delay_monitoring",
-        "flight_delay_retraining",
-        "flight_delay_scoring",
-    }
+    stages = (
+        "ingestion", "reference", "features", "feature_store", "training", "evaluation",
+        "deployment", "monitoring", "retraining", "scoring",
+    )  # fmt: skip
+    assert names == {f"{p}_{s}" for p in ("flight_delay", "city_temperature") for s in stages}
 
 
 def test_every_asset_has_group_kinds_owner_and_description() -> None:
@@ -115,21 +123,17 @@ def test_workspace_loads_with_the_dagster_cli(tmp_path: Path) -> None:
 def test_sensors_and_schedules_are_on_by_default() -> None:
     d = defs()
     sensors = {s.name: s.default_status for s in d.sensors or []}
+    kinds = ("rollout", "alerts", "landing", "labeled_volume", "drift")
     assert sensors == dict.fromkeys(
-        [
-            "flight_delay_rollout",
-            "flight_delay_alerts",
-            "flight_delay_landing",
-            "flight_delay_labeled_volume",
-            "flight_delay_drift",
-            "automation",
-        ],
+        [*(f"{p}_{k}" for p in ("flight_delay", "city_temperature") for k in kinds), "automation"],
         dg.DefaultSensorStatus.RUNNING,
     )
-    (schedule,) = d.schedules or []
-    assert isinstance(schedule, dg.ScheduleDefinition)
-    assert schedule.cron_schedule == "0 6 * * 1"
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    schedules = {s.name: s for s in d.schedules or []}
+    assert set(schedules) == {"flight_delay_retrain_schedule", "city_temperature_retrain_schedule"}
+    for schedule in schedules.values():
+        assert isinstance(schedule, dg.ScheduleDefinition)
+        assert schedule.cron_schedule == "0 6 * * 1"
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_lib_features_does_not_import_the_problems_it_serves() -> None:

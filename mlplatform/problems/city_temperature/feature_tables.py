@@ -1,0 +1,34 @@
+"""The city-temperature feature tables: entity, time-to-live and inputs of each.
+
+Builders live in ``features.py``; this module stays import-light because the Dagster
+definitions read it to lay out the feature assets.
+"""
+
+from datetime import timedelta
+
+from mlplatform.lib.features.tables import FeatureTable
+
+FEATURE_TABLES = [
+    FeatureTable(
+        "city_recent",
+        "Each city's temperatures of the last two days as known at each hour: the newest "
+        "observations, the target hour one and two days before, and the last 24 hours' "
+        "mean, minimum and maximum.",
+        "city",
+        "city_recent",
+        # rows are stamped on the hour they serve; a lookup at that hour picks its own row
+        ttl=timedelta(minutes=30),
+        sources=("observations",),
+        trailing_days=2,  # the target hour two days before is 42 h back
+        stream="observations",
+    ),
+    FeatureTable(
+        "city_daily",
+        "Each city's mean temperature over the previous day and the previous 7 days.",
+        "city",
+        "city_daily",
+        ttl=timedelta(days=2),
+        sources=("observations",),
+        trailing_days=6,
+    ),
+]
