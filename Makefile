@@ -26,7 +26,7 @@ BAD_DAY_FILE := mlplatform_tests/cases/05_naive_local_time_hour_flights_2013-01-
 # 15.6 s in-process, 50 s submitted). `make demo DEMO_INGEST=` submits them too.
 DEMO_INGEST ?= --in-process
 
-.PHONY: venv demo demo-production test lint bench-quick dev mlflow monitor constraints clean
+.PHONY: venv demo demo-production test lint bench-quick dev mlflow monitor constraints clean spec-docs
 
 venv: $(STAMP)
 
@@ -82,6 +82,10 @@ lint: venv $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/ruff format --check .
 	$(BIN)/pyright
 	$(DG) check defs
+
+# docs/spec-reference.md, every spec field, from the pydantic model (a test fails while stale)
+spec-docs: venv
+	$(BIN)/python -m mlplatform.spec_docs
 
 # the instance folder; its dagster.yaml is a link to the repository's (mlplatform.settings)
 $(DAGSTER_HOME)/dagster.yaml: | venv

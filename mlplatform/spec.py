@@ -25,15 +25,22 @@ class SpecError(UsageError):
 
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo in a spec must never be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
 
 class Partitioning(_Strict):
     """Daily partitions of the problem's event data, in the local time of the data."""
 
     start: date
+    """First day of the data (YYYY-MM-DD), in the partitioning timezone."""
     end: date
+    """Day after the last day of the data (exclusive)."""
     timezone: str = "UTC"
+    """IANA time zone of the data's local days (e.g. America/New_York): partitions start at its
+    midnight.
+    """
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -53,10 +60,15 @@ class VolumeRule(_Strict):
     """
 
     trailing_days: int = Field(default=35, ge=1)
+    """Days before the partition whose accepted row counts form the baseline."""
     basis: Literal["same_weekday", "all_days"] = "same_weekday"
+    """Baseline: the same weekday of the trailing window, or every day of it."""
     min_history: int = Field(default=3, ge=1)
+    """Accepted baseline days needed before the rule judges at all."""
     warn_range: tuple[float, float] = (0.8, 1.25)
+    """Ratio to the baseline median outside which the check warns: [low, high]."""
     error_range: tuple[float, float] = (0.6, 1.6)
+    """Ratio outside which the batch is refused (blocking, overridable): [low, high]."""
 
     @model_validator(mode="after")
     def _nested(self) -> Self:
@@ -73,9 +85,13 @@ class IngestionDrift(_Strict):
     """Drift of key columns of a source against the preceding days (Evidently, WARN only)."""
 
     columns: list[str] = Field(min_length=1)
+    """Columns of the source compared with the preceding days."""
     reference_days: int = Field(default=14, ge=1)
+    """Preceding accepted days forming the reference."""
     method: str = "psi"
+    """Evidently stattest per column (psi, wasserstein, kl_div, jensenshannon, ks...)."""
     threshold: float = Field(default=0.2, gt=0)
+    """Score at which a column drifts (a distance at or above it; a p-value test at or below)."""
 
 
 class StreamSpec(_Strict):
@@ -88,6 +104,7 @@ class StreamSpec(_Strict):
     """
 
     description: str
+    """What the pushed events are, for people."""
     schema_name: str = Field(alias="schema", description="DataFrameModel of one pushed event")
     event_time: str = Field(description="column: when the event became known, UTC")
     freshness_minutes: int = Field(
@@ -103,12 +120,22 @@ class SourceSpec(_Strict):
     """
 
     kind: Literal["daily", "reference", "stream"]
+    """daily: one export per day; reference: a snapshot; stream: daily, and its events also pushed
+    within the day.
+    """
     description: str
+    """What the source holds, for people."""
     schema_name: str = Field(alias="schema", description="DataFrameModel in the problem's schemas")
     format: Literal["csv", "parquet"] = "csv"
+    """File format of the landed exports."""
     natural_key: list[str] = Field(min_length=1)
+    """Columns identifying one row; duplicates are refused."""
     event_timestamp: str | None = None
+    """Column holding when the row happened (UTC); required for daily and stream sources, whose
+    partition follows it.
+    """
     max_null_rate: dict[str, Ratio] = Field(default_factory=dict)
+    """Per column, the largest share of nulls a batch may have."""
     null_values: list[str] = Field(
         default_factory=lambda: [""],
         description="the only spellings read as null (CSV); any other text is a value, so "
@@ -125,8 +152,11 @@ class SourceSpec(_Strict):
         "timezone (column: year, month, day, hour or minute); a check verifies they agree",
     )
     volume: VolumeRule | None = None
+    """Row-volume rule of a daily source; unset: volume is not judged."""
     drift: IngestionDrift | None = None
+    """Ingestion drift rule of a daily source (WARN only); unset: none."""
     stream: StreamSpec | None = None
+    """The pushed events of a stream source (required for kind: stream, only then)."""
 
     @property
     def is_daily(self) -> bool:
@@ -160,7 +190,9 @@ class Entity(_Strict):
     """A business object features are keyed by."""
 
     join_keys: list[str] = Field(min_length=1)
+    """Columns that identify one instance; feature tables and entity rows carry them."""
     description: str
+    """What the entity is, for people."""
 
 
 class TargetSpec(_Strict):
@@ -171,11 +203,18 @@ class TargetSpec(_Strict):
     """
 
     name: Name
+    """Name of the label column in training sets and reports."""
     source: str
+    """The daily source whose rows are predicted and labelled."""
     column: str
+    """The outcome column of that source the label is computed from."""
     operator: Literal[">", ">=", "<", "<=", "=="] | None = None
+    """task binary: the comparison making the 0/1 label (column operator value); regression: unset.
+    """
     value: float | None = None
+    """task binary: the value compared with; regression: unset."""
     description: str
+    """What the label means, including rows that have none."""
     outcomes: list[str] = Field(
         default_factory=list,
         description="columns known only after prediction time; never features",
@@ -186,10 +225,15 @@ class FeatureSpec(_Strict):
     """One model input and where it comes from."""
 
     name: Name
+    """The model input's name: a column of a feature table or of entity_row's output."""
     source: str
+    """The spec source the value derives from (lineage, drift reports)."""
     kind: Literal["numeric", "categorical"]
+    """numeric (a float) or categorical (a string category)."""
     description: str
+    """What the value is, with its unit."""
     default: float | str | None = None
+    """Value used when none is found (training and serving alike); unset: missing."""
     monotone: Literal["increasing", "decreasing"] | None = Field(
         default=None, description="Constrain the model's response to this numeric feature"
     )
@@ -219,7 +263,13 @@ class MetricSpec(_Strict):
     """The success metric the gates and the tuner optimise, and its direction."""
 
     name: MetricName
+    """The metric: roc_auc, average_precision, log_loss, brier (binary); rmse, mae, r2
+    (regression).
+    """
     direction: Literal["maximize", "minimize"]
+    """The metric's natural direction (checked): maximize for roc_auc, average_precision, r2;
+    minimize for the others.
+    """
 
     @model_validator(mode="after")
     def _natural_direction(self) -> Self:
@@ -235,9 +285,13 @@ class SearchRange(_Strict):
     """A hyper-parameter's search range (log scale for rates and regularisation)."""
 
     low: float
+    """Lowest value tried."""
     high: float
+    """Highest value tried (above low)."""
     log: bool = False
+    """Sample on a log scale."""
     integer: bool = False
+    """Sample whole numbers."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -260,13 +314,21 @@ class TrainingSpec(_Strict):
     """The budgeted, seeded search and the final fit."""
 
     seed: int = 42
+    """Seed of the search and of LightGBM (a run repeats exactly)."""
     n_trials: int = Field(default=20, ge=1)
+    """Optuna trials per training: the search budget."""
     timeout_seconds: float = Field(default=600, gt=0)
+    """Stops a runaway search after this many seconds."""
     validation_days: int = Field(default=7, ge=1)
+    """The newest days of the training window that score the trials."""
     max_rounds: int = Field(default=400, ge=10)
+    """Most boosting rounds of a trial (stopping: early)."""
     early_stopping_rounds: int = Field(default=30, ge=1)
+    """Rounds without improvement after which a trial stops (stopping: early)."""
     pruner: Literal["hyperband", "successive_halving", "none"] = "hyperband"
+    """Optuna pruner stopping poor trials early."""
     search_space: dict[str, SearchRange] = Field(default_factory=_default_space)
+    """LightGBM parameters searched, each with its range (learning_rate, num_leaves, ...)."""
     stopping: Literal["early", "refit_fixed"] = Field(
         default="early",
         description="early: boost on the window minus its newest validation_days, stopped "
@@ -286,10 +348,20 @@ class GatesSpec(_Strict):
     """What a candidate must show before it may take traffic."""
 
     min_metric: float
+    """The holdout metric a candidate must reach: at least it (maximize) or at most it (minimize).
+    """
     max_regression: float = Field(ge=0)
+    """How much worse than the champion, in the metric's units, the candidate may be (non-
+    inferiority).
+    """
     slices: list[str] = Field(default_factory=list)
+    """Slicing columns of the evaluation set, or SLICES of evaluation.py, where the candidate must
+    not be worse.
+    """
     slice_tolerance: float = Field(default=0.02, ge=0)
+    """How much worse, in the metric's units, a slice may be before it is refused."""
     min_slice_rows: int = Field(default=200, ge=1)
+    """Rows a slice needs to be judged."""
     min_slice_positives: int = Field(
         default=30, ge=1, description="Positive labels a slice needs to be judged"
     )
@@ -317,7 +389,9 @@ class GatesSpec(_Strict):
         "carrier), or every judged slice at once",
     )
     known_failures: list[str] = Field(default_factory=list)
+    """Behavioural cases (CASES of evaluation.py) every candidate must pass."""
     p99_latency_ms: float = Field(gt=0)
+    """p99 of one prediction (features included), in milliseconds, a candidate must meet."""
     holdout_days: int = Field(default=7, ge=1, description="Days after the training window")
     latency_requests: int = Field(default=300, ge=20, description="Requests per timed round")
     max_latency_ratio: float = Field(
@@ -332,11 +406,19 @@ class RolloutSpec(_Strict):
     """Shadow, then canary, then full traffic; and when to roll back."""
 
     shadow_requests: int = Field(default=500, ge=0)
+    """Requests the challenger scores in shadow before its canary."""
     canary_share: float = Field(default=0.1, gt=0, lt=1)
+    """Share of requests the challenger answers in canary."""
     canary_requests: int = Field(default=1000, ge=1)
+    """Requests the challenger answers in canary before full traffic."""
     max_metric_drop: float = Field(default=0.02, ge=0)
+    """Roll back when the challenger's online metric is worse than the champion's by more (metric's
+    units).
+    """
     max_error_rate: Ratio = 0.01
+    """Roll back above this share of failed requests."""
     max_p99_latency_ms: float = Field(default=50.0, gt=0)
+    """Roll back above this online p99 latency (ms)."""
     min_outcomes: int = Field(default=200, ge=1, description="Outcomes before judging the metric")
 
 
@@ -351,8 +433,11 @@ class SkewSpec(_Strict):
         default=1000, ge=1000, description="Requests compared per day at most (seeded sample)"
     )
     seed: int = 0
+    """Seed of the daily sample."""
     abs_tolerance: float = Field(default=1e-6, ge=0)
+    """Absolute part of the numeric tolerance."""
     rel_tolerance: float = Field(default=1e-6, ge=0)
+    """Relative part of the numeric tolerance (times the offline value)."""
     warn_share: Ratio = Field(
         default=0.01, description="WARN above this share of requests with any mismatch"
     )
@@ -373,8 +458,11 @@ class MonitoringSpec(_Strict):
     """Feature and prediction drift against the training reference, and train/serve skew."""
 
     stattest: str = "kl_div"
+    """Evidently stattest comparing each served feature with the training reference."""
     threshold: float = Field(default=0.1, gt=0)
+    """Score at which one feature drifts."""
     drift_share: Ratio = 0.3
+    """Share of drifted features at which the day drifts (and on_drift acts)."""
     window_days: int = Field(
         default=1,
         ge=1,
@@ -388,11 +476,17 @@ class RetrainingSpec(_Strict):
     """When to retrain, and the rails that keep retraining sane."""
 
     schedule: str | None = "0 6 * * 1"
+    """Cron schedule of retraining (in the partitioning timezone); null: none."""
     labeled_volume: int | None = Field(default=20000, ge=1)
+    """Retrain once this many labelled rows arrived after the champion's window; null: never."""
     on_drift: Literal["retrain", "alert", "off"] = "retrain"
+    """When the served features drift: retrain, only alert, or nothing."""
     min_new_labels: int = Field(default=2000, ge=0)
+    """Rail: no retrain with fewer new labelled rows than this."""
     cooldown_hours: float = Field(default=24, ge=0)
+    """Rail: hours between two retrains at least."""
     daily_cap: int = Field(default=1, ge=1)
+    """Rail: retrains in 24 hours at most."""
 
 
 AlertKind = Literal["gate_failed", "rolled_back", "drift", "freshness", "run_failed", "skew"]
@@ -421,6 +515,7 @@ class AlertsSpec(_Strict):
         default="", description="empty: the local log only; MLPLATFORM_ALERT_WEBHOOK overrides"
     )
     webhook_format: Literal["json", "slack"] = "json"
+    """Body of a webhook POST: the alert's JSON, or Slack's {"text": ...}."""
     timeout_seconds: float = Field(default=5.0, gt=0, description="per attempt")
     retries: int = Field(default=2, ge=0, description="attempts after the first, with backoff")
     cooldown_hours: float = Field(
@@ -436,29 +531,47 @@ class ProblemSpec(_Strict):
     """A whole problem, as stated in its ``spec.yaml``."""
 
     name: Name
+    """The problem's name: its folder, module, asset prefix and registered model."""
     version: int = Field(ge=1)
+    """Version of the spec; numbers the generated feature service."""
     description: str
+    """What is predicted, for whom and when."""
     owner: str = Field(pattern=r"^(team:[\w-]+|[^@\s]+@[^@\s]+)$")
+    """Who answers for the problem: team:<name> or an e-mail address (asset owners)."""
     task: Task = Field(
         default="binary",
         description="binary: a 0/1 label from a comparison, the model predicts its "
         "probability; regression: the outcome column itself, the model predicts its value",
     )
     partitioning: Partitioning
+    """The days (or hours) of data and their time zone."""
     sources: dict[Name, SourceSpec] = Field(min_length=1)
+    """The data sources by name."""
     entities: dict[Name, Entity] = Field(default_factory=dict)
+    """The entities feature tables are keyed by, by name."""
     prediction_time: str
+    """Column of the target source holding the moment a prediction is made (requests carry it)."""
     target: TargetSpec
+    """The label."""
     features: list[FeatureSpec] = Field(min_length=1)
+    """The model's inputs, in model order."""
     metric: MetricSpec
+    """The success metric."""
     latency_budget_ms: float = Field(gt=0, description="p99 of one prediction, end to end")
     training_window_days: int = Field(default=60, ge=1)
+    """Days before the holdout that train a model."""
     training: TrainingSpec = TrainingSpec()
+    """The search and the final fit."""
     gates: GatesSpec
+    """The promotion gates."""
     rollout: RolloutSpec = RolloutSpec()
+    """The staged rollout."""
     monitoring: MonitoringSpec = MonitoringSpec()
+    """Drift and skew monitoring."""
     retraining: RetrainingSpec = RetrainingSpec()
+    """Retraining triggers and rails."""
     alerts: AlertsSpec = AlertsSpec()
+    """Where alerts go."""
 
     @model_validator(mode="after")
     def _task_consistent(self) -> Self:
