@@ -18,6 +18,7 @@ import dagster as dg
 
 from mlplatform.defs import automation
 from mlplatform.defs.by_problem import build_problem_defs
+from mlplatform.errors import BrokenProblemError
 from mlplatform.problems import Problem, problems
 from mlplatform.resources import (
     DashboardResource,
@@ -74,3 +75,23 @@ def defs() -> dg.Definitions:
     """The defs folder with the resources and executor of ``MLPLATFORM_ENV``."""
     loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
     return with_policy(loaded, problems().values(), build_resources(), build_executor())
+
+
+def __getattr__(name: str) -> dg.Definitions:
+    """``mlplatform.definitions.<problem>``: one problem's definitions, its own code location.
+
+    For a workspace that runs each problem in its own process: one ``python_module``
+    location per problem with ``attribute: <problem>``. A problem that cannot load is then
+    a failed location, named with its error, while the others load and run.
+
+    Raises:
+        BrokenProblemError: the problem cannot load (spec, module or contract).
+        AttributeError: no problem of that name.
+    """
+    if not name.startswith("_"):
+        catalog = problems()
+        if name in catalog.broken:
+            raise BrokenProblemError(catalog.broken[name].message())
+        if name in catalog:
+            return build_definitions([catalog[name]], build_resources(), build_executor())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

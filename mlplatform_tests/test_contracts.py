@@ -267,3 +267,53 @@ def test_the_bundled_problems_keep_their_contracts() -> None:
         b.message() for b in found.broken.values() if b.folder.parent == catalog.PROBLEMS_DIR
     ]
     assert isinstance(found["flight_delay"], Problem)
+
+
+def test_one_code_location_per_problem_fails_only_the_broken_one(
+    plug_ins: Path, tmp_path: Path
+) -> None:
+    """``mlplatform.definitions.<problem>`` as locations: Dagster validates each on its own."""
+    import subprocess
+    import sys
+
+    import mlplatform.definitions as definitions
+
+    _edit(
+        _copy(plug_ins, "loc_broken") / "features.py",
+        "import pandas as pd\n",
+        "import pandas_typo as pd\n",
+    )
+    with pytest.raises(BrokenProblemError, match="pandas_typo"):
+        _ = definitions.loc_broken
+    with pytest.raises(AttributeError):
+        _ = definitions.no_such_problem
+    root = Path(__file__).resolve().parents[1]
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(
+        "load_from:\n"
+        + "".join(
+            f"  - python_module:\n      module_name: mlplatform.definitions\n"
+            f"      attribute: {name}\n      working_directory: {root}\n"
+            f"      location_name: {name}\n"
+            for name in ("flight_delay", "loc_broken")
+        )
+    )
+    (tmp_path / "home").mkdir()
+    dagster = Path(sys.executable).with_name("dagster")
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", str(workspace)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DAGSTER_HOME": str(tmp_path / "home"),
+            catalog.PROBLEMS_PATH_ENV: str(plug_ins),
+        },
+        cwd=root,
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode == 1, log[-3000:]
+    assert "Validation successful for code location flight_delay" in log
+    assert "Validation failed for code location loc_broken" in log
+    assert "problem 'loc_broken' cannot load" in log and "features.py" in log
