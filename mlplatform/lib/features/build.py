@@ -8,7 +8,7 @@ Parquet file per day, which a Feast ``FileSource`` reads. Every table carries it
 """
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -88,13 +88,18 @@ def trailing_rates(
     windows: list[int],
     names: tuple[str, str],
 ) -> pd.DataFrame:
-    """Per ``key``: share of positive labels and labelled count over each trailing window.
+    """Per ``key``: mean of ``target`` and count of its known values over each trailing window.
 
-    ``names`` are the column name patterns of the rate and the count, with ``{w}`` for
-    the window length, e.g. ``("carrier_delay_rate_{w}d", "carrier_flights_{w}d")``.
+    A rate for 0/1 values (the share of positive labels), a trailing mean for any number
+    (e.g. a city's mean temperature over the last 7 days). ``names`` are the column name
+    patterns of the mean and the count, with ``{w}`` for the window length, e.g.
+    ``("carrier_delay_rate_{w}d", "carrier_flights_{w}d")``.
 
     ``frame`` holds rows of ``day`` and earlier days; a window of ``w`` days covers
-    ``day - w + 1`` through ``day``. Rows with an unknown label are ignored.
+    ``day - w + 1`` through ``day``. Rows with an unknown (NaN) value are ignored.
+
+    Returns:
+        One row per key: ``key``, then per window the mean (float) and the count (int64).
     """
     data = pd.DataFrame({key: frame[key], "day": frame[day_column], "y": target}).dropna()
     out: pd.DataFrame | None = None
@@ -107,6 +112,35 @@ def trailing_rates(
     counts = [names[1].format(w=w) for w in windows]
     out[counts] = out[counts].fillna(0).astype("int64")
     return out.reset_index()
+
+
+def utc(value: "str | datetime | pd.Timestamp") -> datetime:
+    """An instant as a UTC ``datetime``: ISO text, a ``datetime`` or a ``pd.Timestamp``.
+
+    A value without an offset is read as UTC (the platform stores UTC); one with an offset is
+    converted. Raises ``ValueError`` for text that is not ISO 8601.
+    """
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    stamp = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
+# Hours of the (local) day by band, [start, end): the usual slices of a time-of-day effect.
+DAY_BANDS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
+
+
+def hour_band(hours: pd.Series, bands: "dict[str, tuple[int, int]] | None" = None) -> pd.Series:
+    """Each hour (0-23, or 0-167 for an hour of the week) named by the band it falls in.
+
+    ``bands``: name -> ``[start, end)`` hours, ``DAY_BANDS`` by default; an hour in no band
+    (or NaN) is ``"unknown"``. Returns an object Series with the index of ``hours``.
+    """
+    values = pd.to_numeric(hours, errors="coerce").astype(float)
+    band = pd.Series("unknown", index=hours.index, dtype=object)
+    for name, (start, end) in (bands or DAY_BANDS).items():
+        band[(values >= start) & (values < end)] = name
+    return band
 
 
 def with_timestamps(table: FeatureTable, frame: pd.DataFrame) -> pd.DataFrame:

@@ -9,20 +9,15 @@ from typing import Any
 import pandas as pd
 
 from mlplatform.lib.evaluation.metrics import BehaviouralCase
+from mlplatform.lib.features.build import hour_band
 
-HOUR_BANDS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
 
-
-def hour_band(frame: pd.DataFrame) -> pd.Series:
+def departure_band(frame: pd.DataFrame) -> pd.Series:
     """Scheduled local departure hour, banded: night, morning, afternoon, evening."""
-    hours = frame["dep_hour"].astype(float)
-    band = pd.Series("unknown", index=frame.index, dtype=object)
-    for name, (start, end) in HOUR_BANDS.items():
-        band[(hours >= start) & (hours < end)] = name
-    return band
+    return hour_band(frame["dep_hour"])
 
 
-SLICES = {"hour_band": hour_band}
+SLICES = {"hour_band": departure_band}
 
 
 def _number(value: Any, default: float) -> float:

@@ -9,14 +9,14 @@ from before the flight:
 """
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from mlplatform.lib.features.build import FeatureInputs, label, trailing_rates
+from mlplatform.lib.features.build import FeatureInputs, label, trailing_rates, utc
 from mlplatform.lib.features.tables import EVENT_TS
 
 WINDOWS = [1, 7, 28]
@@ -112,20 +112,13 @@ def plane(inputs: FeatureInputs) -> pd.DataFrame:
     )
 
 
-def _utc(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    stamp = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
-    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-
-
 def entity_row(request: Mapping[Any, Any], timezone: str) -> dict[str, Any]:
     """One flight request (or one historical flight) → its entity keys and request features.
 
     The single mapping from a flight to its feature lookup: training applies it to every
     historical row, serving to each request.
     """
-    scheduled = _utc(request["time_hour"])
+    scheduled = utc(request["time_hour"])
     local = scheduled.astimezone(ZoneInfo(timezone))
     tailnum = request.get("tailnum")
     origin, dest = str(request["origin"]), str(request["dest"])
