@@ -1,7 +1,9 @@
-"""The city-temperature feature tables: entity, time-to-live and inputs of each.
+"""The city-temperature feature tables: entity, time-to-live, inputs and columns of each.
 
 Builders live in ``features.py``; this module stays import-light because the Dagster
-definitions read it to lay out the feature assets.
+definitions read it to lay out the feature assets. The Feast repository (the city entity,
+sources, views and the ``city_temperature_v1`` service) is generated from these tables and
+the spec.
 """
 
 from datetime import timedelta
@@ -21,6 +23,12 @@ FEATURE_TABLES = [
         sources=("observations",),
         trailing_days=2,  # the target hour two days before is 42 h back
         stream="observations",
+        features={
+            **{f"temp_{lag}h": "float" for lag in (1, 2, 4, 18, 42)},  # features.LAGS
+            "temp_mean_24h": "float",
+            "temp_min_24h": "float",
+            "temp_max_24h": "float",
+        },
     ),
     FeatureTable(
         "city_daily",
@@ -30,5 +38,6 @@ FEATURE_TABLES = [
         ttl=timedelta(days=2),
         sources=("observations",),
         trailing_days=6,
+        features={"temp_mean_1d": "float", "temp_mean_7d": "float", "hours_7d": "int"},
     ),
 ]
