@@ -262,3 +262,15 @@ def test_a_problem_without_a_feature_repo_folder_loads_and_opens_its_store(
         assert bare.feast_objects(tmp_path / "data")["service"].name == "bare_delay_v2"  # type: ignore[attr-defined]
     finally:
         problems_module.problems.cache_clear()
+
+
+def test_a_builder_missing_a_declared_feature_is_named() -> None:
+    from mlplatform.lib.features.build import with_timestamps
+
+    table = _shaped_tables()[0]
+    frame = pd.DataFrame(
+        {"city": ["sea"], EVENT_TS: pd.to_datetime(["2010-01-01T00:00Z"]), "temp_last": [1.0]}
+    )
+    with pytest.raises(ValueError, match=r"city_temp\(\) returned no column\(s\) \['readings'\]"):
+        with_timestamps(table, frame)
+    assert with_timestamps(table, frame.assign(readings=3))["city_temp_ts"].tolist() == [1262304000]

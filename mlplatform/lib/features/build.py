@@ -147,7 +147,18 @@ def with_timestamps(table: FeatureTable, frame: pd.DataFrame) -> pd.DataFrame:
     """Add the ``<name>_ts`` audit column and check keys are unique per event time.
 
     A keyless table gets its constant key column (``GLOBAL_KEY``) here too.
+
+    Raises:
+        ValueError: a declared key, ``event_timestamp`` or feature column is missing, or two
+            rows share a key and event time.
     """
+    declared = [*(() if table.keyless else table.join_keys), EVENT_TS, *table.features]
+    missing = [c for c in declared if c not in frame.columns]
+    if missing and not frame.empty:  # an hour with no rows may come back without columns
+        raise ValueError(
+            f"feature table {table.name}: its builder {table.builder}() returned no column(s) "
+            f"{missing} that feature_tables.py declares (join keys, {EVENT_TS}, features=)"
+        )
     # Microseconds: what Feast's DuckDB offline store reads reliably.
     stamps = pd.to_datetime(frame[EVENT_TS], utc=True).dt.as_unit("us")
     seconds = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
