@@ -39,7 +39,9 @@ def test_land_writes_one_folder_per_source_per_day(
     # every problem is listed; only the one landed has days
     assert set(status) == {"flight_delay", "city_temperature"}
     assert status["city_temperature"]["landed_days"] == 0
+    assert status["city_temperature"]["broken"] is None
     assert status["flight_delay"] == {
+        "broken": None,  # it loads (a problem that cannot load is listed with its error)
         "landed_days": 2,
         "ingested_partitions": 0,
         "quarantined": 0,
