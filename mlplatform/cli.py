@@ -255,7 +255,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         }
     }
     runs: list[tuple[str, str | None]] = [(reference_job_name(problem), None)]
-    runs += [(daily, d.isoformat()) for d in days(args.start, args.end)]
+    if problem.spec.partitioning.granularity == "hourly":  # each hour, then each day typed
+        from mlplatform.defs.jobs import typed_job_name
+        from mlplatform.lib.ingestion.hours import hour_keys
+
+        tz = problem.spec.partitioning.timezone
+        runs += [(daily, k) for d in days(args.start, args.end) for k in hour_keys(d, tz)]
+        runs += [(typed_job_name(problem), d.isoformat()) for d in days(args.start, args.end)]
+    else:
+        runs += [(daily, d.isoformat()) for d in days(args.start, args.end)]
     results: list = []
     code = _run_jobs(
         runs,

@@ -31,7 +31,7 @@ class _Strict(BaseModel):
 
 
 class Partitioning(_Strict):
-    """Daily partitions of the problem's event data, in the local time of the data."""
+    """Partitions of the problem's event data, in the local time of the data."""
 
     start: date
     """First day of the data (YYYY-MM-DD), in the partitioning timezone."""
@@ -41,6 +41,13 @@ class Partitioning(_Strict):
     """IANA time zone of the data's local days (e.g. America/New_York): partitions start at its
     midnight.
     """
+    granularity: Literal["daily", "hourly"] = Field(
+        default="daily",
+        description="How the daily sources are landed, checked and ingested: one batch per "
+        "local day, or per local hour (Dagster's HourlyPartitionsDefinition in `timezone`). "
+        "Hourly batches are typed into the same daily tables, so features, training, "
+        "monitoring and batch scoring stay daily.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:

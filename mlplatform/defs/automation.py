@@ -66,6 +66,10 @@ def conditions(problem: Problem) -> dict[dg.AssetKey, dg.AutomationCondition]:
     )
     for name in monitoring:
         out[dg.AssetKey([problem.name, name])] = ANY_DAY  # when the day's data lands
+    if problem.spec.partitioning.granularity == "hourly":
+        # a day's typed table once all its hours are in and none is rejected
+        for source in problem.spec.daily_sources():
+            out[dg.AssetKey([problem.name, source])] = ANY_DAY
     out[dg.AssetKey([problem.name, "online_features"])] = AFTER_ANY_UPDATE
     return out
 
@@ -78,8 +82,12 @@ def freshness(problem: Problem) -> dict[dg.AssetKey, Any]:
     week = dg.FreshnessPolicy.time_window(
         fail_window=timedelta(days=8), warn_window=timedelta(days=7)
     )
+    hour = dg.FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=3), warn_window=timedelta(hours=2)
+    )
+    landed = hour if problem.spec.partitioning.granularity == "hourly" else day
     out: dict[dg.AssetKey, Any] = {
-        dg.AssetKey([problem.name, raw_table(s)]): day for s in problem.spec.daily_sources()
+        dg.AssetKey([problem.name, raw_table(s)]): landed for s in problem.spec.daily_sources()
     }
     out |= {dg.AssetKey([problem.name, t.name]): day for t in problem.feature_tables()}
     out[dg.AssetKey([problem.name, "model_candidate"])] = week
@@ -146,7 +154,11 @@ def stale_observations(
         if not latest or "start" not in latest:
             continue
         start, end = date.fromisoformat(latest["start"]), date.fromisoformat(latest["end"])
-        hit = [p for p in days if p.relanded and p.day is not None and start <= p.day <= end]
+        hit = [
+            p
+            for p in days
+            if p.relanded and p.local_day is not None and start <= p.local_day <= end
+        ]
         if hit:
             out.append(
                 dg.AssetObservation(
@@ -175,16 +187,27 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
     """
     daily = list(problem.spec.daily_sources())
     references = [s for s, spec in problem.spec.sources.items() if spec.kind == "reference"]
+    # hourly batches: the sensor ingests each hour's raw batch; the day's typed table follows
+    # by automation once all its hours are in (their partitions differ: not one run)
+    hourly = problem.spec.partitioning.granularity == "hourly"
 
     def keys(sources: list[str]) -> list[dg.AssetKey]:
         return [dg.AssetKey([problem.name, t]) for s in sources for t in (raw_table(s), s)]
 
+    def batch_keys(sources: list[str]) -> list[dg.AssetKey]:
+        return (
+            [dg.AssetKey([problem.name, raw_table(s)]) for s in sources]
+            if hourly
+            else keys(sources)
+        )
+
     @dg.sensor(
         name=f"{problem.name}_landing",
-        target=dg.AssetSelection.assets(*keys(daily), *keys(references)),
+        target=dg.AssetSelection.assets(*batch_keys(daily), *keys(references)),
         minimum_interval_seconds=LANDING_INTERVAL,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Ingests each {problem.name} day once every daily source has landed, and "
+        description=f"Ingests each {problem.name} {'hour' if hourly else 'day'} once every "
+        "daily source has landed, and "
         "the reference snapshots once all landed; each again when its content changes.",
     )
     def _landing(context: dg.SensorEvaluationContext, lake: LakeResource):
@@ -219,7 +242,7 @@ def build_landing_sensor(problem: Problem) -> dg.SensorDefinition:
                 dg.RunRequest(
                     run_key=day.run_key,
                     partition_key=day.label,
-                    asset_selection=keys(day.sources),
+                    asset_selection=batch_keys(day.sources),
                     tags={CONTENT_TAG: ",".join(f"{s}={h}" for s, h in day.landed.items())},
                 )
             )

@@ -13,6 +13,15 @@ def daily_job_name(problem: Problem) -> str:
     return f"{problem.name}_ingestion"
 
 
+def typed_job_name(problem: Problem) -> str:
+    """Name of the job that types one day of every daily source from its hourly batches.
+
+    Defined only for ``partitioning.granularity: hourly``, where the ingestion job
+    (``daily_job_name``) lands and checks one hour of the raw batches.
+    """
+    return f"{problem.name}_typed_tables"
+
+
 def reference_job_name(problem: Problem) -> str:
     """Name of the job that ingests the reference snapshots."""
     return f"{problem.name}_reference"
@@ -43,12 +52,42 @@ def monitoring_job_name(problem: Problem) -> str:
     return f"{problem.name}_monitoring"
 
 
-def _source_keys(problem: Problem, kind: str) -> list[dg.AssetKey]:
+def _source_keys(
+    problem: Problem, kind: str, tables: tuple[bool, bool] = (True, True)
+) -> list[dg.AssetKey]:
+    """Keys of the sources of ``kind``: their raw and typed tables as ``tables`` says."""
     return [
         dg.AssetKey([problem.name, table])
         for source, spec in problem.spec.sources.items()
         if ("daily" if spec.is_daily else spec.kind) == kind
-        for table in (raw_table(source), source)
+        for table, wanted in zip((raw_table(source), source), tables, strict=True)
+        if wanted
+    ]
+
+
+def _ingestion_jobs(problem: Problem) -> list[Any]:
+    """The ingestion job: one day of raw and typed tables, or one hour of raw batches."""
+    if problem.spec.partitioning.granularity != "hourly":
+        return [
+            dg.define_asset_job(
+                daily_job_name(problem),
+                selection=dg.AssetSelection.assets(*_source_keys(problem, "daily")),
+                description=f"Ingest one day of {problem.name}'s daily sources behind their "
+                "checks.",
+            )
+        ]
+    # hourly raw batches and daily typed tables have different partitions: two jobs
+    return [
+        dg.define_asset_job(
+            daily_job_name(problem),
+            selection=dg.AssetSelection.assets(*_source_keys(problem, "daily", (True, False))),
+            description=f"Ingest one hour of {problem.name}'s daily sources behind their checks.",
+        ),
+        dg.define_asset_job(
+            typed_job_name(problem),
+            selection=dg.AssetSelection.assets(*_source_keys(problem, "daily", (False, True))),
+            description=f"Type one day of {problem.name}'s daily sources from its accepted hours.",
+        ),
     ]
 
 
@@ -61,11 +100,7 @@ def build_jobs(problem: Problem) -> list[Any]:  # the unresolved job type is pri
     ]
     gated = [dg.AssetKey([problem.name, name]) for name in ("evaluation_report", "promotion")]
     return [
-        dg.define_asset_job(
-            daily_job_name(problem),
-            selection=dg.AssetSelection.assets(*_source_keys(problem, "daily")),
-            description=f"Ingest one day of {problem.name}'s daily sources behind their checks.",
-        ),
+        *_ingestion_jobs(problem),
         dg.define_asset_job(
             reference_job_name(problem),
             selection=dg.AssetSelection.assets(*_source_keys(problem, "reference")),

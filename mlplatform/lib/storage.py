@@ -2,6 +2,7 @@
 
 ```
 <data>/landing/<problem>/<source>/<YYYY-MM-DD>/<files>   one folder per source per day
+<data>/landing/<problem>/<source>/<YYYY-MM-DD-HH:MM>/<files>   per hour (granularity: hourly)
 <data>/landing/<problem>/<source>/snapshot/<files>       reference sources
 <data>/quarantine/<problem>/<source>/<partition>/<UTC stamp>/   rejected batch + report.json
 <data>/warehouse/<problem>/<table>/<partition>.parquet   tables written by assets
@@ -152,7 +153,7 @@ class DataLake:
         )
 
     def land(
-        self, problem: str, source: str, day: date | None, frame: "pd.DataFrame", fmt: str
+        self, problem: str, source: str, day: date | str | None, frame: "pd.DataFrame", fmt: str
     ) -> Path:
         """Write one export file for a partition, replacing what was landed before."""
         folder = self.landing_dir(problem, source, day)
@@ -171,6 +172,16 @@ class DataLake:
             if self.landed_files(problem, source, folder.name):
                 days.append(date.fromisoformat(folder.name))
         return days
+
+    def landed_hours(self, problem: str, source: str) -> list[str]:
+        """Hourly partition keys with at least one landed file for ``source``, in order.
+
+        Keys as ``lib.ingestion.hours`` names them (``YYYY-MM-DD-HH:MM``, with a UTC offset
+        for the repeated hour when summer time ends); for ``granularity: hourly``.
+        """
+        base = self.root / "landing" / problem / source
+        folders = sorted(base.glob("????-??-??-??:??*")) if base.is_dir() else []
+        return [f.name for f in folders if self.landed_files(problem, source, f.name)]
 
     # -- quarantine --------------------------------------------------------------------
     def quarantine(
@@ -273,6 +284,9 @@ class DataLake:
         if table.startswith(RAW_PREFIX) or "/" in table:
             return None
         report = self.read_batch_report(problem, RAW_PREFIX + table, day)
+        if report is None and len(partition_label(day)) == len("YYYY-MM-DD"):
+            # hourly landings (granularity: hourly): a day is readable when its hours are
+            report = self._rejected_hour(problem, RAW_PREFIX + table, partition_label(day))
         if report is None or report.get("accepted", True):
             return None
         digest = str(report.get("content_hash", ""))
@@ -288,6 +302,15 @@ class DataLake:
             content_hash=digest,
             kept=valid,
         )
+
+    def _rejected_hour(self, problem: str, raw: str, day: str) -> dict[str, Any] | None:
+        """The report of the first rejected hourly landing of the ISO ``day``, if any."""
+        folder = self.root / "warehouse" / problem / raw
+        for path in sorted(folder.glob(f"{day}-??:??*.report.json")):
+            report = json.loads(path.read_text(encoding="utf-8"))
+            if not report.get("accepted", True):
+                return report
+        return None
 
     def blocking(self, problem: str, table: str, day: date | str | None) -> Rejection | None:
         """The rejection that makes ``table``'s day unreadable now, or None if readable."""

@@ -4,7 +4,13 @@ A problem folder ``problems/<name>/`` contains
 - ``spec.yaml``: the problem spec (see ``mlplatform.spec``);
 - ``schemas.py``: one pandera ``DataFrameModel`` per source, named in the spec;
 - ``source.py``: ``export_day(source, day)`` and ``export_reference(source)``, the daily
-  export that ``mlplatform land`` writes into the landing zone; for stream sources also
+  export that ``mlplatform land`` writes into the landing zone. With
+  ``partitioning.granularity: hourly`` one file lands per local hour: from the optional
+  ``export_hour(source, start)`` (``start``: the hour's UTC start, a ``pd.Timestamp``) when
+  ``source.py`` defines it, else the platform cuts ``export_day`` by the source's
+  ``event_timestamp`` (rows whose time cannot be read or falls outside the day land with
+  the day's first hour, whose checks then refuse them: nothing is dropped); for stream
+  sources also
   ``stream_events(source, frame)`` (the events days of the export carry) and
   ``export_events(source, start, end)`` (the feed: events of ``[start, end)``, UTC);
 - ``feature_tables.py``: ``FEATURE_TABLES``, the problem's feature tables (import-light);
@@ -97,6 +103,11 @@ class Problem:
         """One day of ``source`` as the upstream system exports it."""
         fn = cast("Callable[[str, date], pd.DataFrame]", self._module("source").export_day)
         return fn(source, day)
+
+    def export_hour(self, source: str, start: "pd.Timestamp") -> "pd.DataFrame | None":
+        """One hour of ``source`` (UTC start), or None when ``source.py`` has no ``export_hour``."""
+        fn = getattr(self._module("source"), "export_hour", None)
+        return None if fn is None else fn(source, start)
 
     def export_reference(self, source: str) -> "pd.DataFrame":
         """The current snapshot of a reference source."""

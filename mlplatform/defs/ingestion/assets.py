@@ -5,13 +5,17 @@ For every source in a problem's spec:
   keys, timestamps, null rates, volume) and stores the batch as landed. Failed ERROR
   checks are blocking: nothing downstream runs, and the batch is quarantined.
 - ``<source>`` is the typed table of an accepted batch, with a drift check (WARN).
+
+With ``partitioning.granularity: hourly`` the raw batches are hourly partitions (landed,
+checked and quarantined hour by hour) and ``<source>`` stays daily: each day is typed from
+its hours, mapped by ``dg.TimeWindowPartitionMapping``, once all of them are accepted.
 """
 
 from datetime import date
 
 import dagster as dg
 
-from mlplatform.defs.partitions import daily_partitions
+from mlplatform.defs.partitions import daily_partitions, is_hourly, landing_partitions
 from mlplatform.lib.names import (
     DUPLICATES,
     NULL_RATES,
@@ -36,6 +40,11 @@ _CHECK_DESCRIPTIONS = {
     NULL_RATES: "Null rates of watched columns within the spec's limits (blocking).",
     VOLUME: "Row count against the same weekday's trailing median; outside the spec's error "
     "band it blocks until a user overrides it (who, why).",
+}
+_HOURLY_DESCRIPTIONS = {
+    TIMESTAMPS: "Event times inside the partition's hour and not in the future (blocking).",
+    VOLUME: "Row count against the trailing median of the same hour (of the same weekday); "
+    "outside the spec's error band it blocks until a user overrides it (who, why).",
 }
 
 
@@ -68,10 +77,18 @@ def _day(context: dg.AssetExecutionContext) -> date | None:
     return date.fromisoformat(context.partition_key) if context.has_partition_key else None
 
 
+def _partition(context: dg.AssetExecutionContext, problem: Problem) -> date | str | None:
+    """The raw batch's partition: a day, or the hourly key itself (``granularity: hourly``)."""
+    if context.has_partition_key and is_hourly(problem.spec):
+        return context.partition_key
+    return _day(context)
+
+
 def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
     """The raw batches of ``source``, gated by blocking checks."""
     spec = problem.spec.sources[source]
     key = dg.AssetKey([problem.name, raw_table(source)])
+    described = {**_CHECK_DESCRIPTIONS, **(_HOURLY_DESCRIPTIONS if is_hourly(problem.spec) else {})}
 
     @dg.asset(
         key=key,
@@ -79,9 +96,9 @@ def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
         description=f"{spec.description} As landed, gated by the spec's checks.",
         kinds={spec.format, "pandera"},
         owners=[problem.spec.owner],
-        partitions_def=daily_partitions(problem.spec) if spec.is_daily else None,
+        partitions_def=landing_partitions(problem.spec) if spec.is_daily else None,
         check_specs=[
-            dg.AssetCheckSpec(name, asset=key, blocking=True, description=_CHECK_DESCRIPTIONS[name])
+            dg.AssetCheckSpec(name, asset=key, blocking=True, description=described[name])
             for name in check_names(problem, source)
         ],
         tags={"mlplatform/problem": problem.name},
@@ -93,7 +110,7 @@ def build_raw_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
         from mlplatform.lib.ingestion.ingest import NothingLandedError, Override, ingest_batch
         from mlplatform.lib.ingestion.reading import MalformedFileError
 
-        day = _day(context)
+        day = _partition(context, problem)
         release = (
             Override(tuple(config.override_checks), config.override_by, config.override_reason)
             if config.override_checks
@@ -163,9 +180,15 @@ def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
             )
         )
 
+    raw = dg.AssetKey([problem.name, raw_table(source)])
+    hourly = is_hourly(problem.spec) and spec.is_daily
+
     @dg.asset(
         key=key,
-        deps=[dg.AssetKey([problem.name, raw_table(source)])],
+        # a day of the typed table reads the day's hours (Dagster maps the time windows)
+        deps=[dg.AssetDep(raw, partition_mapping=dg.TimeWindowPartitionMapping())]
+        if hourly
+        else [raw],
         group_name=GROUP,
         description=f"{spec.description} Validated and typed.",
         kinds={"pandas", "parquet"},
@@ -177,13 +200,28 @@ def build_typed_asset(problem: Problem, source: str) -> dg.AssetsDefinition:
     def _typed(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         from mlplatform.defs.ingestion.drift import advisory_drift_result
         from mlplatform.defs.metadata import frame_metadata
-        from mlplatform.lib.ingestion.ingest import RejectedBatchError, load_accepted
+        from mlplatform.lib.ingestion.ingest import (
+            RejectedBatchError,
+            load_accepted,
+            load_accepted_hours,
+        )
 
         day, store = _day(context), lake.lake()
         try:
-            frame = load_accepted(
-                store, problem.name, source, problem.schema(source), day, spec.naive_timezone
-            )
+            if hourly and day is not None:
+                frame = load_accepted_hours(
+                    store,
+                    problem.name,
+                    source,
+                    problem.schema(source),
+                    day,
+                    problem.spec.partitioning.timezone,
+                    spec.naive_timezone,
+                )
+            else:
+                frame = load_accepted(
+                    store, problem.name, source, problem.schema(source), day, spec.naive_timezone
+                )
         except RejectedBatchError as exc:
             raise dg.Failure(description=str(exc)) from None
         path = store.write_table(problem.name, source, day, frame)

@@ -17,6 +17,7 @@ import pandera.pandas as pa
 from mlplatform.errors import PlatformError
 from mlplatform.lib.checks import override as release
 from mlplatform.lib.ingestion import validation as v
+from mlplatform.lib.ingestion.hours import day_of, hour_keys, same_hour_before
 from mlplatform.lib.ingestion.reading import MalformedFileError, read_batch
 from mlplatform.lib.names import NULL_RATES, VOLUME, raw_table
 from mlplatform.lib.storage import DataLake, partition_label, write_json
@@ -79,13 +80,19 @@ OVERRIDABLE = (VOLUME, NULL_RATES)
 
 
 def _history(
-    lake: DataLake, problem: str, source: str, day: date, days: int
+    lake: DataLake, problem: str, source: str, day: date | str, days: int, timezone: str
 ) -> list[tuple[date, int]]:
-    """(day, rows) of the accepted partitions of the ``days`` before ``day``, newest first."""
+    """(day, rows) of the accepted partitions of the ``days`` before ``day``, newest first.
+
+    For an hourly key, the same local hour of each of those days (``hours.same_hour_before``).
+    """
+    if isinstance(day, str):
+        earlier_partitions = same_hour_before(day, timezone, days)
+    else:
+        earlier_partitions = [(day - timedelta(days=b),) * 2 for b in range(1, days + 1)]
     counts = []
-    for back in range(1, days + 1):
-        earlier = day - timedelta(days=back)
-        report = lake.read_batch_report(problem, raw_table(source), earlier)
+    for earlier, partition in earlier_partitions:
+        report = lake.read_batch_report(problem, raw_table(source), partition)
         if report and report["accepted"]:
             counts.append((earlier, int(report["rows"])))
     return counts
@@ -95,7 +102,7 @@ def check_batch(
     frame: pd.DataFrame,
     spec: SourceSpec,
     model: type[pa.DataFrameModel],
-    day: date | None,
+    day: date | str | None,
     timezone: str,
     history: list[tuple[date, int]],
     now: datetime,
@@ -103,7 +110,9 @@ def check_batch(
 ) -> list[v.CheckOutcome]:
     """Every check the spec asks of ``source``, on one batch.
 
-    ``history`` holds (day, rows) of the accepted partitions of the volume rule's window.
+    ``day`` is the partition: a local day, an hourly key (``lib.ingestion.hours``) or None
+    (a snapshot). ``history`` holds (day, rows) of the accepted partitions of the volume
+    rule's window (for an hour, the same hour of earlier days).
     """
     typed, schema = v.validate_schema(frame, model, max_cases, spec.naive_timezone)
     # Keys and timestamps are compared typed when the schema allows it, so that two
@@ -126,8 +135,9 @@ def check_batch(
         outcomes.append(v.check_null_rates(frame, spec.max_null_rate))
     if day is not None and spec.volume:
         rule = spec.volume
+        weekday = (day_of(day) if isinstance(day, str) else day).weekday()
         same_weekday = (
-            [rows for d, rows in history if d.weekday() == day.weekday()]
+            [rows for d, rows in history if d.weekday() == weekday]
             if rule.basis == "same_weekday"
             else None
         )
@@ -150,13 +160,16 @@ def ingest_batch(
     source: str,
     spec: SourceSpec,
     model: type[pa.DataFrameModel],
-    day: date | None,
+    day: date | str | None,
     timezone: str,
     now: datetime | None = None,
     override: Override | None = None,
     run_id: str | None = None,
 ) -> Batch:
     """Read the landed files of a partition, validate them and store the batch as landed.
+
+    ``day`` is a local day, an hourly key (``granularity: hourly``; its timestamps are
+    checked against the hour, its volume against the same hour of earlier days) or None.
 
     ``override`` releases named failed checks (``OVERRIDABLE`` only) as warnings that
     record who and why; ``run_id`` (the run that ingests) is recorded in the batch report.
@@ -194,7 +207,7 @@ def ingest_batch(
         write_json(lake.batch_report_path(problem, raw_table(source), day), report)
         raise
     history = (
-        _history(lake, problem, source, day, spec.volume.trailing_days)
+        _history(lake, problem, source, day, spec.volume.trailing_days, timezone)
         if (day is not None and spec.volume)
         else []
     )
@@ -228,7 +241,7 @@ def load_accepted(
     problem: str,
     source: str,
     model: type[pa.DataFrameModel],
-    day: date | None,
+    day: date | str | None,
     naive_zone: str | None = None,
 ) -> pd.DataFrame:
     """The typed table of an accepted raw partition; refuses a rejected one.
@@ -256,6 +269,32 @@ def load_accepted(
     if typed is None:  # the batch passed this check when it was ingested
         raise RejectedBatchError(f"{problem}/{raw_table(source)} {label}: {schema.reason}")
     return typed
+
+
+def load_accepted_hours(
+    lake: DataLake,
+    problem: str,
+    source: str,
+    model: type[pa.DataFrameModel],
+    day: date,
+    timezone: str,
+    naive_zone: str | None = None,
+) -> pd.DataFrame:
+    """The typed table of a day built from its hourly batches (``granularity: hourly``).
+
+    Every hour of the local day (23 to 25 of them) must have been ingested and accepted;
+    the hours' typed rows are concatenated in hour order, with the columns of the schema.
+
+    Raises:
+        RejectedBatchError: an hour was never ingested, or its newest landing was rejected
+            (the message names the hour and its quarantine folder).
+    """
+    frames = [
+        load_accepted(lake, problem, source, model, key, naive_zone)
+        for key in hour_keys(day, timezone)
+    ]
+    non_empty = [f for f in frames if not f.empty]
+    return pd.concat(non_empty, ignore_index=True) if non_empty else frames[0]
 
 
 _CASE_ORDER = {"row": 0, "column": 1, "check": 2, "value": 3}

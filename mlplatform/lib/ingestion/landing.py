@@ -1,5 +1,8 @@
 """Landing a problem's exports: one file per source per day, plus reference snapshots.
 
+With ``partitioning.granularity: hourly``, one file per source per local hour instead
+(``hour_exports``).
+
 Also what landed but was not ingested yet: a landed day is identified by its content
 hash, so a corrected file for a day already ingested (accepted or rejected) is new.
 """
@@ -10,10 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlplatform.errors import UsageError
+from mlplatform.lib.ingestion.hours import day_of, hour_keys, hour_start
 from mlplatform.lib.storage import DataLake, partition_label
 from mlplatform.problems import Problem
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def days(start: date, end: date) -> Iterator[date]:
@@ -55,10 +63,42 @@ def land(lake: DataLake, problem: Problem, start: date, end: date) -> dict[str, 
             continue
         rows[source] = 0
         for day in days(start, end):
+            if spec.partitioning.granularity == "hourly":
+                for key, frame in hour_exports(problem, source, day).items():
+                    lake.land(problem.name, source, key, frame, source_spec.format)
+                    rows[source] += len(frame)
+                continue
             frame = problem.export_day(source, day)
             lake.land(problem.name, source, day, frame, source_spec.format)
             rows[source] += len(frame)
     return rows
+
+
+def hour_exports(problem: Problem, source: str, day: date) -> "dict[str, pd.DataFrame]":
+    """``hourly key → export`` of every local hour of ``day`` (``granularity: hourly``).
+
+    From the problem's ``export_hour`` when it has one; otherwise ``export_day`` cut by the
+    source's ``event_timestamp``. Rows whose time cannot be read, or that fall outside the
+    day, go with the day's first hour, whose checks then refuse them (nothing is dropped).
+    An hour without rows lands as a file with the header only.
+    """
+    import pandas as pd
+
+    tz = problem.spec.partitioning.timezone
+    keys = hour_keys(day, tz)
+    starts = {key: pd.Timestamp(hour_start(key, tz)) for key in keys}
+    first = problem.export_hour(source, starts[keys[0]])
+    if first is not None:
+        rest = {k: problem.export_hour(source, starts[k]) for k in keys[1:]}
+        return {keys[0]: first, **{k: f for k, f in rest.items() if f is not None}}
+    frame = problem.export_day(source, day)
+    column = problem.spec.sources[source].event_timestamp
+    assert column is not None, "a daily source has an event_timestamp (spec check)"
+    stamps = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
+    hour = stamps.dt.floor("h")
+    by_start = {start: key for key, start in starts.items()}
+    placed = hour.map(by_start).where(hour.isin(list(by_start)), keys[0])
+    return {key: frame.loc[placed == key].reset_index(drop=True) for key in keys}
 
 
 @functools.lru_cache(maxsize=8192)
@@ -91,13 +131,13 @@ class Pending:
     """A landed partition whose content differs from what was last ingested, for some sources.
 
     Attributes:
-        day: The partition; None for the reference snapshots.
+        day: The partition (a day, or an hourly key); None for the reference snapshots.
         landed: ``source → content hash`` of the landed files, for the sources to ingest.
         ingested: ``source → content hash`` ingested last (None: never ingested).
         checked_at: ``source → time`` of that last ingestion (ISO; None: never ingested).
     """
 
-    day: date | None
+    day: date | str | None
     landed: dict[str, str]
     ingested: dict[str, str | None]
     checked_at: dict[str, str | None]
@@ -106,6 +146,11 @@ class Pending:
     def label(self) -> str:
         """The partition's label: the ISO day, or ``snapshot``."""
         return partition_label(self.day)
+
+    @property
+    def local_day(self) -> date | None:
+        """The local day of the partition (an hour's day); None for the snapshots."""
+        return day_of(self.day) if isinstance(self.day, str) else self.day
 
     @property
     def sources(self) -> list[str]:
@@ -140,7 +185,7 @@ class Pending:
 
 
 def _compare(
-    lake: DataLake, problem: str, sources: list[str], day: date | None, built: set[str]
+    lake: DataLake, problem: str, sources: list[str], day: date | str | None, built: set[str]
 ) -> Pending | None:
     """The sources of one partition whose landed content is not the one ingested last.
 
@@ -186,11 +231,21 @@ def pending(
             instance over an old lake ingests again). None trusts the lake's reports alone.
 
     Returns:
-        The days to ingest, oldest first; each names only the sources to ingest.
+        The days to ingest, oldest first; each names only the sources to ingest. With
+        ``granularity: hourly``, the hours (by their keys) instead of the days.
     """
     daily = list(problem.spec.daily_sources())
     if not daily:
         return []
+    if problem.spec.partitioning.granularity == "hourly":
+        tz = problem.spec.partitioning.timezone
+        hours = set.intersection(*(set(lake.landed_hours(problem.name, s)) for s in daily))
+        found_hours = []
+        for key in sorted(hours, key=lambda k: hour_start(k, tz)):
+            built = {s for s in daily if ingested is None or key in ingested.get(s, set())}
+            if (found := _compare(lake, problem.name, daily, key, built)) is not None:
+                found_hours.append(found)
+        return found_hours
     landed = set.intersection(*(set(lake.landed_days(problem.name, s)) for s in daily))
     out: list[Pending] = []
     for day in sorted(landed):

@@ -15,6 +15,7 @@ import pandera.pandas as pa
 
 from mlplatform.lib.checks import CheckOutcome
 from mlplatform.lib.features.tables import local_midnight
+from mlplatform.lib.ingestion.hours import hour_bounds
 from mlplatform.lib.names import (
     DUPLICATES,
     NULL_RATES,
@@ -276,16 +277,19 @@ def day_bounds(day: date, timezone: str) -> tuple[datetime, datetime]:
 def check_timestamps(
     frame: pd.DataFrame,
     column: str,
-    day: date,
+    day: date | str,
     timezone: str,
     now: datetime,
     max_cases: int = 20,
 ) -> CheckOutcome:
-    """Event times fall inside the partition's day (local time) and not after ``now``."""
+    """Event times fall inside the partition (local time) and not after ``now``.
+
+    ``day`` is a local day, or an hourly key (``lib.ingestion.hours``) for an hour.
+    """
     if column not in frame.columns:
         return CheckOutcome(TIMESTAMPS, False, "ERROR", f"timestamp column {column!r} missing")
     stamps = pd.to_datetime(frame[column], utc=True, errors="coerce")
-    start, end = day_bounds(day, timezone)
+    start, end = hour_bounds(day, timezone) if isinstance(day, str) else day_bounds(day, timezone)
     outside = stamps.notna() & ((stamps < start) | (stamps >= end))
     future = stamps.notna() & (stamps > pd.Timestamp(now).tz_convert("UTC"))
     details = {
@@ -428,7 +432,8 @@ def check_volume(
             details,
         )
     base = float(median(counts))
-    ratio = rows / base if base else float("inf")
+    # an hour that is empty every day (the night, granularity: hourly) is as usual when empty
+    ratio = rows / base if base else (1.0 if rows == 0 else float("inf"))
     details |= {"trailing_median": base, "ratio": ratio, "basis": basis}
     text = f"{rows} rows, {ratio:.2f}x the median of {base:g} ({basis}, {len(counts)} days)"
     if not error_range[0] <= ratio <= error_range[1]:
