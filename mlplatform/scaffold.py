@@ -162,6 +162,13 @@ def new_problem(
     if folder.exists():
         raise ScaffoldError(f"{folder} already exists; choose another name or --dir")
     values = {"name": name, "task": task, "granularity_line": "", **_TASK_VALUES[task]}
+    # the share of outcomes not measured yet a batch may have: an hour's batch holds 4 rows,
+    # so one unmeasured reading is 25% of it
+    values["outcome_null_rate"] = (
+        "      outcome: 0.5                # not measured yet (an hour's batch: 4 rows)\n"
+        if partition == "hourly"
+        else "      outcome: 0.1                # outcomes not measured yet\n"
+    )
     if hourly_supported():
         values["granularity_line"] = (
             f"  granularity: {partition:<19}# daily or hourly: one landed batch per local "

@@ -23,6 +23,8 @@ from mlplatform.serving.client import as_requests, post
 from mlplatform.serving.server import build_runtime, serve_in_background
 
 DAYS = ["--start", "2024-01-01", "--end", "2024-01-10"]
+# (task, its metric): the scaffold's tasks that train and serve end to end
+END_TO_END = [("binary", "roc_auc")]
 
 
 @pytest.fixture
@@ -70,11 +72,16 @@ def check_contract(problem: Problem) -> None:
 
 @pytest.mark.slow
 @pytest.mark.e2e
+@pytest.mark.parametrize(("task", "metric"), END_TO_END)
 def test_a_scaffolded_problem_runs_end_to_end(
-    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    task: str,
+    metric: str,
 ) -> None:
-    name = "scaffolded_binary"
-    assert main(["new-problem", name, "--dir", str(home)]) == 0
+    name = f"scaffolded_{task}"
+    assert main(["new-problem", name, "--task", task, "--dir", str(home)]) == 0
     out = capsys.readouterr().out
     assert f"export {PROBLEMS_PATH_ENV}={home}" in out
     written = sorted(p.name for p in (home / name).iterdir())
@@ -95,7 +102,7 @@ def test_a_scaffolded_problem_runs_end_to_end(
     spec_file.write_text(text.replace("n_trials: 10 ", "n_trials: 2  "))
 
     problem = _found(home, name, monkeypatch)
-    assert problem.folder == home / name and problem.spec.task == "binary"
+    assert problem.folder == home / name and problem.spec.task == task
     check_contract(problem)
 
     assert main(["land", "--problem", name, *DAYS]) == 0
@@ -105,7 +112,8 @@ def test_a_scaffolded_problem_runs_end_to_end(
     assert main(["train", "--problem", name, "--in-process"]) == 0
     out = capsys.readouterr().out
     assert "verdict: version 1 PASSED against no champion (bootstrap)" in out, out
-    assert "pass  min_metric" in out and "pass  behavioural_cases" in out, out
+    assert f"pass  min_metric           holdout {metric} " in out, out
+    assert "pass  behavioural_cases" in out, out
     assert "promoted: version 1 is now champion" in out, out
 
     # one request of the next day (not landed) to the service: the champion, its features
@@ -121,7 +129,8 @@ def test_a_scaffolded_problem_runs_end_to_end(
         service.stop()
     assert answer["version"] == "1" and answer["route"] == "champion", answer
     assert answer["missing_features"] == [] and answer["defaulted_features"] == [], answer
-    assert 0.0 < answer["prediction"] < 1.0
+    low, high = (0.0, 1.0) if task == "binary" else (0.0, 120.0)  # a probability, a reading
+    assert low < answer["prediction"] < high, answer
 
 
 def test_a_regression_skeleton_loads_and_keeps_the_contract(
