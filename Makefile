@@ -67,7 +67,7 @@ endif
 
 # The production profile on this machine (PostgreSQL and Redis running; docs/deploy.md).
 demo-production: venv
-	deploy/local.sh --start $(DEMO_START) --end $(DEMO_END)
+	deploy/local.sh --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 
 test: venv
 	$(BIN)/pytest

@@ -2,7 +2,8 @@
 # The production profile on one machine: PostgreSQL and Redis already running on 127.0.0.1
 # (`.ci/run` starts them); this starts an MLflow server, a Dask scheduler with two workers
 # and a Celery worker, runs the demo's pipeline through them, and stops them again.
-#   deploy/local.sh [--start 2013-01-01 --end 2013-01-28]
+#   deploy/local.sh [--problem NAME ...] [--start YYYY-MM-DD --end YYYY-MM-DD]
+# (default: every problem found, each over the first 28 days of its spec's partitioning)
 # State stays in PostgreSQL (databases mlplatform_dagster, mlplatform_mlflow,
 # mlplatform_feast, mlplatform_optuna), the MLflow server's artifacts (.mlflow_production/
 # or $MLPLATFORM_PRODUCTION_ARTIFACTS, which no client reads: it proxies them), Redis dbs 1-3, .dagster_production/ and data_production/ (or

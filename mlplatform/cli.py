@@ -242,6 +242,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise ValueError(f"--override-check: {unknown} cannot be overridden (only {OVERRIDABLE})")
     if overrides and not ((args.by or "").strip() and (args.reason or "").strip()):
         raise ValueError("--override-check needs --by (who) and --reason (why)")
+    if not overrides and (args.by or args.reason):
+        raise UsageError("--by and --reason record an override: pass --override-check CHECK")
     daily = daily_job_name(problem)
     release = {
         "override_checks": overrides,
@@ -400,6 +402,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     problem = get_problem(args.problem)
     if args.override_gate and not ((args.by or "").strip() and (args.reason or "").strip()):
         raise UsageError("--override-gate needs --by (who) and --reason (why)")
+    if not args.override_gate and (args.by or args.reason):
+        raise UsageError("--by and --reason record an override: pass --override-gate GATE")
     if args.version:
         from mlplatform.lib.tracking import registered_versions
 
@@ -482,38 +486,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Send real flights of a day to the running service and print its answers."""
+    """Send real rows of a day's target source to the running service and print its answers.
+
+    Asks the service's ``/health`` at least once (then for up to ``--wait`` seconds). A
+    service that is not there, answers without a champion, or refuses the requests is a
+    ``PlatformError`` naming the URL (one line on stderr, exit 1).
+    """
+    import urllib.error
+
     from mlplatform.problems import get_problem
     from mlplatform.serving.client import post, sample_requests, wait_until_up
-    from mlplatform.serving.server import service_url
+    from mlplatform.serving.server import call, service_file, service_url
 
     problem, lake = get_problem(args.problem), _lake()
     url = args.url or service_url(lake.root, problem.name)
     if url is None:
-        _out(f"no running service for {problem.name}: start `mlplatform serve` or pass --url")
-        return 1
+        raise PlatformError(
+            f"no running service of {problem.name} announced in "
+            f"{service_file(lake.root, problem.name)}: start `mlplatform serve --problem "
+            f"{problem.name}` or pass --url"
+        )
     if not wait_until_up(url, args.wait):
-        _out(f"{url} did not answer with a champion within {args.wait:.0f} s")
-        return 1
-    days = lake.partitions(problem.name, problem.spec.target.source)
+        health = call(url, "/health", timeout=2.0)
+        if health is None:
+            raise PlatformError(
+                f"no service answers at {url} (asked {url}/health for {args.wait:.0f} s); "
+                "start `mlplatform serve`, or raise --wait while it starts"
+            )
+        raise PlatformError(
+            f"the service at {url} answers but serves no champion of {problem.name} "
+            f"(status {health.get('status')!r}); train and promote one first"
+        )
+    target = problem.spec.target.source
+    days = lake.partitions(problem.name, target)
     day = args.day or (days[-1] if days else None)
     if day is None:
-        _out(f"no {problem.spec.target.source} ingested yet to take requests from")
-        return 1
+        raise PlatformError(f"no {target} of {problem.name} ingested yet to take requests from")
     if day not in days:
         raise UsageError(
-            f"{problem.spec.target.source} of {day} are not ingested "
+            f"{target} of {day} are not ingested "
             f"(ingested: {days[0]}..{days[-1]}); pass a --day among them"
         )
     requests = sample_requests(lake, problem, day, args.n)
-    answers = post(url + "/predict", {"instances": requests})["predictions"]
+    try:
+        answers = post(url + "/predict", {"instances": requests})["predictions"]
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        raise PlatformError(f"{url}/predict refused the requests ({exc.code}): {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise PlatformError(f"{url}/predict did not answer: {exc}") from None
     _out(f"{len(answers)} requests from {day} answered by {url}:")
+    source = problem.spec.sources[target]
+    shown = [*source.natural_key]  # what names a row of the target source
+    if source.event_timestamp and source.event_timestamp not in shown:
+        shown.append(source.event_timestamp)
     for request, answer in zip(requests, answers, strict=True):
-        what = " ".join(str(request.get(k, "")) for k in ("carrier", "flight", "origin", "dest"))
+        what = " ".join(str(request[k]) for k in shown if k in request)
         _out(
-            f"  {what:<22} {str(request.get('time_hour', ''))[:16]:<17} "
-            f"p={answer['prediction']:.3f}  version {answer['version']} ({answer['route']}, "
-            f"stage {answer['stage']})"
+            f"  {what}  prediction {answer['prediction']:.4g}  version {answer['version']} "
+            f"({answer['route']}, stage {answer['stage']})"
             + (f" defaults: {answer['defaulted_features']}" if answer["defaulted_features"] else "")
         )
     if any(a["defaulted_features"] for a in answers):
@@ -521,7 +552,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         # (or older than their TTL), which the training path could never have used
         _out(
             "  (defaults: the online store holds no value of that feature from before the "
-            "flight's prediction time within its TTL, as when the store has moved past the "
+            "request's prediction time within its TTL, as when the store has moved past the "
             "day asked; the replay serves each hour after its pushes)"
         )
     return 0
@@ -575,6 +606,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     """Move the challenger by hand: shadow, canary, full, or the kill switch."""
+    if args.share is not None and args.action != "canary":
+        raise UsageError(f"--share is the canary's share; `rollout {args.action}` takes none")
     return _transition(args.problem, args.action, args.reason, args.by, args.share or 0.0)
 
 
@@ -633,17 +666,20 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_mlflow(args: argparse.Namespace) -> int:
-    """Open the MLflow UI on the project's tracking store (replaces this process)."""
-    root = settings.data_dir() / "mlflow"
-    root.mkdir(parents=True, exist_ok=True)
+    """Open the MLflow UI on the active profile's tracking store (replaces this process).
+
+    A profile whose store is a tracking server has its UI there: the command names it.
+    """
+    tracking = _tracking()
+    if tracking.tracking_uri.startswith(("http://", "https://")):
+        profile = settings.environment()
+        _out(f"the {profile} profile's MLflow UI is its tracking server: {tracking.tracking_uri}")
+        return 0
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    argv = [
-        mlflow,
-        "ui",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--default-artifact-root",
-        str(root / "artifacts"),
+    argv = [mlflow, "ui", "--backend-store-uri", tracking.tracking_uri]
+    if tracking.artifact_root is not None:
+        argv += ["--default-artifact-root", str(tracking.artifact_root)]
+    argv += [
         "--host",
         args.host,
         "--port",
@@ -803,6 +839,30 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _seconds(least: float):
+    """An argparse type: a finite number of seconds, at least ``least``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not least <= value < float("inf"):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= {least:g}")
+        return value
+
+    return parse
+
+
+def _url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL: http://HOST:PORT")
+    return text.rstrip("/")
+
+
 def _share(text: str) -> float:
     try:
         value = float(text)
@@ -811,6 +871,26 @@ def _share(text: str) -> float:
     if not 0 < value <= 1:  # NaN fails too
         raise argparse.ArgumentTypeError(f"{text!r} is not a share in (0, 1]")
     return value
+
+
+def _problem_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--problem", help="the problem (may be left out when only one problem is known)")
+
+
+def _only_problem() -> str:
+    """The one known problem, for a command given no ``--problem``.
+
+    Raises:
+        UsageError: none or several problems are known (the message lists them).
+    """
+    from mlplatform.problems import problems
+
+    known = sorted(problems())
+    if len(known) == 1:
+        return known[0]
+    raise UsageError(
+        f"--problem is needed: {len(known)} problems are known ({', '.join(known) or 'none'})"
+    )
 
 
 def _in_process_flag(p: argparse.ArgumentParser) -> None:
@@ -833,7 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("features", cmd_features, "build features, the online store and the training set"),
     ):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--problem", required=True)
+        _problem_option(p)
         p.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
         p.add_argument("--end", type=_day, required=True, help="last day (included)")
         p.set_defaults(fn=fn)
@@ -855,7 +935,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a day's scheduled requests with the champion (point-in-time features) "
         "into batch_predictions (Parquet)",
     )
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("--day", type=_day, required=True, help="the day scored, YYYY-MM-DD")
     _in_process_flag(p)
     p.set_defaults(fn=cmd_score)
@@ -863,12 +943,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train", help="train a candidate, take it through the gates, promote it if it passes"
     )
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     _in_process_flag(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a registered version against the champion")
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("--version", help="registered version (default: the newest candidate)")
     p.add_argument(
         "--override-gate",
@@ -887,14 +967,14 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate",
         help="measure false refusals (A/A) and power on the problem's own data; a report",
     )
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("--pairs", type=int, default=40, help="A/A pairs, two fits each (40)")
     p.set_defaults(fn=cmd_gates_calibrate)
 
     p = sub.add_parser(
         "replay", help="replay days on simulated time through the automation; a timeline"
     )
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("--start", type=_day, required=True, help="first day, YYYY-MM-DD")
     p.add_argument("--end", type=_day, required=True, help="last day (included)")
     p.add_argument(
@@ -913,42 +993,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "push", help="push one hour of a stream source's events to the online store (Feast)"
     )
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("--source", required=True, help="a stream source of the spec")
     p.add_argument(
-        "--hour", required=True, help="the hour pushed, with its UTC offset: 2013-01-29T14:00Z"
+        "--hour", required=True, help="the hour pushed, with its UTC offset: YYYY-MM-DDTHH:00Z"
     )
     p.add_argument("--file", required=True, help="the hour's events, CSV or Parquet")
     p.set_defaults(fn=cmd_push)
 
     p = sub.add_parser("serve", help="serve predictions over HTTP (FastAPI)")
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8000)
-    p.add_argument("--refresh", type=float, default=0.5, help="seconds between registry reads")
+    p.add_argument(
+        "--refresh", type=_seconds(0.01), default=0.5, help="seconds between registry reads"
+    )
     p.add_argument("--workers", type=_count, default=1, help="uvicorn worker processes")
     p.set_defaults(fn=cmd_serve)
 
-    p = sub.add_parser("predict", help="send real flights of a day to the running service")
-    p.add_argument("--problem", required=True)
-    p.add_argument("--day", type=_day, help="day to take flights from (default: the newest)")
-    p.add_argument("-n", type=int, default=5, help="how many requests (one batch)")
-    p.add_argument("--url", help="service URL (default: the one `mlplatform serve` announced)")
+    p = sub.add_parser(
+        "predict", help="send real rows of a day's target source to the running service"
+    )
+    _problem_option(p)
+    p.add_argument("--day", type=_day, help="day to take the rows from (default: the newest)")
+    p.add_argument("-n", type=_count, default=5, help="how many requests (one batch)")
     p.add_argument(
-        "--wait", type=float, default=10, help="seconds to wait for the service (default 10)"
+        "--url", type=_url, help="service URL (default: the one `mlplatform serve` announced)"
+    )
+    p.add_argument(
+        "--wait", type=_seconds(0), default=10, help="seconds to wait for the service (default 10)"
     )
     p.set_defaults(fn=cmd_predict)
 
     user = os.environ.get("USER", "operator")
     p = sub.add_parser("rollback", help="undo the latest deployment change (one alias move)")
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("--reason", required=True, help="why (recorded in the deployment log)")
     p.add_argument("--by", default=user, help="who (default: $USER)")
     p.set_defaults(fn=cmd_rollback)
 
     p = sub.add_parser("rollout", help="move the challenger by hand, or the kill switch")
     p.add_argument("action", choices=["shadow", "canary", "full", "kill"])
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("--reason", required=True, help="why (recorded in the deployment log)")
     p.add_argument("--by", default=user, help="who (default: $USER)")
     p.add_argument("--share", type=_share, help="canary share in (0, 1] (default: the spec's)")
@@ -958,8 +1044,8 @@ def build_parser() -> argparse.ArgumentParser:
         "keep",
         help="read a day's previous accepted table although its newest landing was rejected",
     )
-    p.add_argument("--problem", required=True)
-    p.add_argument("--source", required=True, help="daily source, e.g. flights")
+    _problem_option(p)
+    p.add_argument("--source", required=True, help="a daily source of the spec")
     p.add_argument("--day", type=_day, required=True, help="the rejected day, YYYY-MM-DD")
     p.add_argument("--reason", required=True, help="why (recorded in the lake and the instance)")
     p.add_argument("--by", default=user, help="who (default: $USER)")
@@ -973,7 +1059,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "monitor", help="open the Evidently UI on a problem's monitoring dashboard (history)"
     )
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_port, default=8001)
     p.set_defaults(fn=cmd_monitor)
@@ -985,7 +1071,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "feast", help="the feast CLI on a problem's repository, e.g. `feast -- feature-views list`"
     )
-    p.add_argument("--problem", required=True)
+    _problem_option(p)
     p.add_argument("feast_args", nargs=argparse.REMAINDER, help="arguments for feast, after --")
     p.set_defaults(fn=cmd_feast)
 
@@ -1018,6 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
+        if "problem" in vars(args) and args.problem is None:
+            args.problem = _only_problem()
         return args.fn(args)
     except PlatformError as exc:  # the platform's own: one line, what is wrong and what to do
         sys.stderr.write(f"mlplatform {args.command}: {exc}\n")

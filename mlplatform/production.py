@@ -4,10 +4,12 @@
 the production profile launches its runs here: each run is reconstructable from this
 module, its steps go to the Celery workers, and its events to the instance's PostgreSQL.
 
-    python -m mlplatform.production demo --start 2013-01-01 --end 2013-01-28
+    python -m mlplatform.production demo [--problem NAME] [--start DAY --end DAY]
 
-runs the demo's pipeline (land, ingest, features, feature store, train) that way; the
-workers are started by ``worker_command()`` (docs/deploy.md has the full setup).
+runs the demo's pipeline (land, ingest, features, feature store, train) that way, for the
+problems named (default: every problem found), each over the days given (default: the
+first ``DEMO_DAYS`` days of its spec's partitioning); the workers are started by
+``worker_command()`` (docs/deploy.md has the full setup).
 """
 
 import argparse
@@ -18,13 +20,17 @@ import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from mlplatform.errors import PlatformError, UsageError
 from mlplatform.settings import project_root
+
+if TYPE_CHECKING:
+    from mlplatform.problems import Problem
 
 CELERY_CONFIG_DIR = "deploy/celery"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -173,21 +179,79 @@ def demo(problem_name: str, start: date, end: date) -> int:
     return 0
 
 
+DEMO_DAYS = 28  # the demo's default span: the first four weeks of each problem's data
+
+
+def demo_range(problem: "Problem", start: date | None, end: date | None) -> tuple[date, date]:
+    """The demo's days for ``problem``: as asked, else from its spec's partitioning.
+
+    ``start`` defaults to the partitioning's first day, ``end`` to ``DEMO_DAYS`` days on
+    from ``start`` (within the partitioning).
+
+    Raises:
+        UsageError: the days are outside the problem's partitioning (names both).
+    """
+    from mlplatform.lib.ingestion.landing import check_range
+
+    part = problem.spec.partitioning
+    first = start or part.start
+    last = end or min(first + timedelta(days=DEMO_DAYS - 1), part.end - timedelta(days=1))
+    check_range(problem, first, last)
+    return first, last
+
+
+def chosen_problems(names: list[str] | None) -> "list[Problem]":
+    """The problems named, else every problem found (``MLPLATFORM_PROBLEMS_PATH`` too).
+
+    Raises:
+        UnknownNameError: a name is not a known problem (the message lists them).
+        UsageError: no problem is found at all.
+    """
+    from mlplatform.problems import get_problem, problems
+
+    if names:
+        return [get_problem(name) for name in dict.fromkeys(names)]
+    found = list(problems().values())
+    if not found:
+        raise UsageError("no problem found: add one under mlplatform/problems/ (see README)")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m mlplatform.production demo``: the demo's pipeline on the active profile."""
     parser = argparse.ArgumentParser(prog="python -m mlplatform.production")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("demo", help="land, ingest, featurize and train through the executor")
-    run.add_argument("--problem", default="flight_delay")
-    run.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 1))
-    run.add_argument("--end", type=date.fromisoformat, default=date(2013, 1, 28))
+    run.add_argument(
+        "--problem",
+        action="append",
+        help="a problem to run (repeatable; default: every problem found)",
+    )
+    run.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        help="first day (default: each problem's partitioning start)",
+    )
+    run.add_argument(
+        "--end",
+        type=date.fromisoformat,
+        help=f"last day, included (default: {DEMO_DAYS} days from the start)",
+    )
     sub.add_parser("worker", help="print the Celery worker command")
     args = parser.parse_args(argv)
     if args.command == "worker":
         env = worker_env(os.environ)
         _say(f"PYTHONPATH={env['PYTHONPATH']} {' '.join(worker_command())}")
         return 0
-    return demo(args.problem, args.start, args.end)
+    try:  # every problem's days checked before anything lands
+        plan = [(p, *demo_range(p, args.start, args.end)) for p in chosen_problems(args.problem)]
+    except PlatformError as exc:
+        sys.stderr.write(f"{parser.prog} demo: {exc}\n")
+        return exc.exit_code
+    for problem, start, end in plan:
+        if code := demo(problem.name, start, end):
+            return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Each simulated day, on the platform clock (``MLPLATFORM_NOW``), in the problem's
 - 07:00: the day's requests go through the service path (``Runtime.predict``: Feast online
   read, champion and challenger as the deployment says, the prediction log); the first
   model, frozen, scores the same feature vectors offline and is never served;
-- 23:00: the day's files land (the flights with their outcomes, the weather) and the
+- 23:00: the day's files land (the target source with its outcomes, the other sources) and the
   sensors settle again: landing → ingestion, the automation-condition sensor → feature
   tables, online store and the day's monitoring, the rollout sensor, the retraining
   triggers, and last the alert sensor (what they caused, sent once).
@@ -289,7 +289,7 @@ class Replay:
 
     # -- a day --------------------------------------------------------------------------
     def requests(self, day: date) -> list[dict[str, Any]]:
-        """The day's flights as requests, without their outcomes."""
+        """The day's rows of the target source as requests, without their outcomes."""
         from mlplatform.serving.client import as_requests
 
         frame = self.problem.export_day(self.problem.spec.target.source, day)
@@ -458,7 +458,7 @@ class Replay:
 
 
 def frozen_scores(model: "LoadedModel", outcomes: "pd.DataFrame") -> "pd.Series":
-    """The frozen model's probabilities for the logged feature vectors (offline)."""
+    """The frozen model's predictions for the logged feature vectors (offline)."""
     import numpy as np
     import pandas as pd
 
@@ -522,8 +522,8 @@ def _refuse_gaps(
     """Refuse a start that leaves days unlanded, or ingested but without features.
 
     A replayed day is served from the features of the days before it: a gap would serve
-    it silently from stale values (the newest weather weeks old, delay rates of the last
-    days missing). Raises ``ReplayError`` saying which days and what to run.
+    it silently from stale values (the newest observations weeks old, trailing statistics
+    of the last days missing). Raises ``ReplayError`` saying which days and what to run.
     """
     if not ingested:
         return  # nothing before the start: the champion check says what to do

@@ -198,8 +198,27 @@ def registered_versions(tracking: Tracking, model: str) -> list[dict[str, str]]:
     ]
 
 
-def git_commit(root: Path) -> str:
-    """The checkout's commit (with ``-dirty`` when it has changes), or ``unknown``."""
+MACHINERY = Path(__file__).resolve().parents[1]  # the mlplatform package
+
+
+def git_commit(root: Path, problem_folder: Path | None = None, machinery: Path = MACHINERY) -> str:
+    """The checkout's commit, ``<sha>-dirty`` when it does not pin the code, or ``unknown``.
+
+    The commit pins the code that trained only when nothing differs from it: a modified
+    tracked file anywhere in the checkout, or an untracked (not ignored) file under the
+    machinery (the ``mlplatform`` package) or under ``problem_folder``, makes it dirty. A
+    machinery or problem folder outside the checkout (a problem on
+    ``MLPLATFORM_PROBLEMS_PATH`` kept elsewhere) is not pinned by it either: dirty.
+
+    Args:
+        root: A folder of the checkout (``settings.project_root()``).
+        problem_folder: The trained problem's folder (``Problem.folder``).
+        machinery: The platform's code (the ``mlplatform`` package this module is in).
+
+    Returns:
+        The 40-hex commit, with ``-dirty`` as above; ``unknown`` when ``root`` is not in a
+        git checkout with a commit, or git cannot run.
+    """
 
     def git(*args: str) -> str:
         out = subprocess.run(
@@ -208,10 +227,17 @@ def git_commit(root: Path) -> str:
         return out.stdout.strip()
 
     try:
-        sha, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+        sha, top = git("rev-parse", "HEAD"), Path(git("rev-parse", "--show-toplevel")).resolve()
+        watched = [machinery.resolve(), *([problem_folder.resolve()] if problem_folder else [])]
+        outside = [w for w in watched if not w.is_relative_to(top)]
+        inside = [str(w) for w in watched if w.is_relative_to(top)]
+        changed = git("status", "--porcelain", "--untracked-files=no")
+        untracked = (
+            git("status", "--porcelain", "--untracked-files=all", "--", *inside) if inside else ""
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{sha}-dirty" if dirty else sha
+    return f"{sha}-dirty" if changed or untracked or outside else sha
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,7 @@ def _train(
         searched = plots.param_importances(result.study, spec.metric.name)
         if searched is not None:
             figures["param_importances"] = searched
-    commit = git_commit(project_root())
+    commit = git_commit(project_root(), problem.folder)
     lineage = {
         "data_version": latest["data_version"],
         "git_commit": commit,
