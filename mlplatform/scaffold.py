@@ -85,13 +85,6 @@ class Scaffold:
     needs_path: bool
 
 
-def hourly_supported() -> bool:
-    """Whether the spec can declare hourly partitions (``partitioning.granularity``)."""
-    from mlplatform.spec import Partitioning
-
-    return "granularity" in Partitioning.model_fields
-
-
 def check_name(name: str) -> None:
     """Refuse a name that cannot be a problem, or is one already.
 
@@ -135,7 +128,7 @@ def new_problem(
     Args:
         name: the problem's name (its folder, its module, its spec's ``name``).
         task: ``binary`` or ``regression``.
-        partition: ``daily`` (``hourly`` once the spec has ``partitioning.granularity``).
+        partition: ``daily`` or ``hourly`` (the spec's ``partitioning.granularity``).
         directory: the folder of problems; default the package's ``mlplatform/problems``.
 
     Returns:
@@ -151,29 +144,19 @@ def new_problem(
         raise ScaffoldError(f"--task {task!r}: one of {', '.join(TASKS)}")
     if partition not in PARTITIONS:
         raise ScaffoldError(f"--partition {partition!r}: one of {', '.join(PARTITIONS)}")
-    if partition == "hourly" and not hourly_supported():
-        raise ScaffoldError(
-            "--partition hourly: not yet (the spec has no partitioning.granularity in this "
-            "version); scaffold a daily problem"
-        )
     check_name(name)
     parent = (directory or PROBLEMS_DIR).resolve()
     folder = parent / name
     if folder.exists():
         raise ScaffoldError(f"{folder} already exists; choose another name or --dir")
-    values = {"name": name, "task": task, "granularity_line": "", **_TASK_VALUES[task]}
+    values = {"name": name, "task": task, "partition": partition, **_TASK_VALUES[task]}
     # the share of outcomes not measured yet a batch may have: an hour's batch holds 4 rows,
     # so one unmeasured reading is 25% of it
     values["outcome_null_rate"] = (
-        "      outcome: 0.5                # not measured yet (an hour's batch: 4 rows)\n"
+        "0.5                # not measured yet (an hour's batch holds 4 rows)"
         if partition == "hourly"
-        else "      outcome: 0.1                # outcomes not measured yet\n"
+        else "0.1                # outcomes not measured yet"
     )
-    if hourly_supported():
-        values["granularity_line"] = (
-            f"  granularity: {partition:<19}# daily or hourly: one landed batch per local "
-            "day or hour\n"
-        )
     written = [folder / "__init__.py"]
     folder.mkdir(parents=True)
     try:

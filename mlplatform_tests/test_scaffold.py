@@ -18,7 +18,7 @@ from mlplatform.cli import main
 from mlplatform.lib.contract import check_problem
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import PROBLEMS_PATH_ENV, Problem, get_problem, problems
-from mlplatform.scaffold import hourly_supported
+from mlplatform.scaffold import ScaffoldError, new_problem
 from mlplatform.serving.client import as_requests, post
 from mlplatform.serving.server import build_runtime, serve_in_background
 
@@ -149,20 +149,27 @@ def test_a_regression_skeleton_loads_and_keeps_the_contract(
     check_contract(problem)
 
 
-def test_hourly_partitions_are_written_or_refused_by_name(
-    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_an_hourly_skeleton_loads_and_keeps_the_contract(
+    home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = "scaffolded_hourly"
-    code = main(["new-problem", name, "--partition", "hourly", "--dir", str(home)])
-    if not hourly_supported():
-        assert code == 2
-        assert "--partition hourly: not yet" in capsys.readouterr().err
-        assert not (home / name).exists()
-        return
-    assert code == 0
+    assert main(["new-problem", name, "--partition", "hourly", "--dir", str(home)]) == 0
     problem = _found(home, name, monkeypatch)
-    assert problem.spec.partitioning.model_dump().get("granularity") == "hourly"
+    assert problem.spec.partitioning.granularity == "hourly"
+    # an hour's batch holds 4 readings: one not measured yet must not refuse the hour
+    assert problem.spec.sources["readings"].max_null_rate["outcome"] >= 0.25
     check_contract(problem)
+
+
+def test_an_unknown_task_or_partition_is_refused(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:  # argparse's choices
+        main(["new-problem", "energy", "--task", "multiclass", "--dir", str(home)])
+    assert exc.value.code == 2 and "invalid choice: 'multiclass'" in capsys.readouterr().err
+    with pytest.raises(ScaffoldError, match="--partition 'weekly': one of daily, hourly"):
+        new_problem("energy", partition="weekly", directory=home)
+    assert not home.exists()
 
 
 @pytest.mark.parametrize(
