@@ -474,11 +474,11 @@ def cmd_gates_calibrate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a problem's champion (and challenger, by rollout stage) over HTTP."""
     from mlplatform.problems import get_problem
-    from mlplatform.serving.server import serve
+    from mlplatform.serving.server import http_url, serve
 
     problem, root = get_problem(args.problem), settings.data_dir()
     _out(
-        f"serving {problem.name} on http://{args.host}:{args.port} (docs at /docs), "
+        f"serving {problem.name} on {http_url(args.host, args.port)} (docs at /docs), "
         f"{args.workers} worker(s), profile {settings.environment()}"
     )
     serve(problem, root, args.host, args.port, args.refresh, args.workers)

@@ -20,7 +20,13 @@ from mlplatform import production
 from mlplatform.cli import main
 from mlplatform.lib.tracking import MACHINERY, git_commit, local_tracking, registered_versions
 from mlplatform.problems import Problem, problems
-from mlplatform.serving.server import announce, build_runtime, serve_in_background, service_file
+from mlplatform.serving.server import (
+    announce,
+    build_runtime,
+    http_url,
+    serve_in_background,
+    service_file,
+)
 from mlplatform.settings import project_root
 from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, tuned_problem
 
@@ -36,6 +42,15 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 def _runs(home: Path) -> int:
@@ -94,6 +109,16 @@ def test_predict_without_wait_answers_from_a_real_service_once_it_has_a_champion
     # the lineage the training recorded is the checkout's, problem folder included
     (version,) = registered_versions(local_tracking(root), problem.name)
     assert version["git_commit"] in {before, after}
+    if _ipv6_loopback():  # `serve --host ::1` announces a URL the other verbs can use
+        v6 = serve_in_background(build_runtime(problem, root, local_tracking(root)), host="::1")
+        announcement = announce(root, problem.name, v6.url)
+        try:
+            assert v6.url.startswith("http://[::1]:")
+            assert main(["predict", "--problem", problem.name, "-n", "1"]) == 0
+            assert f"1 requests from 2013-01-07 answered by {v6.url}:" in capsys.readouterr().out
+        finally:
+            announcement.withdraw()
+            v6.stop()
 
 
 def test_predict_names_the_url_when_no_service_answers(
@@ -112,6 +137,11 @@ def test_predict_names_the_url_when_no_service_answers(
     err = capsys.readouterr().err
     announced_in = service_file(home / "data", "flight_delay")
     assert f"no running service of flight_delay announced in {announced_in}" in err
+    # an IPv6 service address: bracketed, accepted, named
+    v6 = f"http://[::1]:{port}"
+    assert main(["predict", "--problem", "flight_delay", "--url", v6, "--wait", "0"]) == 1
+    assert f"no service answers at {v6} (asked {v6}/health" in capsys.readouterr().err
+    assert http_url("::1", port) == v6 and http_url("127.0.0.1", port) == url
     # an announcement left by a service that died: its URL is named, at once with --wait 0
     announce(home / "data", "flight_delay", url)
     assert main(["predict", "--problem", "flight_delay", "--wait", "0"]) == 1

@@ -75,7 +75,7 @@ def serve(
     from mlplatform.serving.app import create_app
 
     sock = listen(root, problem.name, host, port)
-    announcement = announce(root, problem.name, f"http://{host}:{port}")
+    announcement = announce(root, problem.name, http_url(host, port))
     try:
         if workers > 1:
             from uvicorn.supervisors import Multiprocess
@@ -192,7 +192,7 @@ def serve_in_background(runtime: Runtime, host: str = "127.0.0.1", port: int = 0
     from mlplatform.serving.app import create_app
 
     if port == 0:
-        with socket.socket() as sock:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             sock.bind((host, 0))
             port = sock.getsockname()[1]
     runtime.start()
@@ -205,7 +205,12 @@ def serve_in_background(runtime: Runtime, host: str = "127.0.0.1", port: int = 0
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError(f"the service did not start on {host}:{port}")
         time.sleep(0.02)
-    return Background(runtime, server, thread, f"http://{host}:{port}")
+    return Background(runtime, server, thread, http_url(host, port))
+
+
+def http_url(host: str, port: int) -> str:
+    """The service's URL on ``host:port``; an IPv6 address in brackets (``http://[::1]:8000``)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def service_file(root: Path, problem: str) -> Path:
