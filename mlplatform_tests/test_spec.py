@@ -95,3 +95,49 @@ def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
     path.write_text("name: [unclosed\n")
     with pytest.raises(SpecError, match=rf"{path}: cannot read problem spec"):
         load_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"task": "regression"},  # the target still compares, the metric is binary
+            "target: a regression target is the column itself: drop operator and value",
+        ),
+        (
+            {"task": "regression", "target_comparison": None},
+            "metric.name: roc_auc is a binary metric; a regression problem uses one of "
+            "['mae', 'r2', 'rmse']",
+        ),
+        (
+            {"target_comparison": None},
+            "target: a binary target is a comparison: give operator and value",
+        ),
+        (
+            {"metric": {"name": "rmse", "direction": "minimize"}},
+            "metric.name: rmse is a regression metric; a binary problem uses one of",
+        ),
+        (
+            {"metric": {"name": "log_loss", "direction": "maximize"}},
+            "metric: direction: log_loss improves when it is minimized, not maximized",
+        ),
+    ],
+)
+def test_task_target_and_metric_must_agree(
+    tmp_path: Path, raw: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
+    change = dict(change)
+    if "target_comparison" in change:
+        del change["target_comparison"]
+        del raw["target"]["operator"], raw["target"]["value"]
+    raw |= change
+    with pytest.raises(SpecError) as err:
+        load_spec(_write(tmp_path, raw))
+    assert message in str(err.value)
+
+
+def test_a_regression_spec_with_its_metric_is_valid(tmp_path: Path, raw: dict[str, Any]) -> None:
+    del raw["target"]["operator"], raw["target"]["value"]
+    raw |= {"task": "regression", "metric": {"name": "rmse", "direction": "minimize"}}
+    spec = load_spec(_write(tmp_path, raw))
+    assert spec.is_regression and spec.target.operator is None

@@ -49,10 +49,11 @@ def importance(booster: "lgb.Booster", top: int = 20) -> "Figure":
     return fig
 
 
-def mean_contributions(table: pd.DataFrame, top: int = 20) -> "Figure":
+def mean_contributions(table: pd.DataFrame, top: int = 20, units: str = "log-odds") -> "Figure":
     """Mean absolute contribution per feature, top first (``explain.global_importance``).
 
-    Features that contribute nothing on any row are left out.
+    Features that contribute nothing on any row are left out. ``units``: those of the raw
+    score (``log-odds`` for a binary model, the target's units for regression).
     """
     from matplotlib.figure import Figure
 
@@ -60,7 +61,7 @@ def mean_contributions(table: pd.DataFrame, top: int = 20) -> "Figure":
     fig = Figure(figsize=(6, 0.3 * len(rows) + 1))
     ax = fig.subplots()
     ax.barh(rows["feature"], rows["mean_abs_contribution"])
-    ax.set_xlabel("mean |contribution| to the raw score (log-odds)")
+    ax.set_xlabel(f"mean |contribution| to the raw score ({units})")
     ax.set_title("Global importance on the holdout")
     return fig
 
@@ -154,6 +155,48 @@ def calibration(tables: dict[str, pd.DataFrame]) -> "Figure":
     ax.set_ylabel("observed rate")
     ax.set_title("Calibration on the holdout")
     ax.legend(loc="upper left")
+    return fig
+
+
+def residuals(y: "np.ndarray", predictions: dict[str, "np.ndarray"]) -> "Figure":
+    """Residual (actual - predicted) against the prediction, for each model (regression).
+
+    A model without bias scatters around 0 at every prediction; a funnel shows errors that
+    grow with the value, a slope a bias that depends on it.
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    for name, p in predictions.items():
+        residual = np.asarray(y, float) - np.asarray(p, float)
+        ax.scatter(p, residual, s=4, alpha=0.4, label=f"{name} (mean {residual.mean():.3g})")
+    ax.axhline(0, linestyle=":", color="grey")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("residual (actual - predicted)")
+    ax.set_title("Residuals on the holdout")
+    ax.legend(loc="upper left", fontsize="small")
+    return fig
+
+
+def predicted_vs_actual(y: "np.ndarray", predictions: dict[str, "np.ndarray"]) -> "Figure":
+    """Actual against predicted value for each model, with the diagonal (regression)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    values = [np.asarray(y, float), *(np.asarray(p, float) for p in predictions.values())]
+    low = min(float(np.nanmin(v)) for v in values)
+    high = max(float(np.nanmax(v)) for v in values)
+    for name, p in predictions.items():
+        ax.scatter(p, y, s=4, alpha=0.4, label=name)
+    ax.plot([low, high], [low, high], linestyle=":", color="grey")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title("Predicted against actual on the holdout")
+    ax.legend(loc="upper left", fontsize="small")
     return fig
 
 

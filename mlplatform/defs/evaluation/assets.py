@@ -26,8 +26,8 @@ from mlplatform.problems import Problem
 from mlplatform.resources import FeastResource, LakeResource, MlflowResource
 
 GROUP = "evaluation"
-CASE_EXAMPLES = 300  # holdout flights each behavioural case perturbs
-# holdout flights global importance is computed on (seeded): TreeSHAP costs ~3-7 ms a row for
+CASE_EXAMPLES = 300  # holdout rows each behavioural case perturbs
+# holdout rows global importance is computed on (seeded): TreeSHAP costs ~3-7 ms a row for
 # 300 trees of 64 leaves on these machines; on 1,000 of 6,000 rows the top 5 features are
 # the same and their mean |contribution| within 3% of the whole holdout's
 IMPORTANCE_EXAMPLES = 1000
@@ -195,12 +195,18 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
         y = holdout[spec.target.name].to_numpy()
         matrix = feature_matrix(holdout, spec)
         predictions = {n: m.predict_matrix(m.encoding.matrix(matrix)) for n, m in models.items()}
-        summaries = {n: ev.summary(y, p) for n, p in predictions.items()}
+        summaries = {n: ev.summary(y, p, spec.task) for n, p in predictions.items()}
         seed = spec.training.seed
         slice_columns = problem.slices(holdout)
         g = spec.gates
         slices = ev.slice_metrics(
-            slice_columns, y, predictions, spec.metric.name, g.min_slice_rows, g.min_slice_positives
+            slice_columns,
+            y,
+            predictions,
+            spec.metric.name,
+            g.min_slice_rows,
+            g.min_slice_positives,
+            spec.task,
         )
         # paired on the same rows: a confidence interval of the difference, not two numbers
         comparison = {

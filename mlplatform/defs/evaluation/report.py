@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 
 def _num(value: Any) -> str:
+    if value is None:  # not applicable (e.g. positives of a regression slice)
+        return "n/a"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else f"{value:.4f}"
     return str(value)
@@ -79,7 +81,9 @@ def comparison_rows(judged: "Judged") -> list[dict[str, Any]]:
             **r,
             "value": "all",
             "rows": int(judged.result.metrics["candidate"]["rows"]),
-            "positives": int(judged.result.labels.sum()),
+            "positives": None
+            if judged.problem.spec.is_regression
+            else int(judged.result.labels.sum()),
         }
         for r in overall
     ]
@@ -160,17 +164,31 @@ def importance_png(judged: Judged) -> bytes | None:
 
     if judged.importance is None or judged.importance.empty:
         return None
-    return plots.png(plots.mean_contributions(judged.importance))
+    return plots.png(plots.mean_contributions(judged.importance, units=raw_units(judged)))
 
 
 IMPORTANCE_TITLE = "Global importance (mean |contribution| to the log-odds, holdout)"
+IMPORTANCE_TITLE_REGRESSION = "Global importance (mean |contribution| to the prediction, holdout)"
+
+
+def raw_units(judged: Judged) -> str:
+    """Units of the model's raw score: log-odds (binary) or the target column's (regression)."""
+    spec = judged.problem.spec
+    return f"units of {spec.target.column}" if spec.is_regression else "log-odds"
+
+
+def importance_title(judged: Judged) -> str:
+    """The importance section's title, in the raw score's terms."""
+    regression = judged.problem.spec.is_regression
+    return IMPORTANCE_TITLE_REGRESSION if regression else IMPORTANCE_TITLE
 
 
 def _importance_note(judged: Judged) -> str:
     return (
         "LightGBM's TreeSHAP values (pred_contrib) of the candidate on "
         f"{judged.importance_examples} of the {judged.holdout['rows']} holdout rows (seeded "
-        "sample): each feature's mean absolute contribution to the raw score, in log-odds."
+        "sample): each feature's mean absolute contribution to the raw score, in "
+        f"{raw_units(judged)}."
     )
 
 
@@ -188,14 +206,14 @@ def markdown(judged: Judged, figures: dict[str, bytes]) -> str:
         [
             f"## {problem.name} version {version}: **{verdict.upper()}**",
             f"Against {against}, on the holdout {holdout['start']}..{holdout['end']} "
-            f"({holdout['rows']} flights, data version `{holdout['data_version']}`).",
+            f"({holdout['rows']} rows, data version `{holdout['data_version']}`).",
             "### Gates\n" + md_table(gate_rows(judged.outcomes)),
             "### Metrics\n" + md_table(metrics),
             "### Behavioural cases\n" + md_table(cases),
             "### Slices\n" + md_table(_slice_rows(result)),
             *(
                 [
-                    f"### {IMPORTANCE_TITLE}\n{_importance_note(judged)}\n\n"
+                    f"### {importance_title(judged)}\n{_importance_note(judged)}\n\n"
                     + md_table(importance_rows(judged))
                 ]
                 if judged.importance is not None
@@ -223,17 +241,27 @@ def _rules(judged: Judged) -> str:
 
 
 def _figures(judged: Judged) -> dict[str, bytes]:
+    """The report's figures by task, then the slice differences and the global importance.
+
+    Binary: ROC and calibration; regression: residuals and predicted against actual.
+    """
     from mlplatform.lib import plots
     from mlplatform.lib.evaluation.metrics import calibration
 
     result = judged.result
     y = result.labels
-    figures = {
-        "roc": plots.png(plots.roc(y, result.predictions)),
-        "calibration": plots.png(
-            plots.calibration({m: calibration(y, p) for m, p in result.predictions.items()})
-        ),
-    }
+    if judged.problem.spec.is_regression:
+        figures = {
+            "residuals": plots.png(plots.residuals(y, result.predictions)),
+            "predicted vs actual": plots.png(plots.predicted_vs_actual(y, result.predictions)),
+        }
+    else:
+        figures = {
+            "roc": plots.png(plots.roc(y, result.predictions)),
+            "calibration": plots.png(
+                plots.calibration({m: calibration(y, p) for m, p in result.predictions.items()})
+            ),
+        }
     forest = forest_png(judged)
     if forest is not None:
         figures["slice differences"] = forest
@@ -267,7 +295,7 @@ def _importance_section(judged: Judged) -> str:
     img = f'<img alt="global importance" src="data:image/png;base64,{png}"/>' if png else ""
     return (
         '<section id="global-importance" style="font-family:sans-serif;margin:2em">'
-        f"<h2>{escape.escape(IMPORTANCE_TITLE)}</h2>"
+        f"<h2>{escape.escape(importance_title(judged))}</h2>"
         f"<p>{escape.escape(_importance_note(judged))}</p>"
         f"{_html_table(rows)}{img}</section>"
     )
@@ -327,14 +355,14 @@ def log_evaluation(
 
     import pandas as pd
 
-    from mlplatform.lib.monitoring.drift import classification_report
+    from mlplatform.lib.monitoring.drift import performance_report
 
     def frame(model: str) -> pd.DataFrame:
         return pd.DataFrame({"target": result.labels, "prediction": result.predictions[model]})
 
     html = lake.reports_dir(problem.name, "evaluation") / f"version-{version}.html"
     reference = frame("champion") if "champion" in result.predictions else None
-    classification_report(frame("candidate"), reference, html)
+    performance_report(frame("candidate"), reference, html, problem.spec.is_regression)
     _append_to_page(html, judged)
     client = tracking.client()
     run_id = client.get_model_version(problem.name, version).run_id

@@ -176,7 +176,10 @@ def build_training_set_asset(problem: Problem) -> dg.AssetsDefinition:
                     "path": dg.MetadataValue.path(str(path)),
                     "window": window_text,
                     "days": len(days),
-                    "label_prevalence": float(label(requests, spec.target).mean()),
+                    # the share of positives; a regression target's mean value
+                    ("label_mean" if spec.is_regression else "label_prevalence"): float(
+                        label(requests, spec.target).mean()
+                    ),
                     "feature_null_rates": dg.MetadataValue.json(
                         {f: round(float(frame[f].isna().mean()), 4) for f in features}
                     ),

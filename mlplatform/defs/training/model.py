@@ -17,6 +17,7 @@ from mlplatform.resources import DaskResource, LakeResource, MlflowResource, Opt
 
 if TYPE_CHECKING:
     from mlplatform.lib.storage import DataLake
+    from mlplatform.lib.training.model import Fit
     from mlplatform.spec import TrainingSpec
 
 
@@ -75,8 +76,10 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
         key=model_key(problem),
         deps=[training_set_key(problem)],
         group_name=GROUP,
-        description=f"LightGBM classifier of {spec.target.name}, tuned by a seeded Optuna "
-        "search within the spec's budget, tracked in MLflow and registered as a new version.",
+        description=f"LightGBM {'regressor' if spec.is_regression else 'classifier'} of "
+        f"{spec.target.name}, tuned by a seeded Optuna search of {spec.metric.name} "
+        "({spec.metric.direction}d) within the spec's budget, tracked in MLflow and "
+        "registered as a new version.",
         kinds={"lightgbm", "optuna", "mlflow"},
         owners=[spec.owner],
         tags={"mlplatform/problem": problem.name},
@@ -113,6 +116,23 @@ def build_model_asset(problem: Problem) -> dg.AssetsDefinition:
             ) from None
 
     return _model
+
+
+# valid_<name> keys of the scores LightGBM computed; a binary model's also under the names
+# they had before task types (valid_auc, valid_logloss), which runs and dashboards read
+_LEGACY = {"roc_auc": "valid_auc", "log_loss": "valid_logloss"}
+
+
+def validation_metrics(fit: "Fit") -> dict[str, float]:
+    """The final fit's validation scores as metric keys: ``valid_<metric>`` for each.
+
+    The spec's metric and its task's companions (``valid_roc_auc``, ``valid_log_loss``;
+    ``valid_rmse``, ``valid_mae``), plus ``valid_auc`` and ``valid_logloss`` for a binary
+    model (their names before task types).
+    """
+    out = {f"valid_{name}": value for name, value in fit.scores.items()}
+    out |= {_LEGACY[n]: v for n, v in fit.scores.items() if n in _LEGACY}
+    return out
 
 
 def training_lock(root: Path, problem: Problem) -> Path:
@@ -159,8 +179,10 @@ def _train(
     if latest is None:
         raise dg.Failure(f"{problem.name}: no training set yet; materialize training_set")
     training = pd.read_parquet(latest["path"])
-    # the same data and settings give the same study: a rerun resumes or reuses it
-    settings = json.dumps({**cfg.model_dump(), "sampler": SAMPLER_VERSION}, sort_keys=True)
+    # the same data, settings and metric give the same study: a rerun resumes or reuses it
+    # (another metric, or direction, is another study)
+    searched = {**cfg.model_dump(), "sampler": SAMPLER_VERSION, "metric": spec.metric.name}
+    settings = json.dumps(searched, sort_keys=True)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
     study_name = f"{problem.name}-{latest['data_version']}-{digest}"
     try:
@@ -186,6 +208,7 @@ def _train(
         raise dg.Failure(f"{problem.name} training set {latest['data_version']}: {exc}") from None
     final, result, history = candidate.fit, candidate.search, candidate.history()
     trainer = f"lightgbm.dask ({dask.scheduler_address})" if dask.enabled else "lightgbm"
+    valid_scores = validation_metrics(final)
     figures = {"feature_importance": plots.importance(final.booster)}
     if result is not None:
         figures["optimization_history"] = plots.optimization_history(result.study, spec.metric.name)
@@ -216,13 +239,18 @@ def _train(
             "study": study_name if result else "none: fixed parameters",
         },
         metrics={
-            "valid_auc": final.auc,
-            "valid_logloss": final.logloss,
+            **valid_scores,
             "train_rows": float(candidate.train_rows),
             "valid_rows": float(candidate.valid_rows),
             **(
                 {
-                    "best_trial_auc": float(result.study.best_value),
+                    f"best_trial_{spec.metric.name}": float(result.study.best_value),
+                    # the name before task types (roc_auc problems): consumers read it
+                    **(
+                        {"best_trial_auc": float(result.study.best_value)}
+                        if spec.metric.name == "roc_auc"
+                        else {}
+                    ),
                     "search_rounds": float(result.rounds),
                     **{f"trials_{k}": float(v) for k, v in result.counts.items() if v},
                 }
@@ -256,8 +284,8 @@ def _train(
             "model_uri": logged.model_uri,
             "training_set_version": latest["data_version"],
             "git_commit": commit,
-            "valid_auc": final.auc,
-            "valid_logloss": final.logloss,
+            **valid_scores,
+            "metric": spec.metric.name,
             "best_iteration": final.booster.best_iteration,
             "trainer": trainer,
             "trials": dg.MetadataValue.json(result.counts if result else {}),

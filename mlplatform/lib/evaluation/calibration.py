@@ -3,10 +3,11 @@
 - A/A: pairs of models trained on the same training set with different seeds (bagging and
   feature sampling below 1, so the seed matters): no real difference, so every refusal is a
   false refusal.
-- Power: the second model of each pair made worse on purpose by a known amount, overall or
-  on one slice (its predictions on those rows blended with a shuffle of themselves, the blend
-  found by bisection so that the AUC on those rows drops by the injected size): the share
-  refused per injected size.
+- Power: the second model of each pair made worse on purpose by a known amount of the spec's
+  metric, in its units, overall or on one slice (``degrade``: a binary model's probabilities
+  on those rows blended with a shuffle of themselves, a regression model's values plus seeded
+  Gaussian noise, the weight found by bisection so that the metric on those rows worsens by
+  the injected size): the share refused per injected size.
 - Thresholds: per slice, the standard error of the paired difference and the smallest drop
   the spec's rule refuses (tolerance + z * se, z of the first Holm step), so a user tunes
   tolerances and confidence with numbers.
@@ -47,8 +48,26 @@ CALIBRATION_PARAMS: dict[str, Any] = {
     "num_threads": 1,
 }
 CALIBRATION_ROUNDS = 150
-OVERALL_SIZES = (0.01, 0.02, 0.03, 0.05)
+OVERALL_SIZES = (0.01, 0.02, 0.03, 0.05)  # AUC drops (roc_auc's defaults)
 SLICE_SIZES = (0.03, 0.05, 0.08)
+# Any other metric: its sizes are these multiples of the spec's tolerances (max_regression
+# overall, slice_tolerance on a slice), in the metric's units; for flight_delay's AUC gates
+# (0.025, 0.03) they are the sizes above.
+OVERALL_MULTIPLES = (0.4, 0.8, 1.2, 2.0)
+SLICE_MULTIPLES = (1.0, 5 / 3, 8 / 3)
+
+
+def default_sizes(spec: ProblemSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Injected sizes (overall, slice) in the units of the spec's metric."""
+    if spec.metric.name == "roc_auc":
+        return OVERALL_SIZES, SLICE_SIZES
+    g = spec.gates
+    return (
+        tuple(round(k * g.max_regression, 6) for k in OVERALL_MULTIPLES),
+        tuple(round(k * g.slice_tolerance, 6) for k in SLICE_MULTIPLES),
+    )
+
+
 GATES = (NO_REGRESSION, NO_SLICE_REGRESSION)
 
 
@@ -80,51 +99,91 @@ class Models:
         )
         self.holdout = self.encoding.matrix(feature_matrix(holdout, spec))
         self.monotone = tr.monotone_constraints(spec)
+        self.metric = spec.metric.name
         self.params = {**CALIBRATION_PARAMS, **(params or {})}
         self.rounds = rounds
 
     def predict(self, seed: int) -> np.ndarray:
-        """Holdout probabilities of the model fitted with ``seed``, shape (holdout rows,)."""
+        """Holdout predictions of the model fitted with ``seed``, shape (holdout rows,).
+
+        Probabilities for a binary metric, values for a regression one (the spec's task).
+        """
         import lightgbm as lgb
 
         from mlplatform.lib.training.model import base_params
 
-        params = {**base_params(seed, self.monotone), **self.params, "metric": "none"}
+        params = {**base_params(seed, self.monotone, self.metric), **self.params, "metric": "none"}
         booster = lgb.train(params, self.data, num_boost_round=self.rounds)
         return np.asarray(booster.predict(self.holdout), dtype=float)
 
 
 def degrade(
-    y: np.ndarray, p: np.ndarray, mask: np.ndarray, size: float, seed: int
+    y: np.ndarray,
+    p: np.ndarray,
+    mask: np.ndarray,
+    size: float,
+    seed: int,
+    metric: str = "roc_auc",
 ) -> tuple[np.ndarray, float]:
-    """``p`` with its AUC on the ``mask`` rows lowered by ``size``.
+    """``p`` with ``metric`` on the ``mask`` rows worsened by ``size`` (in its units).
 
-    The rows' predictions are blended with a seeded shuffle of themselves, ``(1 - w) p +
-    w shuffled``, the weight found by bisection (the AUC falls as w grows, to ~0.5 at w=1).
+    A binary metric: the rows' probabilities are blended with a seeded shuffle of
+    themselves, ``(1 - w) p + w shuffled`` (the AUC falls to ~0.5 at w=1; log loss and
+    Brier score rise). A regression metric: seeded Gaussian noise of ``w`` target standard
+    deviations is added to the rows' values (RMSE and MAE rise, R² falls, without bound).
+    The weight ``w`` is found by bisection.
+
+    Args:
+        y: labels 0/1 or target values, shape (n,).
+        p: predictions, shape (n,).
+        mask: the rows to degrade, bool, shape (n,).
+        size: how much worse ``metric`` must get on those rows (positive).
+        seed: seeds the shuffle or the noise.
+        metric: the spec's metric (``lib.evaluation.metrics.metric``'s vocabulary).
 
     Returns:
-        The degraded predictions (a copy) and the AUC drop reached on the rows.
+        The degraded predictions (a copy) and the worsening reached on the rows (at most
+        what the blend can reach: a shuffle cannot take the AUC below ~0.5).
     """
-    from sklearn.metrics import roc_auc_score
+    from mlplatform.lib.evaluation.metrics import metric as score
+    from mlplatform.spec import METRICS
 
+    task, direction = METRICS[metric]
     rows = np.flatnonzero(mask)
     base = p[rows]
-    shuffled = np.random.default_rng(seed).permutation(base)
-    start = float(roc_auc_score(y[rows], base))
+    rng = np.random.default_rng(seed)
+    if task == "binary":
+        shuffled = rng.permutation(base)
 
-    def auc(w: float) -> float:
-        return float(roc_auc_score(y[rows], (1 - w) * base + w * shuffled))
+        def blend(w: float) -> np.ndarray:
+            return (1 - w) * base + w * shuffled
 
-    low, high = 0.0, 1.0
+    else:
+        noise = rng.standard_normal(len(rows)) * (float(np.std(y[rows])) or 1.0)
+
+        def blend(w: float) -> np.ndarray:
+            return base + w * noise
+
+    high = 1.0
+    start = score(metric, y[rows], base)
+
+    def worse(w: float) -> float:
+        now = score(metric, y[rows], blend(w))
+        return start - now if direction == "maximize" else now - start
+
+    if task == "regression":  # noise has no ceiling: widen until the size is reached
+        while worse(high) < size and high < 1e6:
+            high *= 2
+    low = 0.0
     for _ in range(30):
         mid = (low + high) / 2
-        if start - auc(mid) < size:
+        if worse(mid) < size:
             low = mid
         else:
             high = mid
     out = p.copy()
-    out[rows] = (1 - high) * base + high * shuffled
-    return out, start - auc(high)
+    out[rows] = blend(high)
+    return out, worse(high)
 
 
 @dataclass
@@ -159,7 +218,13 @@ def judge(
         "seed": seed,
     }
     slices = ev.slice_metrics(
-        columns, y, predictions, spec.metric.name, g.min_slice_rows, g.min_slice_positives
+        columns,
+        y,
+        predictions,
+        spec.metric.name,
+        g.min_slice_rows,
+        g.min_slice_positives,
+        spec.task,
     )
     slices = ev.paired_slices(slices, columns, y, predictions, spec.metric.name, comparison)
     paired = compare(spec.metric.name, y, candidate, champion, **comparison)
@@ -200,6 +265,7 @@ class Calibration:
     overall_noise: dict[str, float]
     power_slice: str
     differences: list[float]
+    metric: str = "roc_auc"
 
     def headline(self) -> dict[str, Any]:
         """The few numbers a benchmark or a log line reports."""
@@ -213,6 +279,7 @@ class Calibration:
             return found[0] if found else None
 
         return {
+            "metric": self.metric,
             "pairs": self.pairs,
             "aa_false_refusal": self.aa["any"],
             "aa_false_refusal_no_regression": self.aa[NO_REGRESSION],
@@ -228,8 +295,8 @@ def calibrate(
     training: pd.DataFrame,
     holdout: pd.DataFrame,
     pairs: int = 40,
-    overall_sizes: tuple[float, ...] = OVERALL_SIZES,
-    slice_sizes: tuple[float, ...] = SLICE_SIZES,
+    overall_sizes: tuple[float, ...] | None = None,
+    slice_sizes: tuple[float, ...] | None = None,
     seed: int = 0,
     progress: Callable[[str], object] | None = None,
 ) -> Calibration:
@@ -240,20 +307,23 @@ def calibrate(
         training: the training set (features and target), as built by the platform.
         holdout: the later holdout set, same columns.
         pairs: A/A pairs (two fits each); the power candidates reuse them.
-        overall_sizes: AUC drops injected over all holdout rows.
-        slice_sizes: AUC drops injected on the largest judged slice's rows.
+        overall_sizes: worsenings of the spec's metric (in its units) injected over all
+            holdout rows; None: ``default_sizes`` (AUC drops of 0.01..0.05 for roc_auc,
+            multiples of ``max_regression`` otherwise).
+        slice_sizes: the same on the largest judged slice's rows (None: multiples of
+            ``slice_tolerance``, 0.03..0.08 for roc_auc).
         seed: first model seed; pair i uses seeds seed+2i and seed+2i+1.
         progress: called with one line per pair.
 
     Raises:
-        ValueError: fewer than one pair, or a metric other than roc_auc (the injected sizes
-            are AUC drops).
+        ValueError: fewer than one pair.
     """
     spec = problem.spec
     if pairs < 1:
         raise ValueError("calibration needs at least one A/A pair")
-    if spec.metric.name != "roc_auc":
-        raise ValueError(f"calibration injects AUC drops; the metric is {spec.metric.name}")
+    defaults = default_sizes(spec)
+    overall_sizes = defaults[0] if overall_sizes is None else overall_sizes
+    slice_sizes = defaults[1] if slice_sizes is None else slice_sizes
     models = Models(training, holdout, spec)
     y = holdout[spec.target.name].to_numpy()
     columns = problem.slices(holdout).astype(str)
@@ -285,7 +355,7 @@ def calibrate(
             mask = (columns[target[0]] == target[1]).to_numpy()
             masks += [("slice", s, mask) for s in slice_sizes]
         for kind, size, mask in masks:
-            worse, reached = degrade(y, candidate, mask, size, seed + 1000 + i)
+            worse, reached = degrade(y, candidate, mask, size, seed + 1000 + i, spec.metric.name)
             judged = judge(problem, holdout, y, worse, champion, seed + i)
             power.setdefault((kind, size), []).append(
                 (judged.refused[NO_REGRESSION], judged.refused[NO_SLICE_REGRESSION], reached)
@@ -320,6 +390,7 @@ def calibrate(
         },
         power_slice="=".join(target) if target else "none",
         differences=differences,
+        metric=spec.metric.name,
     )
 
 
@@ -378,7 +449,7 @@ def rules(problem: "Problem") -> list[str]:
     return [
         f"no_regression (non-inferiority): refused unless the {level} interval of the drop "
         f"of {problem.spec.metric.name} lies entirely within {g.max_regression}",
-        f"no_slice_regression: {slice_rule(g)}",
+        f"no_slice_regression: {slice_rule(g, problem.spec.task)}",
     ]
 
 
@@ -398,7 +469,10 @@ def report_markdown(problem: "Problem", result: Calibration, image: str = "") ->
     overall = [
         {
             "A/A difference sd": noise["difference_sd"],
-            "median se (DeLong)": noise["median_se"],
+            "median se (DeLong)"
+            if problem.spec.metric.name == "roc_auc"
+            and problem.spec.gates.comparison != "bootstrap"
+            else "median se (bootstrap)": noise["median_se"],
             "tolerance": problem.spec.gates.max_regression,
             "largest true drop still passed": noise["largest_passed_drop"],
         }
@@ -422,7 +496,7 @@ def report_markdown(problem: "Problem", result: Calibration, image: str = "") ->
 
 
 def power_figure(result: Calibration) -> "Figure":
-    """Share refused against the injected AUC drop, overall and on one slice; A/A marked."""
+    """Share refused against the injected worsening, overall and on one slice; A/A marked."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.8))
@@ -438,13 +512,13 @@ def power_figure(result: Calibration) -> "Figure":
             )
     left.axhline(0.05, color="grey", linestyle=":", label="5%")
     left.axhline(0.9, color="grey", linestyle="--", label="90%")
-    left.set_xlabel("injected AUC drop (0: A/A)")
+    left.set_xlabel(f"injected worsening of {result.metric} (0: A/A)")
     left.set_ylabel("share refused")
     left.set_ylim(-0.02, 1.02)
     left.set_title(f"Power and false refusals ({result.pairs} pairs)")
     left.legend(fontsize="small")
     right.hist(result.differences, bins=min(20, max(5, result.pairs // 2)))
-    right.set_xlabel("A/A AUC difference (same data, other seed)")
+    right.set_xlabel(f"A/A {result.metric} difference (same data, other seed)")
     right.set_ylabel("pairs")
     right.set_title("A/A: the noise a gate must tolerate")
     return fig

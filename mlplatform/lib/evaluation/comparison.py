@@ -9,8 +9,8 @@ paired difference is far less noisy than two independent intervals suggest.
   comparing the areas under correlated receiver operating characteristic curves", IEEE
   Signal Processing Letters 21(11):1389-1393. O(n log n); neither scipy 1.17 nor
   scikit-learn 1.x ships it.
-- Any metric: a paired bootstrap over rows (both models resampled with the same row indices;
-  seeded), percentile interval.
+- Any metric, regression ones (rmse, mae, r2) included: a paired bootstrap over rows (both
+  models resampled with the same row indices; seeded), percentile interval.
 - Families of slices: Holm's step-down adjustment (family-wise error rate) or
   Benjamini-Hochberg (false discovery rate, ``scipy.stats.false_discovery_control``).
 """
@@ -126,6 +126,8 @@ def _row_losses(name: str, y: np.ndarray, p: np.ndarray) -> np.ndarray | None:
     """Per-row losses of metrics that are means over rows (fast bootstrap), else None."""
     if name == "brier":
         return (p - y) ** 2
+    if name == "mae":
+        return np.abs(p - y)
     if name == "log_loss":
         q = np.clip(p, 1e-15, 1 - 1e-15)
         return -(y * np.log(q) + (1 - y) * np.log(1 - q))
@@ -143,17 +145,29 @@ def bootstrap(
     """Resampled differences (candidate minus champion) of metric ``name``, paired by row.
 
     Returns:
-        Shape (resamples,); a resample with a single class gives NaN and is dropped.
+        Shape (resamples,); a resample where the metric is undefined (a single class; a
+        constant target for r2) gives NaN and is dropped.
     """
     from mlplatform.lib.evaluation.metrics import metric
 
     rng = np.random.default_rng(seed)
     n = len(y)
+    y, candidate, champion = np.asarray(y), np.asarray(candidate), np.asarray(champion)
     la, lb = _row_losses(name, y, candidate), _row_losses(name, y, champion)
+    squared = name in ("rmse", "r2")
+    if squared:  # both rest on the mean squared error of the resample
+        la, lb = (candidate - y) ** 2, (champion - y) ** 2
     out = np.empty(resamples)
     for i in range(resamples):
         idx = rng.integers(0, n, n)
-        if la is not None and lb is not None:
+        if squared and la is not None and lb is not None:
+            a, b = la[idx].mean(), lb[idx].mean()
+            if name == "rmse":
+                out[i] = math.sqrt(a) - math.sqrt(b)
+            else:  # r2 = 1 - mse / variance of the resample's target: NaN when constant
+                var = float(np.var(y[idx].astype(float)))
+                out[i] = (b - a) / var if var > 0 else math.nan
+        elif la is not None and lb is not None:
             out[i] = la[idx].mean() - lb[idx].mean()
         else:
             out[i] = metric(name, y[idx], candidate[idx]) - metric(name, y[idx], champion[idx])
@@ -174,9 +188,10 @@ def compare(
 
     Args:
         name: the metric (``lib.evaluation.metrics.metric``'s vocabulary).
-        y: labels 0/1, shape (n,).
-        candidate: the candidate's probabilities on the rows, shape (n,).
-        champion: the champion's probabilities on the same rows, shape (n,).
+        y: labels 0/1 (binary metrics) or target values (rmse, mae, r2), shape (n,).
+        candidate: the candidate's predictions on the rows (probabilities, or values for a
+            regression metric), shape (n,).
+        champion: the champion's predictions on the same rows, shape (n,).
         confidence: two-sided level of the interval, e.g. 0.95.
         method: ``delong`` (AUC only), ``bootstrap``, or ``auto`` (DeLong for ``roc_auc``,
             the bootstrap for every other metric).

@@ -4,7 +4,8 @@ LightGBM's built-in SHAP values (``Booster.predict(pred_contrib=True)``, TreeSHA
 Lundberg et al. 2020, "From local explanations to global understanding with explainable
 AI for trees", Nature Machine Intelligence 2:56-67): for every row, one value per input in
 raw-score units (log-odds for a binary model) plus the expected raw score ``bias``; the
-values and the bias add up to the row's raw score exactly. Nothing is sampled or fitted.
+values and the bias add up to the row's raw score exactly (a regression model's raw score
+is its prediction, in the target's units). Nothing is sampled or fitted.
 
 The evaluation page ranks features by their mean absolute contribution on the holdout;
 the serving path explains single requests with the same values
@@ -53,7 +54,8 @@ def global_importance(contribution: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per feature (``bias`` left out), largest first: ``feature``,
-        ``mean_abs_contribution`` (raw-score units, log-odds), ``mean_contribution`` (its
+        ``mean_abs_contribution`` (raw-score units: log-odds for a binary model, the
+        target's units for regression), ``mean_contribution`` (its
         signed mean: the feature's average push up or down) and ``share`` (of the sum of
         the mean absolute contributions over the features; 0 when that sum is 0).
     """

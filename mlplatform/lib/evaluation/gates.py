@@ -18,7 +18,7 @@ from mlplatform.lib.names import (
     P99_LATENCY,
     TRAINING_SET_CHECKS,
 )
-from mlplatform.spec import GatesSpec, MetricSpec
+from mlplatform.spec import METRICS, GatesSpec, MetricSpec
 
 if TYPE_CHECKING:
     from mlplatform.lib.evaluation.comparison import Paired
@@ -119,8 +119,11 @@ def comparison_row(name: str, paired: "Paired", metric: MetricSpec) -> dict[str,
     }
 
 
-def slice_rule(gates: GatesSpec) -> str:
-    """The slice gate's rule in words, with the spec's numbers."""
+def slice_rule(gates: GatesSpec, task: str = "binary") -> str:
+    """The slice gate's rule in words, with the spec's numbers.
+
+    A regression slice is judged on its rows alone (positives do not apply).
+    """
     family = (
         "the judged values of the same slicing column (e.g. all carriers)"
         if gates.slice_family == "column"
@@ -129,8 +132,9 @@ def slice_rule(gates: GatesSpec) -> str:
     return (
         f"a slice is refused when its drop is larger than {gates.slice_tolerance} with "
         f"{gates.confidence:.0%} confidence, {gates.slice_error_control}-adjusted over "
-        f"{family}; slices under {gates.min_slice_rows} rows or {gates.min_slice_positives} "
-        "positives are NOT JUDGED"
+        f"{family}; slices under {gates.min_slice_rows} rows"
+        + ("" if task == "regression" else f" or {gates.min_slice_positives} positives")
+        + " are NOT JUDGED"
     )
 
 
@@ -244,7 +248,9 @@ def no_slice_regression(
     ok = not worst
     level = f"{gates.confidence:.0%}"
     named = ", ".join(f"{w['slice']} ({_fmt(w['drop'])})" for w in worst[:5])
-    tail = f"; {len(not_judged)} NOT JUDGED (too few rows or positives)" if not_judged else ""
+    task = METRICS[metric.name][0]
+    few = "too few rows" if task == "regression" else "too few rows or positives"
+    tail = f"; {len(not_judged)} NOT JUDGED ({few})" if not_judged else ""
     return CheckOutcome(
         NO_SLICE_REGRESSION,
         ok,
@@ -262,7 +268,7 @@ def no_slice_regression(
             "threshold": gates.slice_tolerance,
             "confidence": gates.confidence,
             "error_control": gates.slice_error_control,
-            "rule": slice_rule(gates),
+            "rule": slice_rule(gates, task),
             "slices_evaluated": judged,
             "regressed": worst,
             "not_judged": not_judged,
@@ -284,7 +290,7 @@ def behavioural_cases(results: list[dict[str, Any]]) -> CheckOutcome:
         BEHAVIOURAL_CASES,
         ok,
         "ERROR",
-        f"all {len(results)} cases hold on {results[0]['examples'] if results else 0} flights"
+        f"all {len(results)} cases hold on {results[0]['examples'] if results else 0} examples"
         if ok
         else "violated: "
         + ", ".join(f"{r['case']} ({r['violations']}/{r['examples']})" for r in failed),

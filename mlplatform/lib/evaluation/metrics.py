@@ -30,11 +30,28 @@ class BehaviouralCase:
 
 
 def metric(name: str, y: np.ndarray, p: np.ndarray) -> float:
-    """One metric of the spec's vocabulary; NaN when it is undefined (one class only)."""
+    """One metric of the spec's vocabulary (scikit-learn's definitions).
+
+    Binary metrics take 0/1 labels and probabilities; ``rmse`` and ``mae`` (in the
+    target's units) and ``r2`` take values. NaN when the metric is undefined: one class
+    only (roc_auc, average_precision), no row, or r2 of fewer than two rows or a constant
+    target.
+
+    Raises:
+        ValueError: a metric outside the spec's vocabulary.
+    """
     from sklearn import metrics as m
 
     if name in ("roc_auc", "average_precision") and len(np.unique(y)) < 2:
         return math.nan
+    if len(y) == 0:
+        return math.nan
+    if name == "rmse":
+        return float(m.root_mean_squared_error(y, p))
+    if name == "mae":
+        return float(m.mean_absolute_error(y, p))
+    if name == "r2":
+        return float(m.r2_score(y, p)) if len(y) > 1 and np.ptp(y) > 0 else math.nan
     if name == "roc_auc":
         return float(m.roc_auc_score(y, p))
     if name == "average_precision":
@@ -65,8 +82,22 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float((gaps * table["rows"]).sum() / max(1, int(table["rows"].sum())))
 
 
-def summary(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """The usual companions of any success metric."""
+def summary(y: np.ndarray, p: np.ndarray, task: str = "binary") -> dict[str, float]:
+    """The usual companions of any success metric, by task.
+
+    ``binary`` (0/1 labels, probabilities): roc_auc, average_precision, log_loss, brier,
+    calibration_error, mean_prediction, prevalence, rows. ``regression`` (values): rmse,
+    mae, r2, mean_prediction, mean_target, rows.
+    """
+    if task == "regression":
+        return {
+            "rmse": metric("rmse", y, p),
+            "mae": metric("mae", y, p),
+            "r2": metric("r2", y, p),
+            "mean_prediction": float(np.mean(p)),
+            "mean_target": float(np.mean(y)),
+            "rows": float(len(y)),
+        }
     return {
         "roc_auc": metric("roc_auc", y, p),
         "average_precision": metric("average_precision", y, p),
@@ -86,22 +117,30 @@ def slice_metrics(
     metric_name: str,
     min_rows: int,
     min_positives: int = 1,
+    task: str = "binary",
 ) -> list[dict[str, Any]]:
     """The metric per slice value for each model; slices too small to judge are marked.
 
     One record per (slice, value): rows, positives, ``evaluated`` (enough rows, positive and
     negative labels to be judged), ``not_judged`` (why not, empty when judged) and one column
-    per model.
+    per model. For ``task`` ``regression`` a slice is judged on ``min_rows`` alone and
+    ``positives`` is None (not applicable).
     """
+    regression = task == "regression"
     records = []
     for column in slices.columns:
         values = slices[column].astype(str).to_numpy()
         for value in sorted(set(values)):
             mask = values == value
-            rows, positives = int(mask.sum()), int(y[mask].sum())
+            rows = int(mask.sum())
+            positives = None if regression else int(y[mask].sum())
             why = (
                 f"{rows} rows < {min_rows}"
                 if rows < min_rows
+                else ""
+                if positives is None
+                else f"{positives} positives < {min_positives}"
+                if positives < min_positives
                 else f"{positives} positives < {min_positives}"
                 if positives < min_positives
                 else "a single class"
@@ -136,7 +175,8 @@ def paired_slices(
         records: ``slice_metrics`` records.
         slices: the slice columns of the holdout, one row per holdout row.
         y: holdout labels, shape (n,).
-        predictions: model name → holdout probabilities (``candidate``, ``champion``).
+        predictions: model name → holdout predictions (``candidate``, ``champion``):
+            probabilities, or values for a regression metric.
         metric_name: the success metric.
         comparison: keyword arguments of ``lib.evaluation.comparison.compare`` (confidence, method,
             resamples, seed); each slice gets its own seed so that slices do not share draws.
@@ -339,7 +379,7 @@ class Evaluation:
     """Everything measured about one candidate (and the champion) on one holdout."""
 
     metrics: dict[str, dict[str, float]]  # model → summary
-    predictions: dict[str, np.ndarray]  # model → holdout probabilities
+    predictions: dict[str, np.ndarray]  # model → holdout probabilities (values: regression)
     labels: np.ndarray
     slices: list[dict[str, Any]]
     cases: list[dict[str, Any]]

@@ -69,8 +69,8 @@ def metric_interval(
 
     Args:
         name: the metric (``lib.evaluation.metrics.metric``'s vocabulary).
-        y: labels 0/1, shape (n,).
-        p: probabilities, shape (n,).
+        y: labels 0/1, or target values for a regression metric, shape (n,).
+        p: probabilities, or predicted values, shape (n,).
         confidence: two-sided level, e.g. 0.95.
         resamples: bootstrap resamples (not used for ``roc_auc``).
         seed: seeds the bootstrap.
@@ -144,6 +144,11 @@ def _intended_use(facts: CardFacts) -> str:
     spec = facts.spec
     t, m, g = spec.target, spec.metric, spec.gates
     op = ">=" if m.direction == "maximize" else "<="
+    predicts = (
+        f"the value of `{t.column}` (regression)"
+        if spec.is_regression or t.operator is None or t.value is None
+        else f"`{t.column} {t.operator} {t.value:g}` (its probability)"
+    )
     return "\n".join(
         [
             "## Intended use",
@@ -151,7 +156,7 @@ def _intended_use(facts: CardFacts) -> str:
             " ".join(spec.description.split()),
             "",
             f"- **Owner**: {spec.owner}",
-            f"- **Predicts**: `{t.name}` = `{t.column} {t.operator} {t.value:g}` on "
+            f"- **Predicts**: `{t.name}` = {predicts} on "
             f"`{t.source}`. {' '.join(t.description.split())}",
             f"- **Prediction time**: `{spec.prediction_time}`; only what is known then is a "
             f"feature. Budget: p99 {g.p99_latency_ms:g} ms for one prediction.",
@@ -242,7 +247,7 @@ def _slices(facts: CardFacts) -> str:
             "slice": r["slice"],
             "value": r["value"],
             "rows": r["rows"],
-            "positives": r["positives"],
+            "positives": "n/a" if r["positives"] is None else r["positives"],
             "candidate": r.get("candidate", math.nan),
         }
         if facts.champion:
@@ -264,6 +269,8 @@ def _slices(facts: CardFacts) -> str:
         + (
             f"Rule: {rule}."
             if rule
+            else f"Slices under {g.min_slice_rows} rows are NOT JUDGED."
+            if facts.spec.is_regression
             else f"Slices under {g.min_slice_rows} rows or "
             f"{g.min_slice_positives} positives are NOT JUDGED."
         )
@@ -310,7 +317,9 @@ def _importance(facts: CardFacts) -> str:
     unused = len(facts.importance) - len(used)
     return (
         f"## Global importance (top {len(rows)} of {len(facts.importance)} features)\n\n"
-        "Mean absolute contribution to the raw score (log-odds) on "
+        "Mean absolute contribution to the raw score ("
+        + (f"units of {facts.spec.target.column}" if facts.spec.is_regression else "log-odds")
+        + ") on "
         + (
             f"{facts.importance_examples} of the {facts.holdout['rows']} holdout rows (seeded), "
             if facts.importance_examples
@@ -349,9 +358,14 @@ def known_limits(facts: CardFacts) -> list[str]:
     if not_judged:
         shown = ", ".join(not_judged[:12])
         more = f" and {len(not_judged) - 12} more" if len(not_judged) > 12 else ""
+        small = (
+            f"< {g.min_slice_rows} rows"
+            if spec.is_regression
+            else f"< {g.min_slice_rows} rows or < {g.min_slice_positives} positives"
+        )
         limits.append(
             f"No claim about {len(not_judged)} slice(s) too small to judge "
-            f"(< {g.min_slice_rows} rows or < {g.min_slice_positives} positives): {shown}{more}."
+            f"({small}): {shown}{more}."
         )
     if facts.cases:
         limits.append(

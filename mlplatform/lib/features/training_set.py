@@ -51,7 +51,9 @@ def assemble(requests: pd.DataFrame, vectors: pd.DataFrame, spec: ProblemSpec) -
     keys = [k for k in source.natural_key if k != source.event_timestamp]
     extra = requests[[k for k in keys if k not in vectors.columns]]
     out = pd.concat([extra, vectors], axis=1)
-    out[spec.target.name] = label(requests, spec.target).astype("int64")
+    # 0/1 as int64 for a binary target; a regression target keeps its values (float64)
+    values = label(requests, spec.target)
+    out[spec.target.name] = values if spec.is_regression else values.astype("int64")
     return out.reset_index(drop=True)
 
 

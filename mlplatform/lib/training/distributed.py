@@ -12,7 +12,9 @@ that this worker happened to hold (none at all when Dask placed them elsewhere; 
 "evals_result_ and best_score_ data may be unreliable"). Measured with lightgbm 4.7 on
 two workers and the validation set in two chunks: ``evals_result_`` said AUC 0.8799, the
 whole split 0.8855. The cut and the reported AUC must rest on the whole validation
-split, as in ``training.fit``.
+split, as in ``training.fit``. The cut follows the spec's metric (``Data.metric``) in its
+direction: the validation AUC of a binary problem measured on roc_auc, its RMSE (lowest
+best) for regression measured on rmse.
 """
 
 import math
@@ -20,21 +22,24 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from mlplatform.lib.training.model import Data, Fit
-from mlplatform.spec import TrainingSpec
+from mlplatform.lib.training.model import Data, Fit, direction
+from mlplatform.spec import METRICS, TrainingSpec
 
 if TYPE_CHECKING:
     import lightgbm as lgb
     from distributed import Client
 
 
-def best_round(scores: list[float], patience: int) -> int:
+def best_round(scores: list[float], patience: int, maximize: bool = True) -> int:
     """Rounds LightGBM's early stopping keeps (1-based).
 
-    The best score before ``patience`` rounds pass without a strict improvement.
+    The best score (highest, or lowest when not ``maximize``) before ``patience`` rounds
+    pass without a strict improvement.
     """
+    sign = 1.0 if maximize else -1.0
     best, best_at = -math.inf, 0
-    for i, score in enumerate(scores):
+    for i, raw in enumerate(scores):
+        score = sign * raw
         if score > best:
             best, best_at = score, i
         elif i - best_at >= patience:
@@ -42,27 +47,38 @@ def best_round(scores: list[float], patience: int) -> int:
     return best_at + 1
 
 
-def round_scores(booster: "lgb.Booster", x: np.ndarray, y: np.ndarray) -> tuple[list, list]:
-    """Validation AUC and log loss after each boosting round."""
-    from sklearn.metrics import log_loss, roc_auc_score
+def round_scores(
+    booster: "lgb.Booster", x: np.ndarray, y: np.ndarray, metric: str = "roc_auc"
+) -> dict[str, list[float]]:
+    """Validation scores after each boosting round, by the spec's metric names.
 
+    ``metric`` and its task's companions: roc_auc and log_loss for a binary model (raw
+    scores through the logistic function), rmse and mae for regression (raw scores are the
+    values).
+    """
+    from mlplatform.lib.evaluation.metrics import metric as score
+
+    task = METRICS[metric][0]
+    names = list(
+        dict.fromkeys([metric, *(("roc_auc", "log_loss") if task == "binary" else ("rmse", "mae"))])
+    )
     raw = np.zeros(len(x))
-    aucs, losses = [], []
+    out: dict[str, list[float]] = {n: [] for n in names}
     for i in range(booster.num_trees()):
         raw += np.asarray(
             booster.predict(x, start_iteration=i, num_iteration=1, raw_score=True), dtype=float
         )
-        p = 1.0 / (1.0 + np.exp(-raw))
-        aucs.append(float(roc_auc_score(y, p)))
-        losses.append(float(log_loss(y, p, labels=[0, 1])))
-    return aucs, losses
+        p = 1.0 / (1.0 + np.exp(-raw)) if task == "binary" else raw
+        for n in names:
+            out[n].append(score(n, y, p))
+    return out
 
 
 def fit_dask(client: "Client", data: Data, params: dict[str, Any], cfg: TrainingSpec) -> Fit:
     """Boost on the training split across the cluster's workers, cut at the best round."""
     import dask.array as da
     import lightgbm as lgb
-    from lightgbm.dask import DaskLGBMClassifier
+    from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor
 
     x = np.asarray(data.train.get_data(), dtype=float)
     y = np.asarray(data.train.get_label())
@@ -72,7 +88,8 @@ def fit_dask(client: "Client", data: Data, params: dict[str, Any], cfg: Training
     dy = da.from_array(y, chunks=cast(Any, (rows,)))
     # lightgbm.dask sets each worker's threads itself
     params = {k: v for k, v in params.items() if k != "num_threads"}
-    model = DaskLGBMClassifier(client=client, n_estimators=cfg.max_rounds, **params)
+    kind = DaskLGBMClassifier if METRICS[data.metric][0] == "binary" else DaskLGBMRegressor
+    model = kind(client=client, n_estimators=cfg.max_rounds, **params)
     model.fit(
         dx,
         dy,
@@ -82,8 +99,11 @@ def fit_dask(client: "Client", data: Data, params: dict[str, Any], cfg: Training
     full = model.booster_
     xv = np.asarray(data.valid.get_data(), dtype=float)
     yv = np.asarray(data.valid.get_label())
-    aucs, losses = round_scores(full, xv, yv)
-    rounds = best_round(aucs, cfg.early_stopping_rounds)
+    scores = round_scores(full, xv, yv, data.metric)
+    followed = scores[data.metric]
+    maximize = direction(data.metric) == "maximize"
+    rounds = best_round(followed, cfg.early_stopping_rounds, maximize)
     booster = lgb.Booster(model_str=full.model_to_string(num_iteration=rounds))
     booster.best_iteration = rounds
-    return Fit(booster, len(aucs), aucs[rounds - 1], losses[rounds - 1])
+    at = {n: values[rounds - 1] for n, values in scores.items()}
+    return Fit(booster, len(followed), data.metric, at[data.metric], at)

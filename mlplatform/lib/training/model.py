@@ -13,14 +13,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from mlplatform.errors import BusyError
 from mlplatform.lib.features.tables import EVENT_TS
-from mlplatform.spec import ProblemSpec, SearchRange, TrainingSpec
+from mlplatform.spec import METRICS, ProblemSpec, SearchRange, TrainingSpec
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor
@@ -107,13 +107,83 @@ def monotone_constraints(spec: ProblemSpec) -> list[int]:
     return [sign[f.monotone] for f in spec.features]
 
 
-def base_params(seed: int, monotone: list[int] | None = None) -> dict[str, Any]:
-    """LightGBM settings every trial and the final fit share."""
+# The spec's metrics by their names in LightGBM's evaluation results. brier and r2 have no
+# LightGBM metric: ``feval`` scores them (``_feval``).
+LGB_NAMES = {
+    "roc_auc": "auc",
+    "average_precision": "average_precision",
+    "log_loss": "binary_logloss",
+    "brier": "brier",
+    "rmse": "rmse",
+    "mae": "l1",
+    "r2": "r2",
+}
+SPEC_NAMES = {v: k for k, v in LGB_NAMES.items()}
+# What LightGBM computes each round besides the spec's metric (recorded in ``Fit.scores``)
+_COMPANIONS = {"binary": ["auc", "binary_logloss"], "regression": ["rmse", "l1"]}
+
+
+def lgb_metrics(metric: str) -> list[str]:
+    """LightGBM's ``metric`` setting for the spec's ``metric``: that metric first.
+
+    Early stopping (``first_metric_only``) and pruning follow the first one. A metric
+    LightGBM lacks (brier, r2) is scored by ``feval`` alone: no built-in metric (they would
+    come first in LightGBM's results).
+    """
+    if metric not in LGB_NAMES:
+        raise ValueError(f"unknown metric {metric!r} (known: {sorted(LGB_NAMES)})")
+    own = LGB_NAMES[metric]
+    if metric in ("brier", "r2"):
+        return ["none"]
+    companions = _COMPANIONS[METRICS[metric][0]]
+    return [own, *(c for c in companions if c != own)]
+
+
+def _feval(metric: str) -> Callable[[np.ndarray, Any], tuple[str, float, bool]] | None:
+    """A LightGBM ``feval`` scoring ``metric`` when LightGBM has no such metric, else None.
+
+    LightGBM hands it the predictions after the objective's transform (probabilities for
+    ``binary``, values for ``regression``).
+    """
+    if metric == "brier":
+
+        def brier(preds: np.ndarray, data: Any) -> tuple[str, float, bool]:
+            y = np.asarray(data.get_label(), dtype=float)
+            return "brier", float(np.mean((np.asarray(preds, float) - y) ** 2)), False
+
+        return brier
+    if metric == "r2":
+
+        def r2(preds: np.ndarray, data: Any) -> tuple[str, float, bool]:
+            y = np.asarray(data.get_label(), dtype=float)
+            total = float(np.sum((y - y.mean()) ** 2))
+            residual = float(np.sum((y - np.asarray(preds, float)) ** 2))
+            return "r2", (1.0 - residual / total) if total > 0 else math.nan, True
+
+        return r2
+    return None
+
+
+def direction(metric: str) -> Literal["maximize", "minimize"]:
+    """``maximize`` or ``minimize``: how the search optimizes ``metric``."""
+    return METRICS[metric][1]
+
+
+def base_params(
+    seed: int, monotone: list[int] | None = None, metric: str = "roc_auc"
+) -> dict[str, Any]:
+    """LightGBM settings every trial and the final fit share.
+
+    The objective follows the task of ``metric`` (the spec's success metric): ``binary``
+    (log loss on 0/1 labels, predictions are probabilities) or ``regression`` (squared
+    error, predictions are values); LightGBM scores ``lgb_metrics(metric)`` each round.
+    """
     constrained = {"monotone_constraints": monotone} if monotone and any(monotone) else {}
+    task = METRICS[metric][0]
     return {
         **constrained,
-        "objective": "binary",
-        "metric": ["auc", "binary_logloss"],
+        "objective": "binary" if task == "binary" else "regression",
+        "metric": lgb_metrics(metric),
         "seed": seed,
         "deterministic": True,
         "force_row_wise": True,
@@ -141,12 +211,22 @@ class Data:
     train: "lgb.Dataset"
     valid: "lgb.Dataset"
     encoding: Encoding
+    metric: str = "roc_auc"
+    """The spec's success metric: what fits are scored, stopped and searched on."""
 
 
 def datasets(
-    x: np.ndarray, y: np.ndarray, train: np.ndarray, valid: np.ndarray, encoding: Encoding
+    x: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    valid: np.ndarray,
+    encoding: Encoding,
+    metric: str = "roc_auc",
 ) -> Data:
-    """LightGBM datasets of the two splits, categorical features marked."""
+    """LightGBM datasets of the two splits, categorical features marked.
+
+    ``metric`` is the spec's success metric (``spec.metric.name``).
+    """
     import lightgbm as lgb
 
     common = {
@@ -157,17 +237,33 @@ def datasets(
     }
     dtrain = lgb.Dataset(x[train], label=y[train], **common)
     dvalid = lgb.Dataset(x[valid], label=y[valid], reference=dtrain, **common)
-    return Data(dtrain, dvalid, encoding)
+    return Data(dtrain, dvalid, encoding, metric)
 
 
 @dataclass
 class Fit:
-    """One LightGBM fit, how many rounds it boosted, and its validation AUC and log loss."""
+    """One LightGBM fit, how many rounds it boosted, and its validation scores.
+
+    ``value`` is the validation score of ``metric`` (the spec's success metric); ``scores``
+    every metric LightGBM computed on the validation split, by the spec's names (e.g.
+    ``roc_auc`` and ``log_loss`` for a binary model, ``rmse`` and ``mae`` for regression).
+    """
 
     booster: "lgb.Booster"
     rounds: int
-    auc: float
-    logloss: float
+    metric: str
+    value: float
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def auc(self) -> float:
+        """Validation ROC AUC (NaN when not computed: a regression model)."""
+        return self.scores.get("roc_auc", math.nan)
+
+    @property
+    def logloss(self) -> float:
+        """Validation log loss (NaN when not computed: a regression model)."""
+        return self.scores.get("log_loss", math.nan)
 
 
 def fit(
@@ -179,8 +275,9 @@ def fit(
 ) -> Fit:
     """Boost on the training split, scored on the validation split.
 
-    ``cfg.stopping`` ``early``: at most ``max_rounds``, early-stopped on the validation AUC
-    (the booster keeps its best round). ``refit_fixed``: exactly ``fixed_rounds(cfg)``,
+    ``cfg.stopping`` ``early``: at most ``max_rounds``, early-stopped on the validation score
+    of ``data.metric`` (the booster keeps its best round); ``params`` are ``base_params``
+    of that metric. ``refit_fixed``: exactly ``fixed_rounds(cfg)``,
     scored at the last one (the model ``refit`` then fits on every day).
     """
     import lightgbm as lgb
@@ -202,12 +299,19 @@ def fit(
         num_boost_round=cfg.max_rounds if early else fixed_rounds(cfg),
         valid_sets=[data.valid],
         valid_names=["valid"],
+        feval=_feval(data.metric),
         callbacks=[count, *(callbacks or []), *stop],
     )
     if not early:
         booster.best_iteration = fixed_rounds(cfg)
     best = booster.best_score["valid"]
-    return Fit(booster, counted.get("rounds", 0), float(best["auc"]), float(best["binary_logloss"]))
+    scores = {SPEC_NAMES[k]: float(v) for k, v in best.items() if k in SPEC_NAMES}
+    if data.metric not in scores:
+        raise ValueError(
+            f"the fit recorded no validation {data.metric} (it scored {sorted(best)}): "
+            f"params must be base_params(..., metric={data.metric!r})"
+        )
+    return Fit(booster, counted.get("rounds", 0), data.metric, scores[data.metric], scores)
 
 
 def fixed_rounds(cfg: TrainingSpec) -> int:
@@ -220,8 +324,8 @@ def refit(
 ) -> Fit:
     """``refit_fixed``'s final model: exactly ``rounds`` on every row (all days of the window).
 
-    Its ``auc``/``logloss`` stay those of ``held``, the same recipe fitted without the
-    validation days and scored on them: the refit model has seen those days.
+    Its scores stay those of ``held``, the same recipe fitted without the validation days
+    and scored on them: the refit model has seen those days.
     """
     import lightgbm as lgb
 
@@ -234,7 +338,7 @@ def refit(
     )
     booster = lgb.train(params, everything, num_boost_round=rounds)
     booster.best_iteration = rounds
-    return Fit(booster, rounds, held.auc, held.logloss)
+    return Fit(booster, rounds, held.metric, held.value, dict(held.scores))
 
 
 def make_pruner(cfg: TrainingSpec) -> "optuna.pruners.BasePruner":
@@ -365,6 +469,10 @@ def search(
 ) -> SearchResult:
     """Run (or resume) the study until ``n_trials`` trials finished (complete or pruned).
 
+    The study optimizes ``data.metric`` (the spec's success metric) in its direction
+    (``direction``: e.g. ``maximize`` roc_auc, ``minimize`` log_loss or rmse); pruning
+    follows its per-round validation score.
+
     ``storage_url`` is ``sqlite:///<file>`` (one machine, one process; below), or the
     URL of a shared database (``postgresql+psycopg2://...``): then ``workers`` processes
     run trials of the one study at once (``shared_search``).
@@ -397,18 +505,23 @@ def search(
         return optuna.create_study(
             study_name=study_name,
             storage=storage_url,
-            direction="maximize",
+            direction=direction(data.metric),
             load_if_exists=load_if_exists,
             sampler=trial_seeded_sampler(cfg.seed),
             pruner=make_pruner(cfg),
         )
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**base_params(cfg.seed, monotone), **suggest(trial, cfg.search_space)}
+        params = {
+            **base_params(cfg.seed, monotone, data.metric),
+            **suggest(trial, cfg.search_space),
+        }
         counter: dict[str, int] = {}
-        pruning = LightGBMPruningCallback(trial, "auc", valid_name="valid", report_interval=10)
+        pruning = LightGBMPruningCallback(
+            trial, LGB_NAMES[data.metric], valid_name="valid", report_interval=10
+        )
         try:
-            return fit(data, params, cfg, [pruning], counter).auc
+            return fit(data, params, cfg, [pruning], counter).value
         finally:
             trial.set_user_attr("rounds", counter.get("rounds", 0))
 
@@ -454,7 +567,9 @@ def _result(study: "optuna.Study") -> SearchResult:
 HEARTBEAT_SECONDS, GRACE_SECONDS = 20, 60
 
 
-def _shared_study(cfg: TrainingSpec, storage_url: str, study_name: str) -> "optuna.Study":
+def _shared_study(
+    cfg: TrainingSpec, storage_url: str, study_name: str, metric: str
+) -> "optuna.Study":
     import warnings
 
     import optuna
@@ -467,7 +582,7 @@ def _shared_study(cfg: TrainingSpec, storage_url: str, study_name: str) -> "optu
     return optuna.create_study(
         study_name=study_name,
         storage=storage,
-        direction="maximize",
+        direction=direction(metric),
         load_if_exists=True,  # workers open it at once: Optuna retries a racing create
         sampler=trial_seeded_sampler(cfg.seed),
         pruner=make_pruner(cfg),
@@ -503,7 +618,7 @@ def shared_search(
 
     from optuna.trial import TrialState
 
-    study = _shared_study(cfg, storage_url, study_name)
+    study = _shared_study(cfg, storage_url, study_name, data.metric)
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     missing = cfg.n_trials - len(study.get_trials(deepcopy=False, states=finished))
     workers = max(1, min(workers, missing))
@@ -534,22 +649,29 @@ def shared_search(
         for error in errors:
             if error is not None:
                 raise error
-    return _result(_shared_study(cfg, storage_url, study_name))
+    return _result(_shared_study(cfg, storage_url, study_name, data.metric))
 
 
-def portable(data: Data) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Encoding]:
-    """The arrays ``data`` was built from, to send to another process (Datasets do not pickle)."""
+Portable = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Encoding, str]
+
+
+def portable(data: Data) -> Portable:
+    """The arrays ``data`` was built from and its metric, to send to another process.
+
+    (LightGBM Datasets do not pickle.)
+    """
     return (
         np.asarray(data.train.data),
         np.asarray(data.train.label),
         np.asarray(data.valid.data),
         np.asarray(data.valid.label),
         data.encoding,
+        data.metric,
     )
 
 
 def search_worker(
-    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Encoding],
+    arrays: Portable,
     cfg: TrainingSpec,
     storage_url: str,
     study_name: str,
@@ -568,25 +690,30 @@ def search_worker(
     from optuna_integration import LightGBMPruningCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    x_train, y_train, x_valid, y_valid, encoding = arrays
+    x_train, y_train, x_valid, y_valid, encoding, metric = arrays
     n_train = len(y_train)
     x, y = np.concatenate([x_train, x_valid]), np.concatenate([y_train, y_valid])
     rows = np.arange(len(y))
-    data = datasets(x, y, rows < n_train, rows >= n_train, encoding)
+    data = datasets(x, y, rows < n_train, rows >= n_train, encoding, metric)
     me = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**base_params(cfg.seed, monotone), **suggest(trial, cfg.search_space)}
+        params = {
+            **base_params(cfg.seed, monotone, data.metric),
+            **suggest(trial, cfg.search_space),
+        }
         params["num_threads"] = threads
         trial.set_user_attr("worker", me)
         counter: dict[str, int] = {}
-        pruning = LightGBMPruningCallback(trial, "auc", valid_name="valid", report_interval=10)
+        pruning = LightGBMPruningCallback(
+            trial, LGB_NAMES[data.metric], valid_name="valid", report_interval=10
+        )
         try:
-            return fit(data, params, cfg, [pruning], counter).auc
+            return fit(data, params, cfg, [pruning], counter).value
         finally:
             trial.set_user_attr("rounds", counter.get("rounds", 0))
 
-    study = _shared_study(cfg, storage_url, study_name)
+    study = _shared_study(cfg, storage_url, study_name, metric)
     study.optimize(
         objective, n_trials=n_trials, timeout=cfg.timeout_seconds, n_jobs=1, gc_after_trial=False
     )
@@ -667,7 +794,7 @@ def train_candidate(
     encoding = fit_encoding(matrix, spec)
     x, y = encoding.matrix(matrix), training[spec.target.name].to_numpy()
     train, valid = time_split(training, cfg.validation_days, spec.partitioning.timezone)
-    data = datasets(x, y, train, valid, encoding)
+    data = datasets(x, y, train, valid, encoding, spec.metric.name)
     monotone = monotone_constraints(spec)
     result = (
         None
@@ -679,7 +806,7 @@ def train_candidate(
         if fixed_params
         else dict(result.best_params if result else {})
     )
-    full = {**base_params(cfg.seed, monotone), **params}
+    full = {**base_params(cfg.seed, monotone, spec.metric.name), **params}
     if final_fit is not None:
         # a final_fit reads the datasets' rows, which exist once constructed (a search
         # constructs them; fixed parameters skip it)
@@ -695,10 +822,10 @@ def train_candidate(
         rounds = fixed_rounds(cfg)
         fixed = cfg.model_copy(update={"max_rounds": rounds, "early_stopping_rounds": rounds})
         held = final_fit(data, full, fixed)
-        everything = datasets(x, y, train | valid, valid, encoding)
+        everything = datasets(x, y, train | valid, valid, encoding, spec.metric.name)
         everything.train.construct()
         everything.valid.construct()
         whole = final_fit(everything, full, fixed)
-        final = Fit(whole.booster, whole.rounds, held.auc, held.logloss)
+        final = Fit(whole.booster, whole.rounds, held.metric, held.value, dict(held.scores))
     example = pd.DataFrame(x[:5], columns=encoding.features)
     return Candidate(final, encoding, params, result, example, int(train.sum()), int(valid.sum()))
