@@ -132,7 +132,11 @@ def stop_worker(worker: subprocess.Popen, timeout: float = 30) -> None:
 
 
 def pipeline(problem_name: str, start: date, end: date) -> list[tuple[str, str | None, dict]]:
-    """The demo's runs in order: (job, partition, run config)."""
+    """The demo's runs in order: (job, partition, run config).
+
+    Ingestion runs per partition of the spec's granularity: one run a day, or one run an
+    hour and then each day's typed tables (``partitioning.granularity: hourly``).
+    """
     from mlplatform.defs.jobs import (
         daily_job_name,
         feature_store_job_name,
@@ -145,9 +149,18 @@ def pipeline(problem_name: str, start: date, end: date) -> list[tuple[str, str |
 
     problem = get_problem(problem_name)
     day_keys = [d.isoformat() for d in days(start, end)]
+    ingestion = [(daily_job_name(problem), d, {}) for d in day_keys]
+    if problem.spec.partitioning.granularity == "hourly":  # each hour, then each day typed
+        from mlplatform.defs.jobs import typed_job_name
+        from mlplatform.lib.ingestion.hours import hour_keys
+
+        tz = problem.spec.partitioning.timezone
+        hours = [k for d in days(start, end) for k in hour_keys(d, tz)]
+        ingestion = [(daily_job_name(problem), k, {}) for k in hours]
+        ingestion += [(typed_job_name(problem), d, {}) for d in day_keys]
     return [
         (reference_job_name(problem), None, {}),
-        *[(daily_job_name(problem), d, {}) for d in day_keys],
+        *ingestion,
         *[(features_job_name(problem), d, {}) for d in day_keys],
         (feature_store_job_name(problem), None, {}),
         (training_job_name(problem), None, {}),

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -256,6 +257,36 @@ def test_production_demo_takes_each_problems_days_from_its_spec(
     assert production.main(["demo", "--problem", "nope"]) == 2
     assert "unknown problem 'nope' (known: " in capsys.readouterr().err
     assert not (home / "data").exists()
+
+
+def test_production_demo_ingests_an_hourly_problem_hour_by_hour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "extra_problems" / "hourly_copy"
+    shutil.copytree(problems()["flight_delay"].folder, folder)
+    spec = folder / "spec.yaml"
+    text = spec.read_text().replace("name: flight_delay", "name: hourly_copy")
+    spec.write_text(
+        text.replace(
+            "  timezone: America/New_York", "  timezone: America/New_York\n  granularity: hourly"
+        )
+    )
+    monkeypatch.setenv("MLPLATFORM_PROBLEMS_PATH", str(folder.parent))
+    problems.cache_clear()
+    try:
+        assert problems()["hourly_copy"].spec.partitioning.granularity == "hourly"
+        runs = [
+            (job, key)
+            for job, key, _ in production.pipeline("hourly_copy", *[date(2013, 3, 10)] * 2)
+        ]
+    finally:
+        monkeypatch.delenv("MLPLATFORM_PROBLEMS_PATH")
+        problems.cache_clear()
+    hours = [key for job, key in runs if job == "hourly_copy_ingestion"]
+    assert len(hours) == 23  # New York's clocks go forward that day
+    assert hours[0] == "2013-03-10-00:00" and hours[-1] == "2013-03-10-23:00"
+    assert ("hourly_copy_typed_tables", "2013-03-10") in runs
+    assert runs[-2:] == [("hourly_copy_feature_store", None), ("hourly_copy_training", None)]
 
 
 # -- the lineage commit ------------------------------------------------------------------
