@@ -25,6 +25,14 @@ BAD_DAY_FILE := mlplatform_tests/cases/05_naive_local_time_hour_flights_2013-01-
 # command's process: submitted, each day's run imports its libraries again (a week, measured:
 # 15.6 s in-process, 50 s submitted). `make demo DEMO_INGEST=` submits them too.
 DEMO_INGEST ?= --in-process
+# The second shipped problem after the flights, short: two weeks of hourly temperatures
+# (7 days train, 7 hold out), a champion, three forecasts over HTTP and a two-day replay;
+# `make demo SECOND=` skips it (its ingestion and features run in-process, like DEMO_INGEST)
+SECOND ?= city_temperature
+SECOND_START ?= 2010-06-01
+SECOND_END ?= 2010-06-14
+SECOND_REPLAY_START ?= 2010-06-15
+SECOND_REPLAY_END ?= 2010-06-16
 
 .PHONY: venv demo demo-production test lint bench-quick dev mlflow monitor constraints clean spec-docs
 
@@ -55,6 +63,19 @@ endif
 	  $(BIN)/mlplatform predict --problem $(PROBLEM) --url http://127.0.0.1:$(DEMO_PORT) --wait 120 -n 5
 	$(BIN)/mlplatform replay --problem $(PROBLEM) --start $(REPLAY_START) --end $(REPLAY_END) \
 	  --trials $(REPLAY_TRIALS)
+ifneq ($(SECOND),)
+	@echo "== $(SECOND): a regression on hourly data, after the flights =="
+	$(BIN)/mlplatform land --problem $(SECOND) --start $(SECOND_START) --end $(SECOND_END)
+	$(BIN)/mlplatform ingest --problem $(SECOND) --start $(SECOND_START) --end $(SECOND_END) $(DEMO_INGEST)
+	$(BIN)/mlplatform features --problem $(SECOND) --start $(SECOND_START) --end $(SECOND_END) \
+	  $(DEMO_INGEST)
+	$(BIN)/mlplatform train --problem $(SECOND)
+	$(BIN)/mlplatform serve --problem $(SECOND) --port $(DEMO_PORT) & pid=$$!; \
+	  trap 'kill $$pid 2>/dev/null; wait $$pid' EXIT; \
+	  $(BIN)/mlplatform predict --problem $(SECOND) --url http://127.0.0.1:$(DEMO_PORT) --wait 120 -n 3
+	$(BIN)/mlplatform replay --problem $(SECOND) --start $(SECOND_REPLAY_START) \
+	  --end $(SECOND_REPLAY_END)
+endif
 	$(BIN)/mlplatform status
 	@echo
 	@echo "Next: 'make dev' opens the Dagster UI on http://127.0.0.1:3000 (asset groups by stage);"
