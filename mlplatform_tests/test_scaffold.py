@@ -24,7 +24,7 @@ from mlplatform.serving.server import build_runtime, serve_in_background
 
 DAYS = ["--start", "2024-01-01", "--end", "2024-01-10"]
 # (task, its metric): the scaffold's tasks that train and serve end to end
-END_TO_END = [("binary", "roc_auc")]
+END_TO_END = [("binary", "roc_auc"), ("regression", "rmse")]
 
 
 @pytest.fixture
