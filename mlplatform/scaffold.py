@@ -31,39 +31,52 @@ _ORDER = [
 ]
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # the spec's problem name, a Python module name
 
+
+def _yaml(*lines: tuple[str, str]) -> str:
+    """YAML lines with their comments aligned as in the spec template (column 35)."""
+    return "\n".join(f"{text:<34}# {note}" if note else text for text, note in lines)
+
+
 # Per task: what the spec and the example's wording say.
 _TASK_VALUES: dict[str, dict[str, str]] = {
     "binary": {
         "example_goal": "will a site's reading of the hour exceed 50?",
         "label_phrase": "share of readings above 50",
-        "target_block": (
-            "  name: is_high\n"
-            "  source: readings\n"
-            "  column: outcome\n"
-            '  operator: ">"                 # binary: the label is outcome > 50 (0 or 1)\n'
-            "  value: 50\n"
-            '  description: "TODO (example: the hour\'s reading is above 50)"'
+        "target_block": _yaml(
+            ("  name: is_high", ""),
+            ("  source: readings", ""),
+            ("  column: outcome", ""),
+            ('  operator: ">"', "binary: the label is outcome > 50 (0 or 1)"),
+            ("  value: 50", ""),
+            ('  description: "TODO (example: the hour\'s reading is above 50)"', ""),
         ),
-        "metric_block": "  name: roc_auc                 # or average_precision, log_loss, brier\n"
-        "  direction: maximize",
-        "gates_block": "  min_metric: 0.65              # a floor against broken models\n"
-        "  max_regression: 0.03          # roc_auc a candidate may lose against the champion",
+        "metric_block": _yaml(
+            ("  name: roc_auc", "or average_precision, log_loss, brier"),
+            ("  direction: maximize", ""),
+        ),
+        "gates_block": _yaml(
+            ("  min_metric: 0.65", "a floor against broken models"),
+            ("  max_regression: 0.03", "roc_auc a candidate may lose against the champion"),
+        ),
         "slice_tolerance": "0.05",
-        "slice_positives": "  min_slice_positives: 10       # positive labels a slice needs\n",
+        "slice_positives": _yaml(("  min_slice_positives: 10", "positive labels a slice needs"))
+        + "\n",
         "max_metric_drop": "0.03",
     },
     "regression": {
         "example_goal": "what will a site's reading of the hour be?",
         "label_phrase": "mean reading",
-        "target_block": (
-            "  name: reading\n"
-            "  source: readings\n"
-            "  column: outcome               # regression: the outcome column itself\n"
-            '  description: "TODO (example: the hour\'s reading)"'
+        "target_block": _yaml(
+            ("  name: reading", ""),
+            ("  source: readings", ""),
+            ("  column: outcome", "regression: the outcome column itself"),
+            ('  description: "TODO (example: the hour\'s reading)"', ""),
         ),
-        "metric_block": "  name: rmse                    # or mae, r2\n  direction: minimize",
-        "gates_block": "  min_metric: 12                # rmse: a ceiling against broken models\n"
-        "  max_regression: 0.5           # rmse a candidate may lose against the champion",
+        "metric_block": _yaml(("  name: rmse", "or mae, r2"), ("  direction: minimize", "")),
+        "gates_block": _yaml(
+            ("  min_metric: 12", "rmse: a ceiling against broken models"),
+            ("  max_regression: 0.5", "rmse a candidate may lose against the champion"),
+        ),
         "slice_tolerance": "1.0",
         "slice_positives": "",
         "max_metric_drop": "1.0",
