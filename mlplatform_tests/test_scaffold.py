@@ -207,3 +207,17 @@ def test_no_path_hint_when_the_folder_is_already_listed(
     assert main(["new-problem", "listed", "--dir", str(home)]) == 0
     out = capsys.readouterr().out
     assert PROBLEMS_PATH_ENV not in out and "mlplatform train --problem listed" in out
+
+
+def test_by_default_the_problem_goes_into_the_package_and_needs_no_path(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the package's own problems folder (which is on the package's path), moved to a
+    # temporary one for the test
+    monkeypatch.setattr(problems_package, "PROBLEMS_DIR", home)
+    monkeypatch.setattr(problems_package, "__path__", [*problems_package.__path__, str(home)])
+    assert main(["new-problem", "bundled_example"]) == 0
+    out = capsys.readouterr().out
+    assert f"created {home / 'bundled_example'}:" in out and PROBLEMS_PATH_ENV not in out
+    problems.cache_clear()
+    assert get_problem("bundled_example").folder == home / "bundled_example"
