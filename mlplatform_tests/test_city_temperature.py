@@ -119,6 +119,8 @@ def test_lagged_features_use_only_reports_before_the_forecast_hour() -> None:
     pd.testing.assert_frame_equal(online, rows.loc[online.index])
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ingestion_and_the_training_set_audits_pass_on_real_days(trained: Trained) -> None:
     lake = trained.platform.lake
     forecasts = lake.read_days(NAME, "forecasts", [date(2010, 6, 1)])
@@ -130,6 +132,8 @@ def test_ingestion_and_the_training_set_audits_pass_on_real_days(trained: Traine
         assert store[("holdout_set", name)].passed, name
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_model_beats_persistence_on_the_holdout_days(trained: Trained) -> None:
     gates = trained.gates
     assert all(e.passed for (asset, _), e in gates.items() if asset == "evaluation_report")
@@ -148,6 +152,8 @@ def _holdout(lake: DataLake) -> pd.DataFrame:
     return pd.read_parquet(newest)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_one_forecast_over_http(trained: Trained) -> None:
     platform = trained.platform
     root = platform.lake.root
@@ -173,6 +179,8 @@ def test_one_forecast_over_http(trained: Trained) -> None:
     assert refused.status_code == 422
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_two_day_replay_serves_every_hour(trained: Trained) -> None:
     platform = trained.platform
     resources = {"lake": platform.feast.lake, "feast": platform.feast, "mlflow": platform.mlflow}
