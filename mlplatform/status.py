@@ -125,7 +125,7 @@ def stale_days(
         if "start" in latest and "end" in latest:
             start, end = date.fromisoformat(latest["start"]), date.fromisoformat(latest["end"])
             for p in relanded:
-                if p.day is not None and start <= p.day <= end:
+                if p.local_day is not None and start <= p.local_day <= end:  # an hour's day
                     for source in p.landed:
                         key = (p.label, source, name)
                         out.setdefault(key, "re-landed, not ingested yet")

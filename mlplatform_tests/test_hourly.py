@@ -263,3 +263,33 @@ def test_volume_of_an_hour_is_judged_against_the_same_hour_of_earlier_days(
     earlier += [rows[d] for d in (3, 4, 5)]
     assert volume.details["trailing_median"] == float(pd.Series(earlier).median())
     assert volume.details["rows"] == rows[6]
+
+
+def test_the_replay_lands_and_ingests_each_hour_at_its_end(
+    tmp_path: Path, problem: Problem, instance: dg.DagsterInstance
+) -> None:
+    from mlplatform.replay import Replay
+    from mlplatform.resources import LakeResource
+
+    variant = hourly_variant(problem)
+    platform = Platform(variant, tmp_path / "data", instance)
+    for source in ("planes", "airports"):
+        platform.lake.land("flight_delay", source, None, variant.export_reference(source), "csv")
+    assert platform.run_reference().success
+    lake = LakeResource(root=str(platform.lake.root))
+    resources = {"lake": lake, "feast": platform.feast, "mlflow": platform.mlflow}
+    replay = Replay(variant, platform.defs, instance, resources)
+
+    replay.land_hours(date.fromisoformat(DAY))
+
+    keys = hour_keys(date.fromisoformat(DAY), TZ)
+    raw = dg.AssetKey(["flight_delay", "raw_flights"])
+    assert sorted(instance.get_materialized_partitions(raw)) == sorted(keys)
+    ingestions = [r for r in replay.launched if r.origin == "flight_delay_landing"]
+    # one run per hour, each started when its hour had ended (the platform's clock)
+    assert [r.result.dagster_run.tags.get("dagster/partition") for r in ingestions] == keys
+    assert ingestions[0].at.isoformat() == "2013-01-02T06:00:00+00:00"  # 01:00 in New York
+    assert ingestions[-1].at.isoformat() == "2013-01-03T05:00:00+00:00"
+    # the day's typed tables followed by automation, after its last hour
+    typed = dg.AssetKey(["flight_delay", "flights"])
+    assert instance.get_materialized_partitions(typed) == {DAY}
