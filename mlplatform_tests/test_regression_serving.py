@@ -282,7 +282,7 @@ def _shadow_round(served: Served, challenger: str, skip: int) -> tuple[str, str,
 
 
 def test_the_rollout_refuses_a_worse_online_rmse_and_accepts_an_equal_one(
-    served: Served,
+    served: Served, record_property: Any
 ) -> None:
     from sklearn.metrics import root_mean_squared_error
 
@@ -303,11 +303,13 @@ def test_the_rollout_refuses_a_worse_online_rmse_and_accepts_an_equal_one(
     assert figures.challenger_metric - figures.champion_metric > spec.rollout.max_metric_drop
     assert stage == "rolled_back"
     assert "online rmse" in reason and "rise" in reason, reason
+    record_property("refused", reason)  # in a JUnit report (--junitxml), with the figures
 
     stage, reason, figures = _shadow_round(served, served.versions["same"], skip=400)
     assert figures.labelled == 60
     assert figures.challenger_metric == pytest.approx(figures.champion_metric)
     assert stage == "canary", reason
+    record_property("accepted", reason)
     # the rule itself, on these figures: a rise within the allowance waits, beyond it refuses
     worse = replace(figures, challenger_metric=figures.champion_metric + 1.5)
     within = replace(figures, challenger_metric=figures.champion_metric + 0.5)
