@@ -15,7 +15,8 @@ and fixed, seeded parameters, early-stopped on the window's newest 3 days.
 - gates: A/A pairs (seeds 1-4 against 42, per retrain) and the paired bootstrap's 95%
   bounds of the RMSE drop, overall and per slice (city, hour band); power against noise;
 - drift: Evidently's Jensen-Shannon per feature, a week of forecasts against the 28 days
-  before, at ages 0, 7 and 21 days (the share of features at or above the threshold).
+  before, at ages 0, 7 and 21 days (the share of features at or above the threshold);
+  the observations' ingestion drift (each day against the 14 before; in Celsius).
 
 Usage: ``.venv/bin/python bench/city_temperature.py``. Last line: one JSON object.
 """
@@ -187,6 +188,7 @@ def main() -> None:
     ]
     out["refused_at_max_regression"] = {str(k): f"{sum(v)}/{len(v)}" for k, v in power.items()}
     out["drift"] = drift(data)
+    out["ingestion_drift"] = ingestion_drift()
     print(json.dumps(out))
 
 
@@ -224,6 +226,32 @@ def drift(data: pd.DataFrame) -> dict[str, dict[str, float]]:
         }
         for age, v in shares.items()
     }
+
+
+def ingestion_drift() -> dict[str, float]:
+    """The observations' ingestion drift score: each day against its 14 days before.
+
+    Evidently's stattest of the spec (``sources.observations.drift``) on ``temp``: the
+    highest score of 2010, and the lowest of the same days sent in Celsius.
+    """
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    rule = SPEC.sources["observations"].drift
+    assert rule is not None, "the spec watches the observations"
+    hourly = source.hourly()
+    day = hourly["time"].dt.tz_convert(TZ).dt.date
+    days = sorted(day.unique())
+    scores, celsius = [], []
+    kind = ColumnType.Numerical
+    for i in range(rule.reference_days, len(days)):
+        temp = hourly["temp"]
+        cur, ref = temp[day == days[i]], temp[day.isin(days[i - rule.reference_days : i])]
+        stattest: Any = get_stattest(ref, cur, kind, rule.method)
+        scores.append(stattest.func(ref, cur, kind, rule.threshold)[0])
+        wrong = (cur - 32) * 5 / 9
+        celsius.append(stattest.func(ref, wrong, kind, rule.threshold)[0])
+    return {"max_2010": round(float(max(scores)), 2), "min_celsius": round(float(min(celsius)), 2)}
 
 
 if __name__ == "__main__":
