@@ -248,6 +248,14 @@ def test_slices_metrics_and_calibration_work_in_minutes(regression: Platform) ->
     assert paired.method == "bootstrap" and paired.low > 0  # the candidate's RMSE is higher
     outcome = gates.no_regression(paired.candidate, paired, spec.metric, g)
     assert not outcome.passed
+    # one slice made worse by three times its tolerance is refused by the slice gate, though
+    # no resample (300) reaches the tolerance and Holm asks for alpha / (judged slices)
+    mask = (columns["hour_band"].astype(str) == "evening").to_numpy()
+    far, _ = cal.degrade(y, b, mask, 3 * g.slice_tolerance, seed=5, metric="rmse")
+    judged = cal.judge(problem, holdout, y, far, b, seed=0)
+    (row,) = [r for r in judged.slices if r["slice"] == "hour_band" and r["value"] == "evening"]
+    assert row["decision"] == "REFUSED" and row["low"] > g.slice_tolerance
+    assert judged.refused["no_slice_regression"]
 
     result = cal.calibrate(problem, training, holdout, pairs=2, seed=3)
 

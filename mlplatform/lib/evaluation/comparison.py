@@ -58,17 +58,27 @@ class Paired:
 
         The null hypothesis is drop <= tolerance; NaN differences give 0 (refused: an
         undefined comparison is never evidence that the candidate is fine).
+
+        Bootstrap: the share of resampled drops at or below the tolerance, ``(1 + k) /
+        (B + 1)``. When no draw is (k = 0) that share only says p < 1/(B + 1), too coarse
+        for a family of slices (Holm tests the smallest p at alpha / family size: 1,000
+        resamples can never refuse one of 25 slices at alpha 0.025); then the normal tail
+        of the bootstrap distribution, ``sf((drop - tolerance) / se)``, capped at 1/(B + 1).
         """
+        from scipy.stats import norm
+
         drop = self.drop(direction)[0]
         if math.isnan(drop):
             return 0.0
         if self.method == "bootstrap" and len(self.draws):
             drops = -self.draws if direction == "maximize" else self.draws
-            return float((1 + np.sum(drops <= tolerance)) / (len(drops) + 1))
+            below = int(np.sum(drops <= tolerance))
+            floor = 1 / (len(drops) + 1)
+            if below or self.se <= 0 or math.isnan(self.se):
+                return float((1 + below) * floor)
+            return float(min(floor, norm.sf((drop - tolerance) / self.se)))
         if self.se <= 0:
             return 0.0 if drop > tolerance else 1.0
-        from scipy.stats import norm
-
         return float(norm.sf((drop - tolerance) / self.se))
 
     def to_dict(self) -> dict[str, Any]:
