@@ -114,7 +114,7 @@ def stale_days(
     for name, latest in (("training_set", training), ("holdout_set", holdout or {})):
         for key, digest in (latest.get("inputs") or {}).items():
             source, day = key.split("/", 1)
-            report = lake.read_batch_report(problem.name, raw_table(source), day)
+            report = lake.day_batch_report(problem.name, raw_table(source), day)
             if report and report.get("accepted") and report.get("content_hash") != digest:
                 new = report["content_hash"]
                 out[(day, source, name)] = f"ingested again with new content ({digest} -> {new})"

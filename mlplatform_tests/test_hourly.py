@@ -158,6 +158,7 @@ def test_the_daily_typed_and_feature_tables_read_the_days_hours(
 
 def test_a_broken_hour_is_quarantined_alone_and_holds_its_day(hourly: Platform) -> None:
     lake, name = hourly.lake, "flight_delay"
+    versions = lake.input_versions(name, ["flights"], [date.fromisoformat(DAY)])
     (path,) = lake.landed_files(name, "flights", BROKEN)
     good = pd.read_csv(path, dtype="string", keep_default_na=False)
     broken = good.copy()
@@ -186,6 +187,8 @@ def test_a_broken_hour_is_quarantined_alone_and_holds_its_day(hourly: Platform) 
     # the day is unreadable downstream until the hour is corrected, and says which hour
     blocked = lake.blocking(name, "flights", date.fromisoformat(DAY))
     assert blocked is not None and BROKEN in blocked.quarantine
+    assert "timestamps_in_partition" in blocked.failed
+    assert versions != lake.input_versions(name, ["flights"], [date.fromisoformat(DAY)])
     typed = run(hourly, typed_job_name(hourly.problem), DAY)
     assert not typed.success
     assert any(BROKEN in m for m in failure_messages(typed))
@@ -193,6 +196,9 @@ def test_a_broken_hour_is_quarantined_alone_and_holds_its_day(hourly: Platform) 
     lake.land(name, "flights", BROKEN, good, "csv")  # the corrected hour
     assert run(hourly, daily_job_name(hourly.problem), BROKEN).success
     assert lake.blocking(name, "flights", date.fromisoformat(DAY)) is None
+    # what a training set records of the day: its hours' content, the same again now
+    assert versions == lake.input_versions(name, ["flights"], [date.fromisoformat(DAY)])
+    assert list(versions) == [f"flights/{DAY}"]
 
 
 def test_the_daily_flights_definitions_are_unchanged(problem: Problem) -> None:

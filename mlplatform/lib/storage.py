@@ -22,6 +22,7 @@ until a corrected landing is accepted or someone keeps the previous table (``kee
 with who and why). The rule lives here, so no reader can forget it.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -283,10 +284,7 @@ class DataLake:
         """
         if table.startswith(RAW_PREFIX) or "/" in table:
             return None
-        report = self.read_batch_report(problem, RAW_PREFIX + table, day)
-        if report is None and len(partition_label(day)) == len("YYYY-MM-DD"):
-            # hourly landings (granularity: hourly): a day is readable when its hours are
-            report = self._rejected_hour(problem, RAW_PREFIX + table, partition_label(day))
+        report = self.day_batch_report(problem, RAW_PREFIX + table, day)
         if report is None or report.get("accepted", True):
             return None
         digest = str(report.get("content_hash", ""))
@@ -303,14 +301,35 @@ class DataLake:
             kept=valid,
         )
 
-    def _rejected_hour(self, problem: str, raw: str, day: str) -> dict[str, Any] | None:
-        """The report of the first rejected hourly landing of the ISO ``day``, if any."""
-        folder = self.root / "warehouse" / problem / raw
-        for path in sorted(folder.glob(f"{day}-??:??*.report.json")):
-            report = json.loads(path.read_text(encoding="utf-8"))
-            if not report.get("accepted", True):
-                return report
-        return None
+    def day_batch_report(
+        self, problem: str, table: str, day: date | str | None
+    ) -> dict[str, Any] | None:
+        """``read_batch_report``; for a day landed hour by hour, the day's from its hours.
+
+        With ``granularity: hourly`` a day has no report of its own: its hours' reports
+        make it, accepted when every hour was, with the first rejected hour's checks and
+        quarantine otherwise, ``rows`` summed and ``content_hash`` a digest of the hours'
+        (any hour ingested again with new content changes it). None if nothing was ingested.
+        """
+        report = self.read_batch_report(problem, table, day)
+        label = partition_label(day)
+        if report is not None or len(label) != len("YYYY-MM-DD"):
+            return report
+        folder = self.root / "warehouse" / problem / table
+        paths = sorted(folder.glob(f"{label}-??:??*.report.json"))
+        if not paths:
+            return None
+        hours = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+        rejected = [h for h in hours if not h.get("accepted", True)]
+        token = "|".join(f"{h.get('partition')}={h.get('content_hash')}" for h in hours)
+        return {
+            **(rejected[0] if rejected else {}),
+            "partition": label,
+            "hours": [h.get("partition") for h in hours],
+            "accepted": not rejected,
+            "rows": sum(int(h.get("rows", 0)) for h in hours),
+            "content_hash": hashlib.sha256(token.encode()).hexdigest()[:16],
+        }
 
     def blocking(self, problem: str, table: str, day: date | str | None) -> Rejection | None:
         """The rejection that makes ``table``'s day unreadable now, or None if readable."""
@@ -387,7 +406,7 @@ class DataLake:
         out: dict[str, str] = {}
         for source in sources:
             for day in days:
-                report = self.read_batch_report(problem, RAW_PREFIX + source, day)
+                report = self.day_batch_report(problem, RAW_PREFIX + source, day)
                 if report is not None:
                     out[f"{source}/{partition_label(day)}"] = str(report.get("content_hash", ""))
         return out
