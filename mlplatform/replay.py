@@ -401,6 +401,10 @@ class Replay:
         from mlplatform.lib.ingestion.landing import hour_exports
 
         tz = self.problem.spec.partitioning.timezone
+        for source, spec in self.problem.spec.sources.items():  # as ``land`` does each day
+            if spec.kind == "reference":
+                frame = self.problem.export_reference(source)
+                self.lake.land(self.problem.name, source, None, frame, spec.format)
         sources = self.problem.spec.daily_sources()
         exports = {s: hour_exports(self.problem, s, day) for s in sources}
         for key in next(iter(exports.values()), {}):
