@@ -725,6 +725,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     for name, fields in report.items():
         _out(name)
+        if broken := fields.get("broken"):  # a problem that cannot load: what and where
+            _out(f"  {'cannot load':<22} {broken['kind']}: {broken['file']}")
+            for line in broken["error"].splitlines():
+                _out(f"    {line}")
+            continue
         for key, value in fields.items():
             _out(f"  {key:<22} {value}")
     return 0
