@@ -5,11 +5,17 @@ Every forecast of 2010 gets its features from the problem's own builders
 trailing week) and ``entity_row``, joined as the point-in-time audit joins them
 (``merge_asof``, backward, within each table's TTL): the values Feast's join returns, without
 Feast (a year in ~1 min). Models are LightGBM fits with the spec's monotone constraints
-and fixed, seeded parameters, early-stopped on the window's newest 3 days.
+and fixed, seeded parameters, early-stopped on the window's newest 3 days, boosted from
+the spec's ``training.boost_from`` (its value as ``init_score``: the trees learn the
+target minus it, the prediction adds it back).
 
 - baselines and window: a retrain every 28 days from Feb 1 (11), each scored on the 7 days
   after it, per window (14, 28, 56 days); persistence (the newest observation) and the
   target hour the day before, on the same rows;
+- against the baseline "same hour yesterday" (``temp_18h``), side by side per retrain: the
+  spec's model, the same boosted from the label mean (no ``boost_from``), and LightGBM's
+  ``linear_tree`` (31 and 8 leaves, ``linear_lambda`` 1; whether ``pred_contrib``
+  explains it);
 - monotone constraints: the spec's against none (RMSE, and forecasts that fall when every
   observed temperature is 5 F warmer);
 - gates: A/A pairs (seeds 1-4 against 42, per retrain) and the paired bootstrap's 95%
@@ -42,6 +48,12 @@ MONOTONE = [1 if f.monotone == "increasing" else 0 for f in SPEC.features]
 PARAMS = {"learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 5}
 RETRAINS = [date(2010, 2, 1) + timedelta(days=28 * k) for k in range(11)]
 RNG = np.random.default_rng(0)
+LINEAR = {**PARAMS, "linear_tree": True, "linear_lambda": 1.0}
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "from_label_mean": {"base": None},
+    "linear_tree": {"params": LINEAR, "base": None},
+    "linear_tree_8_leaves": {"params": {**LINEAR, "num_leaves": 8}, "base": None},
+}
 
 
 def log(text: str) -> None:
@@ -86,17 +98,32 @@ def rmse(y: Any, p: Any) -> float:
 
 
 class Fitted:
-    """A seeded LightGBM fit; ``predict`` gives a float array."""
+    """A seeded LightGBM fit; ``predict`` gives a float array (plus ``base``'s value, if any)."""
 
-    def __init__(self, booster: Any) -> None:
-        self.booster = booster
+    def __init__(self, booster: Any, base: str | None = None) -> None:
+        self.booster, self.base = booster, base
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.booster.predict(frame), dtype=float)
+        out = np.asarray(self.booster.predict(frame[FEATURES]), dtype=float)
+        return out + frame[self.base].to_numpy(dtype=float) if self.base else out
+
+    def explainable(self, frame: pd.DataFrame) -> bool:
+        """Whether LightGBM's TreeSHAP (``pred_contrib``) explains this model."""
+        import lightgbm as lgb
+
+        try:
+            self.booster.predict(frame[FEATURES].head(1), pred_contrib=True)
+        except lgb.basic.LightGBMError:
+            return False
+        return True
 
 
 def fit(
-    train: pd.DataFrame, seed: int = 42, monotone: bool = True, params: dict | None = None
+    train: pd.DataFrame,
+    seed: int = 42,
+    monotone: bool = True,
+    params: dict | None = None,
+    base: str | None = SPEC.training.boost_from,
 ) -> Fitted:
     import lightgbm as lgb
 
@@ -109,14 +136,19 @@ def fit(
     }  # fmt: skip
     if monotone:
         p["monotone_constraints"] = MONOTONE
+
+    def dataset(rows: pd.DataFrame) -> Any:
+        init = rows[base].to_numpy(dtype=float) if base else None
+        return lgb.Dataset(rows[FEATURES], rows["y"], init_score=init)
+
     booster = lgb.train(
         p,
-        lgb.Dataset(fitting[FEATURES], fitting["y"]),
+        dataset(fitting),
         num_boost_round=1000,
-        valid_sets=[lgb.Dataset(valid[FEATURES], valid["y"])],
+        valid_sets=[dataset(valid)],
         callbacks=[lgb.early_stopping(30, verbose=False)],
     )
-    return Fitted(booster)
+    return Fitted(booster, base)
 
 
 def window(data: pd.DataFrame, cut: date, days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -141,8 +173,10 @@ def main() -> None:
     log(f"{len(data)} labelled forecasts")
     out: dict[str, object] = {"rows": len(data)}
     scores: dict[str, list[float]] = {
-        k: [] for k in ("w14", "w28", "w56", "free", "persist", "yday")
+        k: [] for k in ("w14", "w28", "w56", "free", "persist", "yday", *CANDIDATES)
     }
+    explainable = dict.fromkeys(CANDIDATES, True)
+    candidate_fell = dict.fromkeys(CANDIDATES, 0)
     fell = {"free": 0, "monotone": 0}
     aa, aa_upper, slice_lower = [], [], []
     power: dict[float, list[bool]] = {0.15: [], 0.3: []}
@@ -160,6 +194,14 @@ def main() -> None:
         scores["free"].append(rmse(y, free.predict(hold[FEATURES])))
         scores["persist"].append(rmse(y, hold["temp_1h"]))
         scores["yday"].append(rmse(y, hold["temp_18h"]))
+        for name, kwargs in CANDIDATES.items():
+            other = fit(train, **kwargs)
+            pred = other.predict(hold)
+            scores[name].append(rmse(y, pred))
+            explainable[name] &= other.explainable(hold)
+            hotter = hold.copy()
+            hotter[observed] = hotter[observed] + 5
+            candidate_fell[name] += int((other.predict(hotter) < pred - 1e-9).sum())
         warmer = hold[FEATURES].copy()
         warmer[observed] = warmer[observed] + 5
         fell["monotone"] += int((model.predict(warmer) < champ - 1e-9).sum())
@@ -174,8 +216,15 @@ def main() -> None:
         for noise, caught in power.items():
             worse = champ + RNG.normal(0, noise, len(y))
             caught.append(drop_bounds(y, worse, champ)[1] > SPEC.gates.max_regression)
-        log(f"{cut}: model {scores['w28'][-1]:.3f} F, persistence {scores['persist'][-1]:.2f} F")
+        side = "  ".join(f"{k} {scores[k][-1]:.3f}" for k in ("w28", "yday", *CANDIDATES))
+        log(f"{cut}: RMSE (F) {side}  persistence {scores['persist'][-1]:.2f}")
     out["mean_rmse"] = {k: round(float(np.mean(v)), 3) for k, v in scores.items()}
+    out["retrains_beating_yday"] = {
+        k: f"{sum(a < b for a, b in zip(scores[k], scores['yday'], strict=True))}/{len(RETRAINS)}"
+        for k in ("w28", *CANDIDATES)
+    }
+    out["explainable_by_treeshap"] = {"w28": True, **explainable}
+    out["candidates_colder_when_5F_warmer"] = candidate_fell
     out["forecasts_colder_when_5F_warmer"] = fell
     out["aa_rmse_diff_sd"] = round(float(np.std(aa)), 4)
     out["aa_upper_bound_q98_max"] = [

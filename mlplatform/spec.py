@@ -349,6 +349,14 @@ class TrainingSpec(_Strict):
         description="Boosting rounds of refit_fixed (trials and final fit), never more than "
         "max_rounds",
     )
+    boost_from: str | None = Field(
+        default=None,
+        description="Regression only: a numeric feature the model starts from. LightGBM "
+        "boosts from its value (init_score), so the trees learn the target minus it, and "
+        "every prediction (serving, batch, evaluation) adds it back; its explanation "
+        "carries the value in that feature's contribution. A row without it starts from "
+        "the feature's training mean. null: boost from the label mean",
+    )
 
 
 class GatesSpec(_Strict):
@@ -629,6 +637,13 @@ class ProblemSpec(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(
                 f"features: duplicate names {sorted({n for n in names if names.count(n) > 1})}"
+            )
+        start = self.training.boost_from
+        numeric = [f.name for f in self.features if f.kind == "numeric"]
+        if start is not None and (self.task != "regression" or start not in numeric):
+            raise ValueError(
+                f"training.boost_from: {start!r} must name a numeric feature of a "
+                f"regression problem (numeric features: {numeric}); or drop it"
             )
         return self
 

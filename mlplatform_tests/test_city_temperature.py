@@ -134,7 +134,7 @@ def test_ingestion_and_the_training_set_audits_pass_on_real_days(trained: Traine
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_the_model_beats_persistence_on_the_holdout_days(trained: Trained) -> None:
+def test_the_model_beats_persistence_and_yesterday_on_the_holdout_days(trained: Trained) -> None:
     gates = trained.gates
     assert all(e.passed for (asset, _), e in gates.items() if asset == "evaluation_report")
     rmse = float(gates[("evaluation_report", "min_metric")].metadata["value"].value)
@@ -144,6 +144,10 @@ def test_the_model_beats_persistence_on_the_holdout_days(trained: Trained) -> No
     persistence = math.sqrt(((label - holdout["temp_1h"]) ** 2).mean())
     # measured on 06-05..06: the model ~0.2 F, the newest observation (7 h before) ~7 F
     assert 0 < rmse < persistence / 5, (rmse, persistence)
+    # the target hour the day before, the model's starting point (training.boost_from):
+    # the boosted change must improve on it
+    yesterday = math.sqrt(((label - holdout["temp_18h"]) ** 2).mean())
+    assert rmse < yesterday, (rmse, yesterday)
 
 
 def _holdout(lake: DataLake) -> pd.DataFrame:
@@ -166,6 +170,7 @@ def test_one_forecast_over_http(trained: Trained) -> None:
         (request,) = as_requests(platform.problem, last)
         with httpx.Client(base_url=service.url) as client:
             answer = client.post("/predict", json=request).json()
+            explained = client.post("/predict", json={**request, "explain": True}).json()
             refused = client.post("/predict", json={**request, "city": "portland"})
     finally:
         service.stop()
@@ -177,6 +182,13 @@ def test_one_forecast_over_http(trained: Trained) -> None:
     truth = float(last["temp"].iloc[0])
     assert abs(answer["prediction"] - truth) < 2.0, (answer, truth)  # °F, not a probability
     assert refused.status_code == 422
+    # the model boosts from temp_18h: its value sits in that feature's contribution, and
+    # the contributions still add up to the prediction
+    parts = explained["contributions"]
+    assert math.isclose(
+        sum(parts.values()) + explained["base_value"], explained["prediction"], abs_tol=1e-6
+    )
+    assert abs(parts["temp_18h"] - explained["prediction"]) < 5.0, parts
 
 
 @pytest.mark.slow
@@ -197,3 +209,17 @@ def test_a_two_day_replay_serves_every_hour(trained: Trained) -> None:
     # each replayed day was landed and ingested by the platform's own automation
     ingested = platform.instance.get_materialized_partitions(dg.AssetKey([NAME, "forecasts"]))
     assert {"2010-06-07", "2010-06-08"} <= ingested
+
+
+def test_boost_from_must_name_a_numeric_feature_of_a_regression_problem() -> None:
+    spec = get_problem(NAME).spec
+    assert spec.training.boost_from == "temp_18h"
+    data = spec.model_dump()
+    for name in ("city", "temp_6h_ahead"):  # categorical; the target, no feature
+        data["training"]["boost_from"] = name
+        with pytest.raises(ValueError, match=r"training\.boost_from: .*numeric feature"):
+            type(spec).model_validate(data)
+    flights = get_problem("flight_delay").spec.model_dump()
+    flights["training"]["boost_from"] = flights["features"][0]["name"]
+    with pytest.raises(ValueError, match=r"training\.boost_from: .*regression problem"):
+        type(spec).model_validate(flights)

@@ -40,16 +40,19 @@ class LoadedModel:
 
         The booster's own transformation of its raw score: the probability of the positive
         class for a binary objective, the predicted value (the raw score itself, in the
-        target's units, unbounded) for a regression objective.
+        target's units, unbounded) for a regression objective, plus the feature it boosts
+        from (``Encoding.offset``, ``training.boost_from``) if any.
         """
-        return self.booster.predict(x)  # type: ignore[return-value]
+        out = self.booster.predict(x)
+        start = self.encoding.offset(x)
+        return out if start is None else out + start  # type: ignore[return-value]
 
     def predict_row(self, row: list[float]) -> float:
         """``predict_matrix`` of one encoded row: numpy in, one thread, no DataFrame."""
         import numpy as np
 
         out = self.booster.predict(np.asarray([row], dtype=float), num_threads=1)
-        return float(np.asarray(out).ravel()[0])
+        return float(np.asarray(out).ravel()[0]) + self.encoding.offset_row(row)
 
     def contributions_row(self, row: list[float]) -> tuple[list[float], float]:
         """Per-feature contributions to one encoded row's raw score, and the base value.
@@ -58,13 +61,18 @@ class LoadedModel:
         TreeSHAP of Lundberg et al. 2020): one float per input in ``encoding.features``
         order, in raw-score units, plus the expected raw score; contributions + base value
         = the row's raw score: its log-odds for a binary model, the predicted value itself
-        for a regression model. Runs on one thread.
+        for a regression model. A model boosting from a feature (``training.boost_from``)
+        adds what it starts from to that feature's contribution. Runs on one thread.
         """
         import numpy as np
 
         out = self.booster.predict(np.asarray([row], dtype=float), pred_contrib=True, num_threads=1)
-        values = np.asarray(out, dtype=float).ravel()
-        return [float(v) for v in values[:-1]], float(values[-1])
+        values = [float(v) for v in np.asarray(out, dtype=float).ravel()]
+        if self.encoding.boost_from is not None:
+            values[self.encoding.features.index(self.encoding.boost_from)] += (
+                self.encoding.offset_row(row)
+            )
+        return values[:-1], values[-1]
 
 
 def load_version(tracking: Tracking, name: str, version: str) -> LoadedModel:

@@ -89,9 +89,11 @@ class Models:
 
         matrix = feature_matrix(training, spec)
         self.encoding = tr.fit_encoding(matrix, spec)
+        x = self.encoding.matrix(matrix)
         self.data = lgb.Dataset(
-            self.encoding.matrix(matrix),
+            x,
             label=training[spec.target.name].to_numpy(),
+            init_score=self.encoding.offset(x),
             feature_name=self.encoding.features,
             categorical_feature=self.encoding.categorical_indices,
             free_raw_data=False,
@@ -114,7 +116,9 @@ class Models:
 
         params = {**base_params(seed, self.monotone, self.metric), **self.params, "metric": "none"}
         booster = lgb.train(params, self.data, num_boost_round=self.rounds)
-        return np.asarray(booster.predict(self.holdout), dtype=float)
+        out = np.asarray(booster.predict(self.holdout), dtype=float)
+        start = self.encoding.offset(self.holdout)
+        return out if start is None else out + start
 
 
 def degrade(

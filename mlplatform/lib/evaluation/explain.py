@@ -35,7 +35,9 @@ def contributions(model: "LoadedModel", frame: pd.DataFrame) -> pd.DataFrame:
     Returns:
         float64 DataFrame on ``frame``'s index, columns ``model.encoding.features`` (in that
         order) then ``bias``: per row, the columns sum to the model's raw score
-        (``booster.predict(x, raw_score=True)``, log-odds for a binary model).
+        (``booster.predict(x, raw_score=True)``, log-odds for a binary model), plus, for a
+        model boosting from a feature (``training.boost_from``), what it starts from, in
+        that feature's column.
 
     Raises:
         KeyError: a feature of the encoding is missing from ``frame``.
@@ -46,6 +48,9 @@ def contributions(model: "LoadedModel", frame: pd.DataFrame) -> pd.DataFrame:
         raise KeyError(f"contributions: no column for feature(s) {missing}")
     x = model.encoding.matrix(frame[features])
     values = np.asarray(model.booster.predict(x, pred_contrib=True), dtype=np.float64)
+    start = model.encoding.offset(x)
+    if start is not None and model.encoding.boost_from is not None:
+        values[:, features.index(model.encoding.boost_from)] += start
     return pd.DataFrame(values, index=frame.index, columns=[*features, BIAS])
 
 

@@ -48,13 +48,17 @@ def best_round(scores: list[float], patience: int, maximize: bool = True) -> int
 
 
 def round_scores(
-    booster: "lgb.Booster", x: np.ndarray, y: np.ndarray, metric: str = "roc_auc"
+    booster: "lgb.Booster",
+    x: np.ndarray,
+    y: np.ndarray,
+    metric: str = "roc_auc",
+    start: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """Validation scores after each boosting round, by the spec's metric names.
 
     ``metric`` and its task's companions: roc_auc and log_loss for a binary model (raw
     scores through the logistic function), rmse and mae for regression (raw scores are the
-    values).
+    values). ``start``: what the raw scores add to per row (``Encoding.offset``), or zeros.
     """
     from mlplatform.lib.evaluation.metrics import metric as score
 
@@ -62,7 +66,7 @@ def round_scores(
     names = list(
         dict.fromkeys([metric, *(("roc_auc", "log_loss") if task == "binary" else ("rmse", "mae"))])
     )
-    raw = np.zeros(len(x))
+    raw = np.zeros(len(x)) if start is None else np.array(start, dtype=float)
     out: dict[str, list[float]] = {n: [] for n in names}
     for i in range(booster.num_trees()):
         raw += np.asarray(
@@ -90,16 +94,18 @@ def fit_dask(client: "Client", data: Data, params: dict[str, Any], cfg: Training
     params = {k: v for k, v in params.items() if k != "num_threads"}
     kind = DaskLGBMClassifier if METRICS[data.metric][0] == "binary" else DaskLGBMRegressor
     model = kind(client=client, n_estimators=cfg.max_rounds, **params)
+    start = data.encoding.offset(x)  # boost_from: the trees learn the label minus it
     model.fit(
         dx,
         dy,
+        init_score=None if start is None else da.from_array(start, chunks=cast(Any, (rows,))),
         feature_name=data.encoding.features,
         categorical_feature=data.encoding.categorical_indices,
     )
     full = model.booster_
     xv = np.asarray(data.valid.get_data(), dtype=float)
     yv = np.asarray(data.valid.get_label())
-    scores = round_scores(full, xv, yv, data.metric)
+    scores = round_scores(full, xv, yv, data.metric, data.encoding.offset(xv))
     followed = scores[data.metric]
     maximize = direction(data.metric) == "maximize"
     rounds = best_round(followed, cfg.early_stopping_rounds, maximize)

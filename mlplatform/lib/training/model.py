@@ -33,10 +33,31 @@ THREADS = 2  # the machines have two cores; a fixed count keeps results repeatab
 
 @dataclass(frozen=True)
 class Encoding:
-    """How model inputs become a float matrix: categorical values map to fixed codes."""
+    """How model inputs become a float matrix: categorical values map to fixed codes.
+
+    ``boost_from`` (``training.boost_from``): the numeric feature the booster's raw score is
+    added to (its value, or ``boost_default``, its training mean, where missing); None: the
+    raw score is the prediction.
+    """
 
     features: list[str]
     categories: dict[str, list[str]]
+    boost_from: str | None = None
+    boost_default: float = 0.0
+
+    def offset(self, x: np.ndarray) -> np.ndarray | None:
+        """What the model starts from per row of an encoded matrix, float64; None if nothing."""
+        if self.boost_from is None:
+            return None
+        values = np.asarray(x[:, self.features.index(self.boost_from)], dtype=float)
+        return np.where(np.isnan(values), self.boost_default, values)
+
+    def offset_row(self, row: list[float]) -> float:
+        """``offset`` of one encoded row (0.0 without ``boost_from``)."""
+        if self.boost_from is None:
+            return 0.0
+        value = row[self.features.index(self.boost_from)]
+        return self.boost_default if math.isnan(value) else float(value)
 
     @property
     def categorical_indices(self) -> list[int]:
@@ -67,23 +88,42 @@ class Encoding:
 
     def to_json(self) -> str:
         """Serialized form, stored beside the model."""
-        return json.dumps({"features": self.features, "categories": self.categories}, indent=2)
+        data: dict[str, Any] = {"features": self.features, "categories": self.categories}
+        if self.boost_from is not None:
+            data |= {"boost_from": self.boost_from, "boost_default": self.boost_default}
+        return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> "Encoding":
         """Read the stored form back."""
         data = json.loads(text)
-        return cls(features=data["features"], categories=data["categories"])
+        return cls(
+            features=data["features"],
+            categories=data["categories"],
+            boost_from=data.get("boost_from"),
+            boost_default=float(data.get("boost_default", 0.0)),
+        )
 
 
 def fit_encoding(matrix: pd.DataFrame, spec: ProblemSpec) -> Encoding:
-    """Codes for every categorical feature: its values in the training data, sorted."""
+    """Codes for every categorical feature: its values in the training data, sorted.
+
+    With ``training.boost_from``, its training mean (0.0 if it is never known) stands in
+    where a row lacks it.
+    """
     categories = {
         f.name: sorted({str(v) for v in matrix[f.name].dropna()})
         for f in spec.features
         if f.kind == "categorical"
     }
-    return Encoding(features=[f.name for f in spec.features], categories=categories)
+    start = spec.training.boost_from
+    mean = pd.to_numeric(matrix[start], errors="coerce").mean() if start else math.nan
+    return Encoding(
+        features=[f.name for f in spec.features],
+        categories=categories,
+        boost_from=start,
+        boost_default=0.0 if math.isnan(mean) else float(mean),
+    )
 
 
 def time_split(
@@ -235,8 +275,17 @@ def datasets(
         "free_raw_data": False,
         "params": {"feature_pre_filter": False, "verbosity": -1},
     }
-    dtrain = lgb.Dataset(x[train], label=y[train], **common)
-    dvalid = lgb.Dataset(x[valid], label=y[valid], reference=dtrain, **common)
+    init = encoding.offset(x)  # boost_from: the trees learn the label minus it
+    dtrain = lgb.Dataset(
+        x[train], label=y[train], init_score=None if init is None else init[train], **common
+    )
+    dvalid = lgb.Dataset(
+        x[valid],
+        label=y[valid],
+        init_score=None if init is None else init[valid],
+        reference=dtrain,
+        **common,
+    )
     return Data(dtrain, dvalid, encoding, metric)
 
 
@@ -332,6 +381,7 @@ def refit(
     everything = lgb.Dataset(
         x,
         label=y,
+        init_score=encoding.offset(x),
         feature_name=encoding.features,
         categorical_feature=encoding.categorical_indices,
         params={"feature_pre_filter": False, "verbosity": -1},
