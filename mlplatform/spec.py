@@ -476,6 +476,11 @@ class MonitoringSpec(_Strict):
     """Evidently stattest comparing each served feature with the training reference."""
     threshold: float = Field(default=0.1, gt=0)
     """Score at which one feature drifts."""
+    cat_stattest: str | None = None
+    """Evidently stattest of the categorical features (its ``cat_method``); null: stattest.
+    Needed when stattest scores numbers only (wasserstein, ks, anderson, ...)."""
+    cat_threshold: float | None = Field(default=None, gt=0)
+    """Score at which one categorical feature drifts; null: threshold."""
     drift_share: Ratio = 0.3
     """Share of drifted features at which the day drifts (and on_drift acts)."""
     window_days: int = Field(

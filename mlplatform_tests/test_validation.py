@@ -11,7 +11,7 @@ from mlplatform.lib.ingestion.validation import (
     check_volume,
     day_bounds,
 )
-from mlplatform.lib.monitoring.drift import column_drift
+from mlplatform.lib.monitoring.drift import DriftMethodError, column_drift, drift_run
 from mlplatform.problems.flight_delay.source import export_day
 
 RULE = {"min_history": 3, "warn_range": (0.5, 2.0), "error_range": (0.1, 10.0)}
@@ -66,3 +66,37 @@ def test_drift_flags_a_unit_change_but_not_an_ordinary_day() -> None:
     assert [d.drifted for d in ordinary] == [False, False]
     assert [(d.column, d.drifted) for d in changed] == [("temp", True), ("humid", False)]
     assert changed[0].score > 3.5 > ordinary[0].score
+
+
+def test_a_numbers_only_drift_test_scores_categoricals_with_its_cat_method() -> None:
+    # wasserstein cannot score a categorical column (city_temperature's city failed its
+    # drift report in the replay): categoricals take cat_method, and without one the error
+    # names the columns and the spec field to set, instead of Evidently's bare type error
+    reference = pd.concat([export_day("weather", date(2013, 2, d)) for d in range(1, 15)])
+    today = export_day("weather", date(2013, 2, 15))
+    only_jfk = today.assign(origin="JFK")
+
+    with pytest.raises(DriftMethodError, match=r"\['origin'\].*monitoring\.cat_stattest"):
+        drift_run(today, reference, ["temp", "origin"], "wasserstein", 3.5)
+    ordinary = drift_run(
+        today,
+        reference,
+        ["temp", "origin"],
+        "wasserstein",
+        3.5,
+        cat_method="jensenshannon",
+        cat_threshold=0.1,
+    )
+    changed = drift_run(
+        only_jfk,
+        reference,
+        ["temp", "origin"],
+        "wasserstein",
+        3.5,
+        cat_method="jensenshannon",
+        cat_threshold=0.1,
+    )
+    assert [(d.column, d.drifted) for d in ordinary.columns] == [("temp", False), ("origin", False)]
+    assert [(d.column, d.drifted) for d in changed.columns] == [("temp", False), ("origin", True)]
+    # the numeric column keeps its own test: the same score either way
+    assert changed.columns[0].score == ordinary.columns[0].score

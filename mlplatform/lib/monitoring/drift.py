@@ -64,6 +64,10 @@ class DriftRun:
     snapshot: Any = None
 
 
+class DriftMethodError(ValueError):
+    """A drift test that cannot score a column's type (wasserstein on a categorical one)."""
+
+
 def drift_run(
     current: pd.DataFrame,
     reference: pd.DataFrame,
@@ -76,16 +80,24 @@ def drift_run(
     timestamp: datetime | None = None,
     tags: list[str] | None = None,
     metadata: dict[str, Any] | None = None,
+    cat_method: str | None = None,
+    cat_threshold: float | None = None,
 ) -> DriftRun:
     """Score each column's drift and count the drifted ones with Evidently's preset.
 
     Numeric columns are those with a numeric dtype in ``reference``; the rest are
-    categorical. Columns with no value in ``current`` or ``reference`` are returned not
-    evaluated (``note``) instead of failing the whole report. ``counted`` (default: all of
+    categorical, scored with ``cat_method`` and ``cat_threshold`` (Evidently's own
+    ``cat_method``; default ``method`` and ``threshold``). Columns with no value in
+    ``current`` or ``reference`` are returned not evaluated (``note``) instead of failing
+    the whole report. ``counted`` (default: all of
     ``columns``) are the columns ``DataDriftPreset`` summarizes (its drift share and count,
     its test against ``drift_share``); the others get a ``ValueDrift`` of their own, with
     the same method and threshold. When ``html_path`` is given and a column was scored, the
     report is saved there; ``timestamp``, ``tags`` and ``metadata`` go to the snapshot.
+
+    Raises:
+        DriftMethodError: a test that cannot score a column's type (Evidently's
+            ``StatTestInvalidFeatureTypeError``), naming the columns and the spec field.
     """
     notes = {c: _unscorable(current, reference, c) for c in columns}
     scored = [c for c in columns if not notes[c]]
@@ -100,23 +112,40 @@ def drift_run(
     numeric = [c for c in scored if pd.api.types.is_numeric_dtype(reference[c])]
     categorical = [c for c in scored if c not in numeric]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    cat_method, cat_threshold = cat_method or method, cat_threshold or threshold
     items: list = [
         ValueDrift(column=c, method=method, threshold=threshold)
+        if c in numeric
+        else ValueDrift(column=c, method=cat_method, threshold=cat_threshold)
         for c in scored
         if c not in summarized
     ]
     if summarized:
         preset = DataDriftPreset(
-            columns=summarized, method=method, threshold=threshold, drift_share=drift_share
+            columns=summarized,
+            num_method=method,
+            num_threshold=threshold,
+            cat_method=cat_method,
+            cat_threshold=cat_threshold,
+            drift_share=drift_share,
         )
         items.insert(0, preset)
-    snapshot = Report(items, include_tests=True).run(
-        Dataset.from_pandas(current.filter(items=scored), data_definition=definition),
-        Dataset.from_pandas(reference.filter(items=scored), data_definition=definition),
-        timestamp=timestamp,
-        tags=tags or [],
-        metadata=dict(metadata or {}),
-    )
+    try:
+        snapshot = Report(items, include_tests=True).run(
+            Dataset.from_pandas(current.filter(items=scored), data_definition=definition),
+            Dataset.from_pandas(reference.filter(items=scored), data_definition=definition),
+            timestamp=timestamp,
+            tags=tags or [],
+            metadata=dict(metadata or {}),
+        )
+    except ValueError as exc:  # Evidently's StatTestInvalidFeatureTypeError is one
+        if "isn't applicable to feature of type" not in str(exc):
+            raise
+        raise DriftMethodError(
+            f"drift test cannot score these columns: {exc} (numeric: {method!r} on "
+            f"{numeric}; categorical: {cat_method!r} on {categorical}); choose a test for "
+            "each column type (the spec's monitoring.cat_stattest, or a source's drift.method)"
+        ) from None
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(html_path))

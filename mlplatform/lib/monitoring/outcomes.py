@@ -146,6 +146,8 @@ def drift(
         timestamp=timestamp,
         tags=["drift"],
         metadata=metadata,
+        cat_method=rule.cat_stattest,
+        cat_threshold=rule.cat_threshold,
     )
     features = [d for d in run.columns if d.column != "prediction"]
     (prediction,) = [d for d in run.columns if d.column == "prediction"]
