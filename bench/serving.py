@@ -124,7 +124,7 @@ def raw_predict_p99(lake: DataLake, requests: list[dict]) -> float:
     )
     store = open_store(problem, lake.root)
     scorer = OnlineScorer(problem, store, service_of(problem, store, lake.root))
-    rows = [np.asarray([model.encoding.row(scorer.features(r).vector)]) for r in requests[:500]]
+    rows = [np.asarray([model.encoding.row(scorer.features(r).values)]) for r in requests[:500]]
     took = []
     for _ in range(4):
         for row in rows:

@@ -136,6 +136,10 @@ def _error_text(err) -> str:
     """A step error as a user reads it: the message, indented, without Dagster's class path."""
     if err is None:
         return ""
+    # Dagster wraps an exception raised in an op ("Error occurred while executing op ..."):
+    # what the user needs is the exception it wraps
+    while err.cause is not None and err.cls_name == "DagsterExecutionStepExecutionError":
+        err = err.cause
     # a serialized error's message starts with the exception's qualified class name
     message = err.message.strip()
     if err.cls_name and ": " in message.split("\n", 1)[0]:

@@ -461,14 +461,21 @@ class Replay:
             os.environ.pop(settings.CLOCK_VAR, None)
 
 
-def frozen_scores(model: "LoadedModel", outcomes: "pd.DataFrame") -> "pd.Series":
-    """The frozen model's predictions for the logged feature vectors (offline)."""
+def frozen_scores(model: "LoadedModel", outcomes: "pd.DataFrame", names: list[str]) -> "pd.Series":
+    """The frozen model's predictions for the logged feature vectors (offline).
+
+    ``names``: the spec's features, the order the log keeps each vector in; the frozen
+    model encodes them by name (it may predate a change of the feature list).
+    """
     import numpy as np
     import pandas as pd
 
     if outcomes.empty:
         return pd.Series(dtype=float)
-    rows = [model.encoding.row(json.loads(v)) for v in outcomes["features"]]
+    rows = [
+        model.encoding.row(dict(zip(names, json.loads(v), strict=True)))
+        for v in outcomes["features"]
+    ]
     return pd.Series(model.predict_matrix(np.asarray(rows, dtype=float)), index=outcomes.index)
 
 
@@ -651,7 +658,7 @@ def replay(
         row = timeline.add_day(
             day,
             outcomes,
-            frozen_scores(frozen, outcomes),
+            frozen_scores(frozen, outcomes, [f.name for f in spec.features]),
             {"champion": state.champion, "challenger": state.challenger, "stage": state.stage},
             drift_figures(instance, drift_key, day),
             sorted(events, key=lambda e: e.time),

@@ -98,3 +98,30 @@ def test_stopping_the_newer_of_two_services_gives_the_older_its_announcement_bac
     assert held["url"] == "http://127.0.0.1:18555" and held["pid"] == os.getpid()
     first.withdraw()
     assert announced(tmp_path, "flight_delay") is None
+
+
+def test_a_failed_step_prints_the_error_the_op_raised_not_dagsters_wrapper(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # a new user saw only "Error occurred while executing op ..." and had to read the event
+    # log for the KeyError that said which feature had no value source
+    from mlplatform.cli import _report_run
+
+    @dg.op
+    def model_candidate() -> None:
+        raise KeyError("energy_demand: no value source for feature(s) ['day_of_week']")
+
+    @dg.job
+    def energy_demand_training() -> None:
+        model_candidate()
+
+    with dg.instance_for_test() as instance:
+        result = energy_demand_training.execute_in_process(instance=instance, raise_on_error=False)
+    _report_run("energy_demand_training", None, result)
+
+    out = capsys.readouterr().out
+    assert "FAILED" in out
+    assert (
+        "model_candidate: \"energy_demand: no value source for feature(s) ['day_of_week']\"" in out
+    )
+    assert "Error occurred while executing" not in out

@@ -374,7 +374,7 @@ class Runtime:
             record["features"] = json.dumps(features.vector, default=str)
             record["defaulted"] = json.dumps(features.defaulted)
             record["missing"] = json.dumps(features.missing)
-            champion_p = _score(snap.champion, features.vector)
+            champion_p = _score(snap.champion, features.values)
             record |= {
                 "champion_version": snap.champion.version,
                 "champion_prediction": champion_p,
@@ -383,7 +383,7 @@ class Runtime:
             if snap.challenger is not None:
                 record["challenger_version"] = snap.challenger.version
                 try:
-                    challenger_p = _score(snap.challenger, features.vector)
+                    challenger_p = _score(snap.challenger, features.values)
                     record["challenger_prediction"] = challenger_p
                     if snap.plan.stage == "canary" and routes_to_challenger(key, snap.plan.share):
                         route, served, prediction = (
@@ -408,7 +408,7 @@ class Runtime:
                 "unseen_categories": unseen,
             }
             if explain and answered is not None:
-                values, base = answered.contributions_row(answered.encoding.row(features.vector))
+                values, base = answered.contributions_row(answered.encoding.row(features.values))
                 contributions = dict(zip(answered.encoding.features, values, strict=True))
                 answer |= {"contributions": contributions, "base_value": base}
             return answer
@@ -420,8 +420,8 @@ class Runtime:
             self.predictions.write(record)
 
 
-def _score(model: "LoadedModel", vector: list[Any]) -> float:
-    p = model.predict_row(model.encoding.row(vector))
+def _score(model: "LoadedModel", values: dict[str, Any]) -> float:
+    p = model.predict_row(model.encoding.row(values))
     if math.isnan(p):
         raise ValueError(f"version {model.version} returned NaN")
     return p

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlplatform.lib.features.feature_store import feature_vector, online_vector
+from mlplatform.lib.features.feature_store import feature_values, online_vector
 from mlplatform.problems import Problem
 
 if TYPE_CHECKING:
@@ -29,23 +29,30 @@ def _missing(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class Features:
-    """One request's model inputs (spec order) and those the store had no value for.
+    """One request's model inputs by name (spec order) and those the store had no value for.
 
     ``missing``: every input with no value, sorted; ``defaulted``: those of them the spec's
-    default filled (the others reach the model as missing).
+    default filled (the others reach the model as missing). Each model encodes ``values``
+    by its own feature names (``Encoding.row``), so a champion trained before the spec's
+    feature list changed still scores.
     """
 
-    vector: list[Any]
+    values: dict[str, Any]
     defaulted: list[str]
     missing: list[str]
+
+    @property
+    def vector(self) -> list[Any]:
+        """The inputs in spec order, as the prediction log keeps them."""
+        return list(self.values.values())
 
     def unseen(self, encoding: "Encoding") -> list[str]:
         """Categorical inputs whose value the model's encoding never saw in training, sorted."""
         return sorted(
             name
-            for name, value in zip(encoding.features, self.vector, strict=True)
+            for name in encoding.features
             if name in encoding.categories
-            and not _missing(value)
+            and not _missing(value := self.values.get(name))
             and value not in set(encoding.categories[name])
         )
 
@@ -77,11 +84,11 @@ class OnlineScorer:
             values = online_vector(self.problem, self.store, self.service, request)
         missing = sorted(n for n in self._names if _missing(values.get(n)))
         defaulted = [n for n in missing if n in self._defaults]
-        return Features(feature_vector(values, self.problem.spec), defaulted, missing)
+        return Features(feature_values(values, self.problem.spec), defaulted, missing)
 
     def score(self, model: "LoadedModel", request: Mapping[str, Any]) -> float:
         """The model's output for one request (``LoadedModel.predict_row``)."""
-        return model.predict_row(model.encoding.row(self.features(request).vector))
+        return model.predict_row(model.encoding.row(self.features(request).values))
 
 
 def offline_score(problem: Problem, model: "LoadedModel", record: Mapping[str, Any]) -> float:
@@ -91,7 +98,7 @@ def offline_score(problem: Problem, model: "LoadedModel", record: Mapping[str, A
     request field (a behavioural case) reaches the model exactly as in serving.
     """
     values = {**record, **problem.entity_row(record)}
-    return model.predict_row(model.encoding.row(feature_vector(values, problem.spec)))
+    return model.predict_row(model.encoding.row(feature_values(values, problem.spec)))
 
 
 def degraded(log: "pd.DataFrame") -> "pd.Series":

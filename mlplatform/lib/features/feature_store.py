@@ -398,10 +398,19 @@ def feature_vector(values: Mapping[str, Any], spec: ProblemSpec) -> list[Any]:
 
     The scalar twin of ``feature_matrix`` for serving one request without a DataFrame.
     """
+    return list(feature_values(values, spec).values())
+
+
+def feature_values(values: Mapping[str, Any], spec: ProblemSpec) -> dict[str, Any]:
+    """``feature_vector`` by name: feature → value (float or category), in spec order.
+
+    Raises:
+        KeyError: a spec feature with no value source in ``values`` (names them).
+    """
     missing = [f.name for f in spec.features if f.name not in values]
     if missing:
         raise KeyError(f"{spec.name}: no value source for feature(s) {missing}")
-    out: list[Any] = []
+    out: dict[str, Any] = {}
     for feature in spec.features:
         value = values[feature.name]
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -412,7 +421,7 @@ def feature_vector(values: Mapping[str, Any], spec: ProblemSpec) -> list[Any]:
             )
         elif feature.kind == "numeric":
             value = float(value)
-        out.append(value)
+        out[feature.name] = value
     return out
 
 

@@ -8,7 +8,7 @@ search was killed and resumed.
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,18 +65,38 @@ class Encoding:
         return [i for i, f in enumerate(self.features) if f in self.categories]
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """Encode a feature matrix (spec order); unknown or missing categories become NaN."""
+        """Encode a feature matrix by column name, in this model's feature order.
+
+        Unknown or missing categories become NaN, and so does a feature ``frame`` lacks
+        (one the spec dropped since this model was trained: it reaches the model as
+        missing, as in serving), so a champion trained on another feature set still scores.
+        """
         columns = []
         for name in self.features:
-            if name in self.categories:
+            if name not in frame.columns:
+                columns.append(np.full(len(frame), np.nan))
+            elif name in self.categories:
                 codes = {v: float(i) for i, v in enumerate(self.categories[name])}
                 columns.append(frame[name].map(codes).astype(float).to_numpy())
             else:
                 columns.append(pd.to_numeric(frame[name], errors="coerce").astype(float).to_numpy())
         return np.column_stack(columns) if columns else np.empty((len(frame), 0))
 
-    def row(self, vector: list[Any]) -> list[float]:
-        """Encode one feature vector (spec order) without pandas, for serving."""
+    def row(self, values: Mapping[str, Any] | Sequence[Any]) -> list[float]:
+        """Encode one request's inputs without pandas, for serving, in this model's order.
+
+        ``values``: feature name → value (a name absent is missing: NaN), or a sequence in
+        this model's own ``features`` order. By name is what serving uses: the spec's
+        feature list may have changed since this model was trained (a feature added or
+        dropped), and the champion must keep scoring its own inputs.
+
+        Raises:
+            ValueError: a sequence whose length is not the model's feature count.
+        """
+        if isinstance(values, Mapping):
+            vector: Sequence[Any] = [values.get(name) for name in self.features]
+        else:
+            vector = values
         out = []
         for name, value in zip(self.features, vector, strict=True):
             if name in self.categories:
