@@ -72,7 +72,9 @@ def problem_status(
                 "rows": training["rows"],
                 "data_version": training["data_version"],
                 "stale_days": (stale := stale_days(problem, lake, training, relanded)),
-                "stale": bool(stale),
+                # spec features the set has no column for (added to the spec since)
+                "missing_features": (absent := missing_features(problem, training)),
+                "stale": bool(stale or absent),
             }
             if training
             else None
@@ -94,6 +96,21 @@ def problem_status(
         # alerts raised (all in the local log), webhook deliveries, the newest alert
         "alerts": AlertLog(lake.root, problem.name).summary(),
     }
+
+
+def missing_features(problem: Problem, training: dict[str, Any]) -> list[str]:
+    """Spec features the latest training set has no column for, in spec order.
+
+    A feature added to the spec after the set was built: training fails on it until the
+    set is built again. Reads the Parquet footer only.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        columns = set(pq.read_schema(training["path"]).names)
+    except (OSError, KeyError):
+        return []
+    return [f.name for f in problem.spec.features if f.name not in columns]
 
 
 def stale_days(

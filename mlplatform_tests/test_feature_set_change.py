@@ -140,3 +140,23 @@ def test_a_champion_trained_on_another_feature_list_keeps_serving(
     ]
     expected = champion.predict_matrix(champion.encoding.matrix(pd.DataFrame(logged_values)))
     np.testing.assert_allclose([a["prediction"] for a in answers], expected, rtol=1e-12)
+
+
+def test_status_calls_a_training_set_without_a_new_spec_feature_stale(
+    featured_base: Path, problem: Problem
+) -> None:
+    # the same user's training set said stale: false although training could not read it
+    from mlplatform.lib.storage import DataLake
+    from mlplatform.spec import parse_spec
+    from mlplatform.status import missing_features
+
+    latest = DataLake(featured_base).read_latest(NAME, "training_set")
+    assert latest is not None
+    data = problem.spec.model_dump(by_alias=True)
+    data["features"].append(
+        {"name": "dep_minute", "source": "flights", "kind": "numeric", "description": "new"}
+    )
+    grown = replace(problem, spec=parse_spec(data, "spec with a new feature"))
+
+    assert missing_features(problem, latest) == []
+    assert missing_features(grown, latest) == ["dep_minute"]

@@ -429,7 +429,11 @@ def feature_matrix(vectors: pd.DataFrame, spec: ProblemSpec) -> pd.DataFrame:
     """The model's inputs: the spec's features in spec order, with the spec's defaults."""
     missing = [f.name for f in spec.features if f.name not in vectors.columns]
     if missing:
-        raise KeyError(f"{spec.name}: no value source for feature(s) {missing}")
+        raise KeyError(
+            f"{spec.name}: no value source for feature(s) {missing} in this set: a training "
+            "or holdout set built before the spec had them; build the feature tables and "
+            "the training set again (mlplatform features)"
+        )
     out = pd.DataFrame(index=vectors.index)
     for feature in spec.features:
         column = vectors[feature.name]
