@@ -682,7 +682,8 @@ def load_spec(path: Path) -> ProblemSpec:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as stream:  # a YAML error then names the file
+            data = yaml.safe_load(stream)
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError(f"{path}: cannot read problem spec: {exc}") from None
     if not isinstance(data, dict):

@@ -125,7 +125,7 @@ def test_ingest_reports_a_rejected_day_and_status_counts_it(
     [
         (
             ["land", "--problem", "nope", "--start", "2013-01-01", "--end", "2013-01-01"],
-            "unknown problem 'nope' (known: city_temperature, flight_delay)",
+            "unknown problem 'nope' (known: city_temperature, flight_delay; searched ",
         ),
         (
             ["land", "--problem", "flight_delay", "--start", "2012-12-31", "--end", "2013-01-01"],

@@ -141,3 +141,13 @@ def test_a_regression_spec_with_its_metric_is_valid(tmp_path: Path, raw: dict[st
     raw |= {"task": "regression", "metric": {"name": "rmse", "direction": "minimize"}}
     spec = load_spec(_write(tmp_path, raw))
     assert spec.is_regression and spec.target.operator is None
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    # the YAML parser named '<unicode string>' instead of the file a new user had edited
+    path = tmp_path / "flight_delay" / "spec.yaml"
+    path.parent.mkdir()
+    path.write_text("name: flight_delay\nsources:\n  flights:\n kind: stream\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert f'in "{path}", line 4' in str(caught.value)

@@ -347,5 +347,9 @@ def get_problem(name: str) -> Problem:
         raise BrokenProblemError(known.broken[name].message())
     if name not in known:
         listed = ", ".join(sorted(known)) or "none"
-        raise UnknownNameError(f"unknown problem {name!r} (known: {listed})")
+        raise UnknownNameError(
+            f"unknown problem {name!r} (known: {listed}; searched "
+            f"{', '.join(str(d) for d in problem_dirs())}: a problem kept elsewhere needs its "
+            f"folder in {PROBLEMS_PATH_ENV})"
+        )
     return known[name]
