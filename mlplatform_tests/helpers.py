@@ -195,3 +195,47 @@ class Platform:
     def landed_file(self, source: str, day: str) -> Path:
         (path,) = self.lake.landed_files(self.problem.name, source, day)
         return path
+
+
+def register_booster(
+    root: Path,
+    problem: str,
+    booster: Any,
+    encoding: Any,
+    x: Any,
+    params: dict[str, Any],
+    data_version: str = "test",
+) -> str:
+    """Register a booster trained in a test as a version cleared by the gates; its number.
+
+    ``encoding`` is the model's ``Encoding``, ``x`` its encoded training matrix (the
+    signature's example); the version is tagged ``verdict: passed`` and ``data_version``.
+    """
+    import pandas as pd
+
+    from mlplatform.lib.deployment import registry as reg
+    from mlplatform.lib.tracking import local_tracking, log_training
+
+    tracking = local_tracking(root)
+    example = pd.DataFrame(x[:5], columns=encoding.features)
+    logged = log_training(
+        tracking,
+        experiment=problem,
+        run_name="test-booster",
+        registered_model=problem,
+        params=dict(params),
+        metrics={},
+        tags={},
+        booster=booster,
+        encoding_json=encoding.to_json(),
+        example=example,
+        dataset=example,
+        dataset_source="test",
+        dataset_digest=data_version,
+        dataset_name="test",
+        history=pd.DataFrame({"trial": []}),
+        figures={},
+        version_tags={"data_version": data_version},
+    )
+    reg.set_version_tags(tracking, problem, logged.version, {"verdict": reg.PASSED})
+    return logged.version

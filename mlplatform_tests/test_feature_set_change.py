@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.problems import Problem
-from mlplatform_tests.helpers import Platform
+from mlplatform_tests.helpers import Platform, register_booster
 
 NAME = "flight_delay"
 TRAIN_DAYS = [date(2013, 1, d) for d in range(1, 6)]
@@ -58,7 +58,7 @@ def test_a_champion_trained_on_another_feature_list_keeps_serving(
     from mlplatform.lib.deployment.scoring import OnlineScorer
     from mlplatform.lib.features.build import label
     from mlplatform.lib.monitoring.skew import offline_matrix
-    from mlplatform.lib.tracking import local_tracking, log_training
+    from mlplatform.lib.tracking import local_tracking
     from mlplatform.lib.training.model import fit_encoding
     from mlplatform.serving.client import as_requests
     from mlplatform.serving.server import build_runtime, serve_in_background
@@ -81,29 +81,10 @@ def test_a_champion_trained_on_another_feature_list_keeps_serving(
             lgb.Dataset(x, label(flights, problem.spec.target).to_numpy(dtype=float)),
             num_boost_round=30,
         )
+        version = register_booster(root, NAME, booster, encoding, x, PARAMS)
         tracking = local_tracking(root)
-        example = pd.DataFrame(x[:5], columns=encoding.features)
-        logged = log_training(
-            tracking,
-            experiment=NAME,
-            run_name="feature-list-test",
-            registered_model=NAME,
-            params=dict(PARAMS),
-            metrics={},
-            tags={},
-            booster=booster,
-            encoding_json=encoding.to_json(),
-            example=example,
-            dataset=example,
-            dataset_source="test",
-            dataset_digest="test",
-            dataset_name="test",
-            history=pd.DataFrame({"trial": []}),
-            figures={},
-            version_tags={"verdict": reg.PASSED},
-        )
-        reg.set_alias(tracking, NAME, reg.CHAMPION, logged.version)
-        champion = reg.load_version(tracking, NAME, logged.version)
+        reg.set_alias(tracking, NAME, reg.CHAMPION, version)
+        champion = reg.load_version(tracking, NAME, version)
         assert ADDED not in champion.encoding.features
         assert DROPPED in champion.encoding.features
 
@@ -129,7 +110,7 @@ def test_a_champion_trained_on_another_feature_list_keeps_serving(
             runtime.predictions.flush()
         finally:
             running.stop()
-    assert [a["version"] for a in answers] == [logged.version] * len(sent)
+    assert [a["version"] for a in answers] == [version] * len(sent)
     from mlplatform.lib.deployment.prediction_log import read_predictions
 
     log = read_predictions(root, NAME).set_index("request_id")

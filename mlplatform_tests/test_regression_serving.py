@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.problems import Problem
-from mlplatform_tests.helpers import Platform, failure_messages
+from mlplatform_tests.helpers import Platform, failure_messages, register_booster
 
 NAME = "flight_delay"
 TARGET = "arr_delay_minutes"
@@ -74,34 +74,8 @@ class Served:
 
 def _register(platform: Platform, booster: Any, encoding: Any, x: np.ndarray) -> str:
     """One registered version of ``booster``, cleared as if it had passed the gates."""
-    from mlplatform.lib.deployment import registry as reg
-    from mlplatform.lib.tracking import local_tracking, log_training
-
-    tracking = local_tracking(platform.lake.root)
-    names = encoding.features
-    example = pd.DataFrame(x[:5], columns=names)
     reference = _training_set_version(platform.lake.root)
-    logged = log_training(
-        tracking,
-        experiment=NAME,
-        run_name="regression-test",
-        registered_model=NAME,
-        params=dict(PARAMS),
-        metrics={},
-        tags={},
-        booster=booster,
-        encoding_json=encoding.to_json(),
-        example=example,
-        dataset=example,
-        dataset_source="test",
-        dataset_digest=reference,
-        dataset_name="test",
-        history=pd.DataFrame({"trial": []}),
-        figures={},
-        version_tags={"data_version": reference},
-    )
-    reg.set_version_tags(tracking, NAME, logged.version, {"verdict": reg.PASSED})
-    return logged.version
+    return register_booster(platform.lake.root, NAME, booster, encoding, x, PARAMS, reference)
 
 
 def _training_set_version(root: Path) -> str:
