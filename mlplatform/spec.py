@@ -416,6 +416,19 @@ class GatesSpec(_Strict):
         "(median over requests, each timed for both in the same rounds, interleaved)",
     )
 
+    def comparison_settings(self, seed: int) -> dict[str, Any]:
+        """The paired comparison's keyword arguments (``lib.evaluation.comparison.compare``).
+
+        One place, so the evaluation's gates and ``gates calibrate`` judge alike: keys
+        ``confidence`` (two-sided level), ``method``, ``resamples`` and ``seed``.
+        """
+        return {
+            "confidence": self.confidence,
+            "method": self.comparison,
+            "resamples": self.bootstrap_resamples,
+            "seed": seed,
+        }
+
 
 class RolloutSpec(_Strict):
     """Shadow, then canary, then full traffic; and when to roll back."""

@@ -209,12 +209,7 @@ def build_evaluation_asset(problem: Problem) -> dg.AssetsDefinition:
             spec.task,
         )
         # paired on the same rows: a confidence interval of the difference, not two numbers
-        comparison = {
-            "confidence": g.confidence,
-            "method": g.comparison,
-            "resamples": g.bootstrap_resamples,
-            "seed": seed,
-        }
+        comparison = g.comparison_settings(seed)
         slices = ev.paired_slices(
             slices, slice_columns, y, predictions, spec.metric.name, comparison
         )

@@ -215,12 +215,7 @@ def judge(
     spec, g = problem.spec, problem.spec.gates
     predictions = {"candidate": candidate, "champion": champion}
     columns = problem.slices(holdout)
-    comparison = {
-        "confidence": g.confidence,
-        "method": g.comparison,
-        "resamples": g.bootstrap_resamples,
-        "seed": seed,
-    }
+    comparison = g.comparison_settings(seed)
     slices = ev.slice_metrics(
         columns,
         y,
