@@ -90,8 +90,10 @@ endif
 demo-production: venv
 	deploy/local.sh --problem $(PROBLEM) --start $(DEMO_START) --end $(DEMO_END)
 
+# on every core (pytest-xdist): a file's tests stay together, in order, on one worker; the
+# longest files go first (mlplatform_tests/conftest.py). Plain `.venv/bin/pytest` runs serially.
 test: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile --no-loadscope-reorder
 
 # benchmarks in their quick mode, so a broken one shows in CI (figures: README, full runs)
 bench-quick: venv

@@ -30,7 +30,7 @@ from mlplatform.problems.city_temperature import features, source
 from mlplatform.replay import replay
 from mlplatform.serving.client import as_requests
 from mlplatform.serving.server import build_runtime, serve_in_background
-from mlplatform_tests.helpers import Platform, checks, failure_messages
+from mlplatform_tests.helpers import Platform, checks, failure_messages, fresh_instance
 
 NAME = "city_temperature"
 DAYS = [f"2010-06-{d:02d}" for d in range(1, 7)]
@@ -63,7 +63,7 @@ class Trained:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """Six days landed, ingested and featured; the feature store built; a champion trained."""
     root = tmp_path_factory.mktemp("city") / "data"
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(_test_problem(), root, instance)
         platform.land(DAYS[0], DAYS[-1])
         for day in DAYS:

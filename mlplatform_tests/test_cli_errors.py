@@ -8,6 +8,7 @@ import pytest
 
 from mlplatform.cli import main
 from mlplatform.serving.server import announce, announced
+from mlplatform_tests.helpers import fresh_instance
 
 
 @pytest.fixture
@@ -115,7 +116,7 @@ def test_a_failed_step_prints_the_error_the_op_raised_not_dagsters_wrapper(
     def energy_demand_training() -> None:
         model_candidate()
 
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         result = energy_demand_training.execute_in_process(instance=instance, raise_on_error=False)
     _report_run("energy_demand_training", None, result)
 

@@ -26,7 +26,13 @@ import pytest
 
 from mlplatform.lib.monitoring.dashboard import KINDS, snapshot_id
 from mlplatform.problems import Problem
-from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, failure_messages
+from mlplatform_tests.helpers import (
+    STUMP,
+    STUMP_TRAINING,
+    Platform,
+    failure_messages,
+    fresh_instance,
+)
 
 NAME = "flight_delay"
 TZ = "America/New_York"
@@ -57,7 +63,7 @@ def monitored(
 
     root = tmp_path_factory.mktemp("dashboard") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem), root, instance)
         assert platform.run_feature_store().success
         result = platform.run_gated_training(params=STUMP, **STUMP_TRAINING)

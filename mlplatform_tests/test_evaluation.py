@@ -26,6 +26,7 @@ from mlplatform_tests.helpers import (
     Platform,
     checks,
     failure_messages,
+    fresh_instance,
     materialized,
     tuned_problem,
 )
@@ -63,7 +64,7 @@ def gated(
     """A platform whose first model (version 1) went through the gates to champion."""
     root = tmp_path_factory.mktemp("gated") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem), root, instance)
         assert platform.run_feature_store().success  # the training set's checks, on record
         result = platform.run_gated_training(params=STUMP, **STUMP_TRAINING)
@@ -374,7 +375,7 @@ def test_a_candidate_without_recorded_training_checks_is_stopped(
     platform, _ = gated
     root = tmp_path / "data"
     shutil.copytree(platform.lake.root, root)
-    with dg.instance_for_test() as elsewhere:  # an instance that never saw the training set
+    with fresh_instance() as elsewhere:  # an instance that never saw the training set
         result = Platform(platform.problem, root, elsewhere).run_evaluation(version="1")
 
     assert not result.success

@@ -17,13 +17,12 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-import dagster as dg
 import httpx
 import numpy as np
 import pandas as pd
 
 from mlplatform.problems import Problem
-from mlplatform_tests.helpers import Platform, register_booster
+from mlplatform_tests.helpers import Platform, fresh_instance, register_booster
 
 NAME = "flight_delay"
 TRAIN_DAYS = [date(2013, 1, d) for d in range(1, 6)]
@@ -66,7 +65,7 @@ def test_a_champion_trained_on_another_feature_list_keeps_serving(
     root = tmp_path / "data"
     shutil.copytree(featured_base, root)
     then, now = _without(problem, ADDED), _without(problem, DROPPED)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(problem, root, instance)
         flights = platform.lake.read_days(NAME, "flights", TRAIN_DAYS)
         flights = flights[label(flights, problem.spec.target).notna()].reset_index(drop=True)

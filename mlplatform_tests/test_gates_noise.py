@@ -31,6 +31,7 @@ from mlplatform_tests.helpers import (
     UNEVEN,
     Platform,
     checks,
+    fresh_instance,
     tuned_problem,
 )
 
@@ -204,7 +205,7 @@ def gated(
     """A platform whose first model (version 1) went through the gates to champion."""
     root = tmp_path_factory.mktemp("gated_noise") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem), root, instance)
         assert platform.run_feature_store().success
         assert platform.run_gated_training(params=STUMP, **STUMP_TRAINING).success

@@ -23,7 +23,14 @@ from mlplatform.lib.ingestion.landing import pending
 from mlplatform.problems import Problem
 from mlplatform.problems.flight_delay.source import export_day
 from mlplatform.spec import ProblemSpec
-from mlplatform_tests.helpers import QUIET, Platform, checks, failure_messages, materialized
+from mlplatform_tests.helpers import (
+    QUIET,
+    Platform,
+    checks,
+    failure_messages,
+    fresh_instance,
+    materialized,
+)
 
 DAY = "2013-01-02"
 TZ = "America/New_York"
@@ -61,7 +68,7 @@ class HourlyBase:
 def hourly_base(tmp_path_factory: pytest.TempPathFactory, problem: Problem) -> HourlyBase:
     root = tmp_path_factory.mktemp("hourly") / "data"
     typed = dg.AssetKey(["flight_delay", "flights"])
-    with dg.instance_for_test() as inst:
+    with fresh_instance() as inst:
         platform = Platform(hourly_variant(problem), root, inst)
         platform.land(DAY, DAY)
         assert platform.run_reference().success

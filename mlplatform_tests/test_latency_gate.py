@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pandas as pd
 import pytest
 
@@ -23,7 +22,7 @@ from mlplatform.lib.evaluation import gates
 from mlplatform.lib.evaluation import metrics as ev
 from mlplatform.lib.tracking import local_tracking
 from mlplatform.problems import Problem
-from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, tuned_problem
+from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, fresh_instance, tuned_problem
 
 Score = Callable[[dict[str, Any]], float]
 
@@ -63,7 +62,7 @@ def served(
 ) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("latency") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem), root, instance)
         assert platform.run_training(params=STUMP, **STUMP_TRAINING).success
         yield Served(platform)

@@ -32,7 +32,7 @@ from mlplatform.resources import (
     build_resources,
     open_resources,
 )
-from mlplatform_tests.helpers import HOLDOUT_DAYS, Platform
+from mlplatform_tests.helpers import HOLDOUT_DAYS, Platform, fresh_instance
 from mlplatform_tests.services import (
     free_port,
     mlflow_server,
@@ -253,7 +253,7 @@ def test_training_runs_through_lightgbm_dask_and_is_tracked_on_the_mlflow_server
 
     assert DataLake(services.data).read_latest("flight_delay", "training_set") is not None
     resources = build_resources()  # the production profile, its Dask: a LocalCluster
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(problem, services.data, instance)
         platform.defs = production_definitions(problem, resources)
         result = platform.run_training(**FAST)

@@ -29,7 +29,7 @@ from mlplatform.lib.tracking import local_tracking
 from mlplatform.lib.training import model as tr
 from mlplatform.problems import Problem
 from mlplatform.spec import ProblemSpec, TrainingSpec, parse_spec
-from mlplatform_tests.helpers import FAST, Platform, checks, failure_messages
+from mlplatform_tests.helpers import FAST, Platform, checks, failure_messages, fresh_instance
 
 TARGET = "arr_delay_minutes"
 # fixed parameters: the same data and parameters give the same model (seeded, deterministic)
@@ -67,7 +67,7 @@ def regression(
     """The featured lake, its training and holdout sets rebuilt for the regression spec."""
     root = tmp_path_factory.mktemp("regression") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(replace(problem, spec=regression_spec(problem.spec)), root, instance)
         result = platform.run_feature_store()
         assert result.success, failure_messages(result)

@@ -17,14 +17,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
 from mlplatform.problems import Problem
-from mlplatform_tests.helpers import Platform, failure_messages, register_booster
+from mlplatform_tests.helpers import Platform, failure_messages, fresh_instance, register_booster
 
 NAME = "flight_delay"
 TARGET = "arr_delay_minutes"
@@ -100,7 +99,7 @@ def served(
 
     root = tmp_path_factory.mktemp("regression") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(regression_problem(problem), root, instance)
         spec = platform.problem.spec
         flights = platform.lake.read_days(NAME, "flights", TRAIN_DAYS)

@@ -35,6 +35,7 @@ from mlplatform_tests.helpers import (
     STUMP_TRAINING,
     Platform,
     failure_messages,
+    fresh_instance,
     tuned_problem,
 )
 
@@ -47,7 +48,7 @@ def served(
 ) -> Iterator[tuple[Platform, Background]]:
     root = tmp_path_factory.mktemp("served") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem, rollout=ROLLOUT), root, instance)
         assert platform.run_feature_store().success
         assert platform.run_gated_training(params=STUMP, **STUMP_TRAINING).success

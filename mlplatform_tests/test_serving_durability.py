@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import httpx
 import pytest
 
@@ -29,7 +28,7 @@ from mlplatform.lib.deployment.prediction_log import PredictionLog, log_dir, rea
 from mlplatform.problems import Problem
 from mlplatform.serving.client import as_requests, wait_until_up
 from mlplatform.serving.server import announced, service_file, service_url
-from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, tuned_problem
+from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, fresh_instance, tuned_problem
 from mlplatform_tests.services import free_port
 
 CASES = Path(__file__).parent / "cases"
@@ -186,7 +185,7 @@ def champion(
     """A lake whose registry holds a champion (version 1) that ``mlplatform serve`` serves."""
     root = tmp_path_factory.mktemp("durable") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem), root, instance)
         assert platform.run_feature_store().success
         assert platform.run_gated_training(params=STUMP, **STUMP_TRAINING).success

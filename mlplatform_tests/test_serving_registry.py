@@ -35,6 +35,7 @@ from mlplatform_tests.helpers import (
     STUMP_TRAINING,
     Platform,
     failure_messages,
+    fresh_instance,
     tuned_problem,
 )
 
@@ -58,7 +59,7 @@ def served(
 ) -> Iterator[tuple[Platform, Background, dict[str, str]]]:
     root = tmp_path_factory.mktemp("registry") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem), root, instance)
         assert platform.run_feature_store().success
         versions = {}

@@ -19,7 +19,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import httpx
 import pandas as pd
 import pandera.pandas as pa
@@ -36,7 +35,14 @@ from mlplatform.problems.flight_delay.request import Request
 from mlplatform.problems.flight_delay.schemas import FlightsSchema
 from mlplatform.serving.client import as_requests
 from mlplatform.serving.server import Background, build_runtime, serve_in_background
-from mlplatform_tests.helpers import QUIET, STUMP, STUMP_TRAINING, Platform, tuned_problem
+from mlplatform_tests.helpers import (
+    QUIET,
+    STUMP,
+    STUMP_TRAINING,
+    Platform,
+    fresh_instance,
+    tuned_problem,
+)
 
 CASES = Path(__file__).parent / "cases"
 RATES = [f"{k}_delay_rate_{w}d" for k in ("carrier", "route") for w in (1, 7, 28)]
@@ -49,7 +55,7 @@ def served(
 ) -> Iterator[tuple[Platform, Background]]:
     root = tmp_path_factory.mktemp("requests") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem), root, instance)
         assert platform.run_feature_store().success  # its checks gate the training below
         assert platform.run_gated_training(params=STUMP, **STUMP_TRAINING).success

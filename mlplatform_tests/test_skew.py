@@ -38,6 +38,7 @@ from mlplatform_tests.helpers import (
     STUMP_TRAINING,
     Platform,
     failure_messages,
+    fresh_instance,
     tuned_problem,
 )
 
@@ -198,7 +199,7 @@ def serving(
 
     root = tmp_path_factory.mktemp("skew") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem, rollout=ROLLOUT), root, instance)
         # the gates read the training set's checks from this instance
         assert platform.run_feature_store().success

@@ -29,7 +29,7 @@ from mlplatform.serving.server import (
     service_file,
 )
 from mlplatform.settings import project_root
-from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, tuned_problem
+from mlplatform_tests.helpers import STUMP, STUMP_TRAINING, Platform, fresh_instance, tuned_problem
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_predict_without_wait_answers_from_a_real_service_once_it_has_a_champion
     root = tmp_path / "data"
     shutil.copytree(featured_base, root)
     monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(root))
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(tuned_problem(problem), root, instance)
         assert platform.run_feature_store().success  # its checks are the training's gate
         runtime = build_runtime(platform.problem, root, local_tracking(root), refresh_seconds=0.2)

@@ -13,7 +13,6 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import dagster as dg
 import pandas as pd
 import pytest
 
@@ -28,7 +27,7 @@ from mlplatform.lib.features.tables import EVENT_TS, FeatureTable, local_midnigh
 from mlplatform.lib.features.training_set import asof_reference
 from mlplatform.lib.names import features_table
 from mlplatform.problems import Problem
-from mlplatform_tests.helpers import Platform
+from mlplatform_tests.helpers import Platform, fresh_instance
 
 TZ = "America/New_York"
 WEATHER = ["temp", "humid", "wind_speed", "precip", "visib", "pressure"]  # pressure: no default
@@ -46,7 +45,7 @@ def lake(
     """The featured lake, its online store holding the newest row of every entity."""
     root = tmp_path_factory.mktemp("ttl") / "data"
     shutil.copytree(featured_base, root)
-    with dg.instance_for_test() as instance:
+    with fresh_instance() as instance:
         platform = Platform(problem, root, instance)
         store = platform.feast.store(problem)
         # past the newest event (rows stamped at the end of 01-07 included, whatever
