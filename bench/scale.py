@@ -16,9 +16,10 @@ and go through the platform's own code in a temporary lake, per size:
   ``pit_join``), assembled, stored, with its point-in-time and leakage audits (not the
   online parity audit, which needs a materialized online store).
 - ``train``: the model_candidate asset (a Dagster run: encoding, the spec's recipe,
-  MLflow tracking and registration) with FIXED parameters (``PARAMS``: no search), so
-  the fit is the spec's ``refit_fixed`` 300 rounds, twice (without and with the
-  validation days).
+  MLflow tracking and registration) with FIXED parameters (``PARAMS``: no search) and
+  ``max_rounds`` ``ROUNDS``, so the fit is the spec's ``refit_fixed`` at 100 rounds (not
+  300), twice (without and with the validation days). Import time of Feast, LightGBM and
+  MLflow is left out of the stages' seconds (a constant per process, not a data cost).
 - ``train_dask``: the same asset on the production profile's engine, ``lightgbm.dask`` on a
   ``LocalCluster`` of 2 single-threaded workers (``DaskResource(scheduler_address="local")``),
   at the smallest and the largest size.
@@ -27,9 +28,12 @@ Each step runs in its own process; its peak resident memory is that process's
 ``ru_maxrss`` (``os.wait4``), and for the Dask step also the sampled peak of the sum over
 its process tree (workers included). Growth exponents are log-log slopes of seconds (and
 MB) over sizes; the 24 GiB crossing is extrapolated per stage from the memory fit (the
-earlier of a power law and a straight line ``a + b * size``).
+earlier of a power law and a straight line ``a + b * size``); for training_set and train
+``size_x`` is in multiples of the run's window at 1x (rows = size x window days).
 
-``--quick``: 1x and 2x of a 12-day window, for a smoke run.
+``--quick``: 1x and 2x of a 12-day window, for a smoke run. ``--window-days`` shortens the
+window (setup builds every window day's features at every size: on a loaded 2-core
+machine ~13 s a day at 1x, so 60 days at 16x is hours), ``--sizes`` picks the sizes.
 Last line: one JSON object with exponent_<stage>, mem_exponent_<stage>,
 first_to_exceed_24gib, dask_vs_single_ratio_<largest>x, seconds and mb per stage and size.
 """
