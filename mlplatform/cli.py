@@ -562,8 +562,119 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+TRANSITION_VIA_SERVICE = "MLPLATFORM_TRANSITION_VIA_SERVICE"  # "0": the command applies it
+TRANSITION_TIMEOUT_SECONDS = 60.0  # a locked SQLite registry holds a write up to 20 s
+
+
 def _transition(problem_name: str, action: str, reason: str, actor: str, share: float = 0.0):
-    """Apply one rollout transition now, record it as a materialization, tell the service."""
+    """Apply one rollout transition now, record it as a materialization, tell the service.
+
+    With a running service announced for the problem, the service applies it (it has
+    MLflow loaded and the registry open: traffic moves in a fraction of a second, not
+    after this process imported MLflow); otherwise, or with
+    ``MLPLATFORM_TRANSITION_VIA_SERVICE=0``, this process does, then asks the service
+    to re-read the registry. Either way the same ``rollout.apply``, then the Dagster
+    materialization, imported after traffic moved.
+    """
+    import time
+
+    started = time.perf_counter()
+    root = settings.data_dir()
+    asked = None
+    if os.environ.get(TRANSITION_VIA_SERVICE, "1") != "0":
+        asked = _transition_in_service(root, problem_name, action, reason, actor, share)
+    if asked is None:
+        return _transition_here(problem_name, action, reason, actor, share, started)
+    url, answer = asked
+    switched = time.perf_counter() - started
+    from mlplatform.lib.deployment.log import Transition
+
+    done = Transition(**answer["transition"])
+    _out(f"{problem_name}: {done.stage} version {done.version}; champion {done.champion}")
+    _out(f"  reason: {done.reason} (by {done.actor})")
+    _out(f"  registry and deployment log updated by the service in {answer['seconds']:.3f} s")
+    _out(f"  service {url} serves champion {answer['champion']} after {switched:.3f} s")
+    for alert in answer.get("alerts", []):  # it keeps a model the registry no longer names
+        _out(f"  WARNING: the service does not follow the registry: {alert['reason']}")
+    if answer.get("refresh_error"):
+        _out(f"  WARNING: the service did not re-read the registry: {answer['refresh_error']}")
+    aliases = answer.get("aliases")
+    if aliases is None:  # its re-read failed: read them here
+        from mlplatform.lib.deployment import registry as reg
+
+        aliases = reg.aliases(_tracking(), problem_name)
+    _record_transition(problem_name, done, aliases)
+    return 0
+
+
+def _transition_in_service(
+    root: Path, problem: str, action: str, reason: str, actor: str, share: float
+) -> tuple[str, dict] | None:
+    """Ask the problem's running service to apply the transition: (its URL, its answer).
+
+    None when no service can take it and nothing was changed: none announced or alive,
+    the connection refused, or a service that refuses the token (one started by a test
+    or an older version; 401/403/404/405). The command then applies it itself.
+
+    Raises:
+        RolloutError: The service refused it (409): the state does not allow it.
+        PlatformError: The service took the request and failed, or did not answer in
+            time: the transition may have happened; the message says where to look.
+    """
+    import json
+    import urllib.error
+    import urllib.request
+
+    from mlplatform.serving.server import _alive, announced
+
+    held = announced(root, problem)  # no problem name check: an unknown one has no file
+    if held is None or not held.get("token") or not _alive(held.get("pid")):
+        return None
+    url = str(held["url"])
+    body = {"action": action, "reason": reason, "actor": actor, "share": share}
+    req = urllib.request.Request(
+        url + "/deployment/transition",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {held['token']}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=TRANSITION_TIMEOUT_SECONDS) as resp:
+            return url, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403, 404, 405):  # refused before anything was applied
+            return None
+        detail = exc.read().decode(errors="replace")
+        try:
+            detail = str(json.loads(detail).get("detail", detail))
+        except (ValueError, AttributeError):
+            pass
+        if exc.code == 409:
+            from mlplatform.lib.deployment.rollout import RolloutError
+
+            raise RolloutError(detail) from None
+        raise PlatformError(
+            f"the service at {url} failed to apply the {action} ({exc.code}: {detail[:300]}); "
+            f"part of it may have happened: see `mlplatform status --problem {problem}`"
+        ) from None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionRefusedError):  # nothing listens: gone
+            return None
+        raise PlatformError(
+            f"the service at {url} did not answer the {action}: {exc.reason}; it may "
+            f"still apply it: see `mlplatform status --problem {problem}`"
+        ) from None
+    except (TimeoutError, OSError) as exc:
+        raise PlatformError(
+            f"the service at {url} did not answer the {action} within "
+            f"{TRANSITION_TIMEOUT_SECONDS:.0f} s ({exc}); it may still apply it: see "
+            f"`mlplatform status --problem {problem}`"
+        ) from None
+
+
+def _transition_here(
+    problem_name: str, action: str, reason: str, actor: str, share: float, started: float
+) -> int:
+    """The transition applied by this process, then the service told to re-read."""
     import time
 
     # the alias move and the service's refresh first; Dagster loads after traffic moved
@@ -572,7 +683,6 @@ def _transition(problem_name: str, action: str, reason: str, actor: str, share: 
     from mlplatform.problems import get_problem
     from mlplatform.serving.server import call, service_url
 
-    started = time.perf_counter()
     problem, root = get_problem(problem_name), settings.data_dir()
     tracking = _tracking()
     done = apply(problem.name, problem.spec, root, tracking, action, reason, actor, share)
@@ -589,18 +699,23 @@ def _transition(problem_name: str, action: str, reason: str, actor: str, share: 
             _out(f"  WARNING: the service does not follow the registry: {alert['reason']}")
     else:
         _out("  no running service answered; it picks the change up when it starts")
+    _record_transition(problem.name, done, reg.aliases(tracking, problem.name))
+    return 0
+
+
+def _record_transition(problem_name: str, done, aliases: dict[str, str]) -> None:
+    """The transition as a runless materialization of the problem's deployment asset."""
     import dagster as dg
 
     from mlplatform.defs.deployment.assets import deployment_key, transition_metadata
+    from mlplatform.problems import get_problem
 
-    instance = _instance()
-    instance.report_runless_asset_event(
+    _instance().report_runless_asset_event(
         dg.AssetMaterialization(
-            asset_key=deployment_key(problem),
-            metadata=transition_metadata(done, reg.aliases(tracking, problem.name)),
+            asset_key=deployment_key(get_problem(problem_name)),
+            metadata=transition_metadata(done, aliases),
         )
     )
-    return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:

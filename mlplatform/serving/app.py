@@ -14,14 +14,15 @@ than ``MAX_ERRORS`` errors, and the offending ``input`` only when it is a short 
 
 import logging
 import math
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
@@ -141,6 +142,19 @@ class Push(BaseModel):
     events: list[dict[str, Any]] = Field(
         max_length=MAX_PUSH_EVENTS,
         description="The hour's events, in the columns of the stream's event model",
+    )
+
+
+class TransitionAsked(BaseModel):
+    """One rollout transition, as ``mlplatform rollback`` and ``mlplatform rollout`` ask it."""
+
+    model_config = {"extra": "forbid"}
+
+    action: Literal["shadow", "canary", "full", "rollback", "kill"]
+    reason: str = Field(description="Why (recorded in the deployment log)")
+    actor: str = Field(default="", description="Who (recorded in the deployment log)")
+    share: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Canary share; 0 takes the spec's"
     )
 
 
@@ -270,10 +284,13 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     stop_on_shutdown: bool = False,
     on_stop: Callable[[], None] | None = None,
+    transition_token: str | None = None,
 ) -> FastAPI:
     """The service of one problem; ``stop_on_shutdown`` when the app owns its runtime.
 
     ``on_stop`` runs after it at shutdown (``serve`` removes its announcement there).
+    ``transition_token`` authorizes ``POST /deployment/transition`` (``Authorization:
+    Bearer <token>``; ``serve`` passes its announcement's); None refuses every transition.
     """
     problem = runtime.problem
     # every request may ask for its explanation; the problem's model knows nothing of it
@@ -467,5 +484,55 @@ def create_app(
             raise HTTPException(503, detail) from None
         snap = runtime.snapshot
         return {"changed": changed, "champion": snap.plan.champion, "alerts": list(snap.alerts)}
+
+    def authorized(authorization: str | None = Header(default=None)) -> None:
+        # a dependency: checked before the body is, so a refused caller learns nothing more
+        if transition_token is None:
+            raise HTTPException(403, "this service takes no transitions (none announced)")
+        if authorization is None:
+            raise HTTPException(401, "a transition needs the service's announcement token")
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(
+            given.strip().encode(), transition_token.encode()
+        ):
+            raise HTTPException(403, "not the service's announcement token")
+
+    @app.post("/deployment/transition", dependencies=[Depends(authorized)])
+    async def transition(body: TransitionAsked) -> dict[str, Any]:
+        """Apply one rollout transition here and serve it at once (the rollout commands).
+
+        The same ``rollout.apply`` as the command's own path (registry aliases, deployment
+        log), under the registry follower's lock, then the registry re-read: the answer
+        comes once this service serves the new plan. Needs ``Authorization: Bearer`` with
+        the token of the service's announcement (``deployments/<problem>/service.json``,
+        readable by its owner only): 401 without it, 403 with another. 409 when the state
+        does not allow the transition (nothing changed). The command records the Dagster
+        materialization.
+        """
+        import time
+        from dataclasses import asdict
+
+        from mlplatform.lib.deployment.rollout import RolloutError
+
+        started = time.perf_counter()
+        try:
+            done, error = await anyio.to_thread.run_sync(
+                runtime.transition, body.action, body.reason, body.actor, body.share
+            )
+        except RolloutError as exc:
+            raise HTTPException(409, str(exc)) from None
+        except Exception as exc:  # a registry or log write failed part way: say which
+            log.exception("transition %s failed", body.action)
+            raise HTTPException(500, f"{type(exc).__name__}: {exc}"[:MAX_MESSAGE_CHARS]) from None
+        snap = runtime.snapshot
+        return {
+            "transition": asdict(done),
+            # as the re-read under the lock found them; None when it failed
+            "aliases": None if error else dict(runtime.registry_aliases),
+            "champion": snap.plan.champion,
+            "alerts": list(snap.alerts),
+            "refresh_error": error,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
 
     return app

@@ -5,23 +5,25 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplatform.errors import PlatformError
-from mlplatform.lib.tracking import Tracking
-from mlplatform.problems import Problem
-from mlplatform.serving.runtime import Runtime
+
+if TYPE_CHECKING:  # the rollout commands read the announcement without loading the service
+    from mlplatform.lib.tracking import Tracking
+    from mlplatform.problems import Problem
+    from mlplatform.serving.runtime import Runtime
 
 
 def build_runtime(
-    problem: Problem,
+    problem: "Problem",
     root: Path,
-    tracking: Tracking,
+    tracking: "Tracking",
     refresh_seconds: float = 0.5,
     flush_seconds: float = 0.5,
     flush_rows: int = 500,
     store: Any = None,
-) -> Runtime:
+) -> "Runtime":
     """A runtime over the problem's Feast online store, registry and prediction log.
 
     ``store`` is the profile's Feast store; None opens the local one under ``root``.
@@ -29,6 +31,7 @@ def build_runtime(
     from mlplatform.lib.deployment.prediction_log import PredictionLog
     from mlplatform.lib.deployment.scoring import OnlineScorer
     from mlplatform.lib.features.feature_store import open_store, service_of
+    from mlplatform.serving.runtime import Runtime
 
     store = store if store is not None else open_store(problem, root)
     scorer = OnlineScorer(problem, store, service_of(problem, store, root))
@@ -36,7 +39,7 @@ def build_runtime(
     return Runtime(problem, root, tracking, scorer, predictions, refresh_seconds)
 
 
-def profile_runtime(problem: Problem, refresh_seconds: float = 0.5) -> Runtime:
+def profile_runtime(problem: "Problem", refresh_seconds: float = 0.5) -> "Runtime":
     """A runtime on the active profile's resources (data folder, Feast store, registry)."""
     from mlplatform.resources import open_resources
 
@@ -51,7 +54,7 @@ def profile_runtime(problem: Problem, refresh_seconds: float = 0.5) -> Runtime:
 
 
 def serve(
-    problem: Problem,
+    problem: "Problem",
     root: Path,
     host: str,
     port: int,
@@ -83,6 +86,7 @@ def serve(
             os.environ |= {
                 WORKER_PROBLEM: problem.name,
                 WORKER_REFRESH: str(refresh_seconds),
+                WORKER_TOKEN: announcement.token,
                 "MLPLATFORM_DATA_DIR": str(root),
             }
             config = uvicorn.Config(
@@ -99,7 +103,12 @@ def serve(
         # run() may never execute: the app's shutdown hook flushes the log and the
         # announcement goes with it
         runtime = profile_runtime(problem, refresh_seconds).start()
-        app = create_app(runtime, stop_on_shutdown=True, on_stop=announcement.withdraw)
+        app = create_app(
+            runtime,
+            stop_on_shutdown=True,
+            on_stop=announcement.withdraw,
+            transition_token=announcement.token,
+        )
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         try:
             server.run(sockets=[sock])
@@ -152,6 +161,7 @@ def listen(root: Path, problem: str, host: str, port: int) -> socket.socket:
 
 WORKER_PROBLEM = "MLPLATFORM_SERVE_PROBLEM"
 WORKER_REFRESH = "MLPLATFORM_SERVE_REFRESH"
+WORKER_TOKEN = "MLPLATFORM_SERVE_TOKEN"  # the announcement's: workers take transitions with it
 
 
 def worker_app() -> Any:
@@ -164,27 +174,38 @@ def worker_app() -> Any:
     runtime = profile_runtime(
         get_problem(os.environ[WORKER_PROBLEM]), float(os.environ.get(WORKER_REFRESH, "0.5"))
     )
-    return create_app(runtime.start(), stop_on_shutdown=True)
+    return create_app(
+        runtime.start(), stop_on_shutdown=True, transition_token=os.environ.get(WORKER_TOKEN)
+    )
 
 
 @dataclass
 class Background:
     """A service running in a thread of this process (tests and benchmarks)."""
 
-    runtime: Runtime
+    runtime: "Runtime"
     server: Any
     thread: threading.Thread
     url: str
+    announcement: "Announcement | None" = None
 
     def stop(self) -> None:
-        """Stop serving and flush the prediction log."""
+        """Stop serving and flush the prediction log (and withdraw its announcement)."""
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.runtime.stop()
+        if self.announcement is not None:
+            self.announcement.withdraw()
 
 
-def serve_in_background(runtime: Runtime, host: str = "127.0.0.1", port: int = 0) -> Background:
-    """Start the real HTTP server on a free port in a thread; returns once it accepts."""
+def serve_in_background(
+    runtime: "Runtime", host: str = "127.0.0.1", port: int = 0, announce_in: Path | None = None
+) -> Background:
+    """Start the real HTTP server on a free port in a thread; returns once it accepts.
+
+    With ``announce_in`` (a data folder) it announces itself there as ``serve`` does, and
+    takes rollout transitions from the commands that read the announcement's token.
+    """
     import socket
 
     import uvicorn
@@ -196,7 +217,11 @@ def serve_in_background(runtime: Runtime, host: str = "127.0.0.1", port: int = 0
             sock.bind((host, 0))
             port = sock.getsockname()[1]
     runtime.start()
-    config = uvicorn.Config(create_app(runtime), host=host, port=port, log_level="warning")
+    announcement = (
+        announce(announce_in, runtime.problem.name, http_url(host, port)) if announce_in else None
+    )
+    app = create_app(runtime, transition_token=announcement.token if announcement else None)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -205,7 +230,7 @@ def serve_in_background(runtime: Runtime, host: str = "127.0.0.1", port: int = 0
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError(f"the service did not start on {host}:{port}")
         time.sleep(0.02)
-    return Background(runtime, server, thread, http_url(host, port))
+    return Background(runtime, server, thread, http_url(host, port), announcement)
 
 
 def http_url(host: str, port: int) -> str:
@@ -255,7 +280,9 @@ def _write_json(path: Path, body: dict[str, Any]) -> None:
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(body))
+        # owner-only: the token in it lets a command move the registry's aliases
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(json.dumps(body))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -265,7 +292,9 @@ def announce(root: Path, problem: str, url: str) -> Announcement:
     """Record the service's URL and process for ``status`` and ``rollback``.
 
     The newest service of a problem holds the announcement; the file is replaced whole
-    and carries a token, so each process removes only the announcement it wrote. A
+    and carries a token, so each process removes only the announcement it wrote. The
+    token also authorizes ``POST /deployment/transition`` on that service (the rollout
+    commands send it); the file is readable by its owner only. A
     running service it replaces is kept inside it (``replaced``) and restored when this
     one withdraws.
     """
