@@ -12,13 +12,21 @@
    jobs over every day the replay ends with, divided by their number.
 4. ``online_metric`` and ``frozen_metric``: the spec's metric over all replayed answers,
    of the served models and of the frozen first model on the same requests.
+5. The per-phase medians over the replayed days: ``serve_s_median`` (the day served hour
+   by hour: pushes, requests, the 06:00 schedule and settle), ``update_s_median`` (the
+   evening, every day), ``ticks_s_median`` (seconds a day spends evaluating sensor ticks,
+   the runs they ask for excluded).
 
-Last line: one JSON object with those four keys and what they were measured on.
-Run: ``.venv/bin/python bench/replay.py [--days N] [--trials N]``.
+``--feast-push`` pushes through Feast's ``store.push`` every time (its registry lookup per
+call, as before ``lib.features.stream.push_targets``): the same replay, for a before/after.
+
+Last line: one JSON object with those keys and what they were measured on.
+Run: ``.venv/bin/python bench/replay.py [--days N] [--trials N] [--feast-push]``.
 """
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -28,9 +36,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from mlplatform import settings
+from mlplatform.lib.features import stream
 from mlplatform.lib.ingestion.landing import days
 from mlplatform.problems import get_problem
-from mlplatform.replay import replay
+from mlplatform.replay import Replay, replay
 from mlplatform_tests.helpers import Platform, failure_messages
 
 FIRST, LAST_TRAINED = date(2013, 1, 1), date(2013, 1, 28)
@@ -54,12 +64,39 @@ def built(platform: Platform, start: date, end: date) -> float:
     return time.perf_counter() - began
 
 
+def timed_ticks(timezone: str) -> dict[str, float]:
+    """Seconds spent in ``Replay.tick_sensor`` per local day of the platform clock."""
+    from zoneinfo import ZoneInfo
+
+    zone, spent = ZoneInfo(timezone), {}
+    tick = Replay.tick_sensor
+
+    def timed(self: Replay, name: str) -> list[dg.RunRequest]:
+        began = time.perf_counter()
+        try:
+            return tick(self, name)
+        finally:
+            day = settings.now().astimezone(zone).date().isoformat()
+            spent[day] = spent.get(day, 0.0) + time.perf_counter() - began
+
+    Replay.tick_sensor = timed  # the bench's own timer around the same call
+    return spent
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2) if values else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=14)
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--feast-push", action="store_true", help="Feast's lookup every push")
     args = parser.parse_args()
+    if args.feast_push:
+        stream.push_targets = lambda store, source: None  # store.push resolves the views
     problem = get_problem("flight_delay")
+    ticks = timed_ticks(problem.spec.partitioning.timezone)
     start = LAST_TRAINED + timedelta(days=1)
     end = LAST_TRAINED + timedelta(days=args.days)
     metric = problem.spec.metric.name
@@ -87,6 +124,9 @@ def main() -> None:
             progress=log,
         )
         replay_seconds = time.perf_counter() - began
+        os.environ.pop(settings.CLOCK_VAR, None)
+        serve = [d["morning_seconds"] + d["serving_seconds"] for d in timeline.days]
+        updates = [d["update_seconds"] for d in timeline.days]
         quiet = [d["update_seconds"] for d in timeline.days if "retrain" not in d["events"]]
         summary = timeline.summary()
 
@@ -106,6 +146,10 @@ def main() -> None:
         "replayed": f"{start}..{end}",
         "replay_seconds": round(replay_seconds, 1),
         "update_seconds_median": round(update, 2),
+        "serve_s_median": median(serve),
+        "update_s_median": median(updates),
+        "ticks_s_median": median([ticks.get(str(d), 0.0) for d in days(start, end)]),
+        "push_lookup": "feast" if args.feast_push else "cached",
         "rebuild_seconds_per_day": round(share, 2),
         "rebuild_days": n_days,
         "retrains": summary["retrains"],
