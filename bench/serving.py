@@ -77,9 +77,12 @@ BARE = Path(__file__).with_name("serving_bare.py")
 READY = "requests.json"  # written last by setup: the folder is complete
 BEFORE = """
 import math, sys
+import numpy as np
 import mlplatform.serving.runtime as runtime
 def _score(model, values):
-    p = model.predict_row(model.encoding.row(values))
+    row = model.encoding.row(values)
+    out = model.booster.predict(np.asarray([row], dtype=float), num_threads=1)
+    p = float(out[0]) + model.encoding.offset_row(row)
     if math.isnan(p):
         raise ValueError(f"version {model.version} returned NaN")
     return p
@@ -229,8 +232,8 @@ def service_process(
     """``mlplatform serve`` (``workers`` uvicorn workers) on ``port``; yields URL and pid.
 
     ``predict_row``: the service as it was before its single-row fast path, scoring with
-    ``LoadedModel.predict_row`` (``Booster.predict``): the same command, ``_score``
-    replaced before it runs, for a side-by-side comparison.
+    ``Booster.predict``: the same command, ``_score`` replaced before it runs, for a
+    side-by-side comparison.
     """
     if predict_row:
         env = {**os.environ, "MLPLATFORM_DATA_DIR": str(root), "DAGSTER_HOME": str(home)}
@@ -270,8 +273,8 @@ def raw_floors(root: Path, requests: list[dict]) -> dict[str, float]:
 
     The read is the service's own call (``get_online_features`` of the feature service
     for one entity row). The predict takes rows encoded as the service encodes them, two
-    ways side by side: ``Booster.predict`` (``LoadedModel.predict_row``, the service
-    before) and the service's single-row fast path; each alone, then from the service's
+    ways side by side: ``Booster.predict`` (the service before) and the single-row fast
+    path (``LoadedModel.predict_row``, the service now); each alone, then from the service's
     four request threads at once beside a busy Python thread (the event loop's share).
     """
     import threading
@@ -279,7 +282,6 @@ def raw_floors(root: Path, requests: list[dict]) -> dict[str, float]:
     from mlplatform.lib.deployment.scoring import OnlineScorer
     from mlplatform.lib.features.feature_store import join_keys, open_store, service_of
     from mlplatform.lib.features.tables import GLOBAL_KEY
-    from mlplatform.serving.runtime import _row_predictor
 
     problem = get_problem("flight_delay")
     tracking = local_tracking(root)
@@ -301,11 +303,16 @@ def raw_floors(root: Path, requests: list[dict]) -> dict[str, float]:
         took.append((time.perf_counter() - t) * 1000)
     out = {"feast_online_p99_ms": round(float(np.percentile(took[100:], 99)), 3)}
     rows = [model.encoding.row(scorer.features(r).values) for r in requests[:500]]
-    fast = _row_predictor(model)
-    assert [fast(r) + model.encoding.offset_row(r) for r in rows] == [
-        model.predict_row(r) for r in rows
-    ], "the fast path differs from predict_row"
-    for name, predict in (("raw_predict", model.predict_row), ("fast_predict", fast)):
+
+    def booster_predict(row: list[float]) -> float:
+        out = model.booster.predict(np.asarray([row], dtype=float), num_threads=1)
+        return float(np.asarray(out).ravel()[0]) + model.encoding.offset_row(row)
+
+    fast = model.predict_row
+    assert [fast(r) for r in rows] == [booster_predict(r) for r in rows], (
+        "the fast path differs from Booster.predict"
+    )
+    for name, predict in (("raw_predict", booster_predict), ("fast_predict", fast)):
         took = []
         for _ in range(4):
             for row in rows:

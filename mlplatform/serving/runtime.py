@@ -11,7 +11,6 @@ import math
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -454,93 +453,10 @@ class Runtime:
 
 def _score(model: "LoadedModel", values: dict[str, Any]) -> float:
     row = model.encoding.row(values)
-    p = _row_predictor(model)(row) + model.encoding.offset_row(row)
+    p = model.predict_row(row)
     if math.isnan(p):
         raise ValueError(f"version {model.version} returned NaN")
     return p
-
-
-class _RowPredictor:
-    """``Booster.predict`` of one encoded row (num_threads=1), prepared once per booster.
-
-    ``Booster.predict`` builds a predictor and its parameter string on every call and
-    makes several calls into LightGBM, each releasing the GIL: under load each release
-    hands the GIL to another thread, and getting it back waits up to the 5 ms switch
-    interval (py-spy put a quarter of the request threads' samples on the first of these
-    calls, which takes 1 µs). LightGBM's single-row fast path
-    (``LGBM_BoosterPredictForMatSingleRowFast``) is one call with its configuration made
-    here, through a ``PyDLL`` handle of the same library, which keeps the GIL over ~10 µs.
-    Same trees, same iterations (``best_iteration``, as ``predict`` picks), same output
-    transformation: the same float as ``LoadedModel.predict_row`` less the offset.
-    """
-
-    def __init__(self, booster: Any) -> None:
-        import ctypes
-
-        import numpy as np
-        from lightgbm.libpath import _LIB  # the fast path has no Python wrapper
-
-        self._np, self._ctypes = np, ctypes
-        # the library lightgbm loaded (dlopen again: the same handle); PyDLL keeps the GIL
-        self._lib = ctypes.PyDLL(_LIB._name)  # noqa: SLF001
-        self._lib.LGBM_GetLastError.restype = ctypes.c_char_p
-        self._config = ctypes.c_void_p()
-        self._ncol = booster.num_feature()
-        self._check(
-            self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
-                booster._handle,  # noqa: SLF001 (no public handle; the C API needs it)
-                ctypes.c_int(0),  # C_API_PREDICT_NORMAL: the objective's transformation
-                ctypes.c_int(0),  # start_iteration
-                ctypes.c_int(booster.best_iteration),  # <= 0: every tree, as predict()
-                ctypes.c_int(1),  # C_API_DTYPE_FLOAT64
-                ctypes.c_int32(self._ncol),
-                b"num_threads=1",
-                ctypes.byref(self._config),
-            )
-        )
-        self._out = (ctypes.c_double * 64)()  # num_pred_in_one_row: 1 unless multiclass
-        self._len = ctypes.c_int64(0)
-        self._lock = threading.Lock()  # one output buffer per predictor
-
-    def __call__(self, row: list[float]) -> float:
-        data = self._np.asarray(row, dtype=self._np.float64)  # None -> NaN, as predict_row
-        if data.shape != (self._ncol,):
-            raise ValueError(f"{data.shape[0]} inputs, the model takes {self._ncol}")
-        with self._lock:
-            self._check(
-                self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                    self._config,
-                    data.ctypes.data_as(self._ctypes.c_void_p),
-                    self._ctypes.byref(self._len),
-                    self._out,
-                )
-            )
-            return float(self._out[0])
-
-    def _check(self, code: int) -> None:
-        if code != 0:
-            from lightgbm.basic import LightGBMError
-
-            raise LightGBMError(self._lib.LGBM_GetLastError().decode())
-
-    def __del__(self) -> None:
-        if getattr(self, "_config", None) is not None and self._config.value:
-            self._lib.LGBM_FastConfigFree(self._config)
-
-
-_row_predictors: "weakref.WeakKeyDictionary[Any, _RowPredictor]" = weakref.WeakKeyDictionary()
-_row_predictors_lock = threading.Lock()
-
-
-def _row_predictor(model: "LoadedModel") -> _RowPredictor:
-    """The model's ``_RowPredictor``, made at its first request, gone with its booster."""
-    predictor = _row_predictors.get(model.booster)
-    if predictor is None:
-        with _row_predictors_lock:
-            predictor = _row_predictors.get(model.booster)
-            if predictor is None:
-                predictor = _row_predictors[model.booster] = _RowPredictor(model.booster)
-    return predictor
 
 
 def _now() -> str:
