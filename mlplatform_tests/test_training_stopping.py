@@ -108,3 +108,32 @@ def test_refit_fixed_on_a_dask_cluster_refits_every_day_there(
     # cut at its best round on rows it has seen: the last one or near it
     assert 20 <= got.fit.booster.num_trees() <= 25
     assert 0.5 < got.fit.auc < 1.0
+
+
+def test_refit_fixed_after_a_search_reports_its_best_trials_scores_without_refitting_it(
+    featured_base: Path, tmp_path: Path
+) -> None:
+    spec = get_problem("flight_delay").spec
+    training = _training_set(featured_base)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cfg = _settings(stopping="refit_fixed", refit_rounds=25, n_trials=3, pruner="none")
+
+    got = tr.train_candidate(training, spec, cfg, storage, "s")
+
+    assert got.search is not None
+    recorded = tr.held_scores(got.search, cfg)
+    assert recorded is not None and recorded == got.fit.scores
+    # the scores the study recorded are those of fitting the chosen parameters again
+    matrix = feature_matrix(training, spec)
+    x, y = got.encoding.matrix(matrix), training[spec.target.name].to_numpy()
+    train, valid = tr.time_split(training, 2, spec.partitioning.timezone)
+    data = tr.datasets(x, y, train, valid, got.encoding)
+    full = {**tr.base_params(cfg.seed, tr.monotone_constraints(spec)), **got.params}
+    held = tr.fit(data, full, cfg)
+    assert held.scores == got.fit.scores
+    # and the model is the refit of those parameters on every day, as with fixed ones
+    fixed = tr.train_candidate(
+        training, spec, cfg, f"sqlite:///{tmp_path / 'fixed.db'}", "f", fixed_params=got.params
+    )
+    assert fixed.fit.booster.model_to_string() == got.fit.booster.model_to_string()
+    assert fixed.fit.scores == got.fit.scores

@@ -215,6 +215,8 @@ def _train(
         searched = plots.param_importances(result.study, spec.metric.name)
         if searched is not None:
             figures["param_importances"] = searched
+    # rendered once: the same PNGs go to the MLflow run and to the asset's metadata
+    images = {name: plots.png(fig) for name, fig in figures.items()}
     commit = git_commit(project_root(), problem.folder)
     lineage = {
         "data_version": latest["data_version"],
@@ -270,7 +272,7 @@ def _train(
         dataset_digest=latest["data_version"],
         dataset_name=f"{problem.name}_training_set",
         history=history,
-        figures=figures,
+        figures=images,
         version_tags={**lineage},
     )
     url = mlflow.run_url(logged.experiment_id, logged.run_id)
@@ -290,7 +292,7 @@ def _train(
             "trainer": trainer,
             "trials": dg.MetadataValue.json(result.counts if result else {}),
             "best_params": dg.MetadataValue.json(candidate.params),
-            **{name: _png_md(plots.png(fig), name) for name, fig in figures.items()},
+            **{name: _png_md(png, name) for name, png in images.items()},
         },
         data_version=dg.DataVersion(
             hashlib.sha256(final.booster.model_to_string().encode()).hexdigest()[:16]

@@ -396,6 +396,14 @@ def refit(
     Its scores stay those of ``held``, the same recipe fitted without the validation days
     and scored on them: the refit model has seen those days.
     """
+    booster = refit_booster(x, y, encoding, params, rounds)
+    return Fit(booster, rounds, held.metric, held.value, dict(held.scores))
+
+
+def refit_booster(
+    x: np.ndarray, y: np.ndarray, encoding: Encoding, params: dict[str, Any], rounds: int
+) -> "lgb.Booster":
+    """Exactly ``rounds`` boosting rounds on every row of ``x`` (``refit``'s booster)."""
     import lightgbm as lgb
 
     everything = lgb.Dataset(
@@ -408,7 +416,7 @@ def refit(
     )
     booster = lgb.train(params, everything, num_boost_round=rounds)
     booster.best_iteration = rounds
-    return Fit(booster, rounds, held.metric, held.value, dict(held.scores))
+    return booster
 
 
 def make_pruner(cfg: TrainingSpec) -> "optuna.pruners.BasePruner":
@@ -591,9 +599,13 @@ def search(
             trial, LGB_NAMES[data.metric], valid_name="valid", report_interval=10
         )
         try:
-            return fit(data, params, cfg, [pruning], counter).value
+            done = fit(data, params, cfg, [pruning], counter)
         finally:
             trial.set_user_attr("rounds", counter.get("rounds", 0))
+        # every validation score of the fit: with refit_fixed, the final model's scores
+        # are those of its best trial's fit, which then need not be fitted again
+        trial.set_user_attr(SCORES, done.scores)
+        return done.value
 
     lock = database.with_name(database.name + ".lock")
     with exclusive(lock, f"an Optuna search in {database}", {"study": study_name}):
@@ -619,6 +631,28 @@ def search(
                 gc_after_trial=False,
             )
     return _result(study)
+
+
+# the trial user attribute holding a complete trial's validation scores (``Fit.scores``)
+SCORES = "scores"
+
+
+def held_scores(result: SearchResult | None, cfg: TrainingSpec) -> dict[str, float] | None:
+    """The validation scores of the best trial's fit, when it is the held fit of refit_fixed.
+
+    With ``refit_fixed`` a complete trial boosted exactly ``fixed_rounds(cfg)`` on the same
+    split with the same parameters (and threads) as the held fit ``train_candidate`` would
+    make; deterministic training gives the same scores. None when the study did not record
+    them (trials of a shared search, or of a study from before they were recorded), the
+    trial did not run every round, or early stopping is the rule.
+    """
+    if result is None or cfg.stopping != "refit_fixed":
+        return None
+    best = result.study.best_trial
+    scores = best.user_attrs.get(SCORES)
+    if not isinstance(scores, dict) or best.user_attrs.get("rounds") != fixed_rounds(cfg):
+        return None
+    return {str(k): float(v) for k, v in scores.items()}
 
 
 def _result(study: "optuna.Study") -> SearchResult:
@@ -885,7 +919,13 @@ def train_candidate(
     if cfg.stopping == "early":
         final = (final_fit or fit)(data, full, cfg)
     elif final_fit is None:
-        final = refit(x, y, encoding, full, fit(data, full, cfg), fixed_rounds(cfg))
+        rounds = fixed_rounds(cfg)
+        recorded = None if fixed_params else held_scores(result, cfg)
+        if recorded is None:
+            final = refit(x, y, encoding, full, fit(data, full, cfg), rounds)
+        else:  # the best trial was the held fit: its scores, without fitting it again
+            booster = refit_booster(x, y, encoding, full, rounds)
+            final = Fit(booster, rounds, data.metric, recorded[data.metric], recorded)
     else:
         # a final_fit cuts at its best validation round: with patience as long as the fit,
         # on all rows that is the last one or near it
