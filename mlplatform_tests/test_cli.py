@@ -69,6 +69,7 @@ def test_land_writes_one_folder_per_source_per_day(
             "command": "mlplatform monitor --problem flight_delay",
             "snapshots": None,
             "days": None,
+            "damaged_snapshots": 0,
         },
         "alerts": {
             "sent": 0,

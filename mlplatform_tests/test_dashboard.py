@@ -200,6 +200,7 @@ def test_status_names_the_workspace_its_days_and_the_command(
         "command": f"mlplatform monitor --problem {NAME}",
         "snapshots": dict.fromkeys(KINDS, len(DAYS)),
         "days": {"first": DAYS[0].isoformat(), "last": DAYS[-1].isoformat()},
+        "damaged_snapshots": 0,
     }
 
 
@@ -278,3 +279,32 @@ def test_the_workspace_is_under_the_data_folder_or_the_production_setting(
     monkeypatch.setenv("MLPLATFORM_EVIDENTLY_WORKSPACE", "/srv/shared/evidently")
     shared = open_resources("dashboard")["dashboard"]
     assert isinstance(shared, DashboardResource) and shared.path() == "/srv/shared/evidently"
+
+
+def test_a_snapshot_cut_short_is_moved_aside_and_monitoring_goes_on(
+    monitored: tuple[Platform, dict[date, dg.ExecuteInProcessResult]],
+) -> None:
+    """A process killed while Evidently wrote a snapshot (seen in a replay stopped by a
+    timeout) left half a file: Evidently then failed to open the workspace, and every later
+    day's monitoring failed with it. The damaged file is kept aside; the day after runs."""
+    from evidently.ui.workspace import Workspace
+
+    from mlplatform.lib.monitoring.dashboard import workspace_status
+
+    platform, _ = monitored
+    folder = platform.lake.root / "evidently"
+    sid = snapshot_id(NAME, "drift", DAYS[0])
+    (file,) = folder.glob(f"*/snapshots/{sid}.json")
+    cut = file.read_bytes()[: file.stat().st_size // 2]
+    file.write_bytes(cut)
+
+    again = platform.run_monitoring(DAYS[-1].isoformat())
+    assert again.success, failure_messages(again)
+    kept = folder / "quarantine" / file.parent.parent.name / file.name
+    assert kept.read_bytes() == cut and not file.exists()  # kept, not deleted
+    assert workspace_status(str(folder), NAME, platform.problem.spec)["damaged_snapshots"] == 1
+    assert not list(folder.glob("*/snapshots/.*.partial"))  # writes renamed into place
+    workspace = Workspace(str(folder))
+    (project,) = workspace.search_project(NAME)
+    expected = {str(snapshot_id(NAME, k, d)) for k in KINDS for d in DAYS} - {str(sid)}
+    assert {str(s) for s in workspace.list_runs(project.id)} == expected

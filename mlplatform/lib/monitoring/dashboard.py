@@ -22,6 +22,7 @@ A running ``evidently ui`` reads new files on its project's reload (or a restart
 """
 
 import json
+import os
 import uuid
 from datetime import date, datetime
 from pathlib import Path
@@ -43,6 +44,8 @@ QUANTILES = (0.1, 0.5, 0.9)
 MIN_GROUP_ROWS = 50
 NAMESPACE = uuid.UUID("6d1f4a52-33c8-4a8e-9c7e-0b7e3f0e2a11")  # of the snapshot ids
 MONITOR_COMMAND = "mlplatform monitor --problem {problem}"
+SNAPSHOTS = "snapshots"  # Evidently's folder of a project's snapshots (LocalState's layout)
+QUARANTINE = "quarantine"  # snapshot files Evidently could not read, moved aside
 
 
 def snapshot_id(problem: str, kind: str, day: date) -> uuid.UUID:
@@ -56,12 +59,56 @@ def stamp(day: date) -> datetime:
 
 
 def open_workspace(path: str) -> "Workspace":
-    """The Evidently workspace at ``path`` (a folder, created if missing, or an fsspec URL)."""
+    """The Evidently workspace at ``path`` (a folder, created if missing, or an fsspec URL).
+
+    Evidently reads every snapshot when it opens a workspace and fails on the first file it
+    cannot parse, so one snapshot cut short (a process killed while writing it) would stop
+    every later day's monitoring. In a folder such files are moved aside to
+    ``<path>/quarantine/<project>/`` (kept, logged, counted by ``damaged_snapshots``) and
+    the workspace opened again.
+
+    Raises:
+        ValueError: a workspace at a URL holds a file Evidently cannot read.
+    """
     from evidently.ui.workspace import Workspace
 
-    if "://" not in path:
-        Path(path).mkdir(parents=True, exist_ok=True)
-    return Workspace(path)
+    if "://" in path:
+        return Workspace(path)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    try:
+        return Workspace(path)
+    except ValueError:  # json's and pydantic's errors both are
+        if not quarantine_damaged(Path(path)):
+            raise
+        return Workspace(path)
+
+
+def quarantine_damaged(folder: Path) -> list[Path]:
+    """Move the snapshot files of ``folder`` that are not JSON into its ``quarantine/``.
+
+    Returns:
+        Where each moved file now is (``quarantine/<project id>/<snapshot id>.json``).
+    """
+    import logging
+
+    moved = []
+    for file in sorted(folder.glob(f"*/{SNAPSHOTS}/*.json")):
+        try:
+            json.loads(file.read_bytes())
+        except ValueError as exc:
+            target = folder / QUARANTINE / file.parent.parent.name / file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
+            moved.append(target)
+            logging.getLogger(__name__).warning(
+                "Evidently snapshot %s cannot be read (%s): moved to %s", file, exc, target
+            )
+    return moved
+
+
+def damaged_snapshots(path: str) -> int:
+    """How many unreadable snapshot files ``open_workspace`` moved aside under ``path``."""
+    return sum(1 for _ in (Path(path) / QUARANTINE).glob("*/*.json")) if "://" not in path else 0
 
 
 def project_id(problem: str) -> uuid.UUID:
@@ -108,7 +155,20 @@ def put(
         raise ValueError(f"unknown snapshot kind {kind!r} (known: {KINDS})")
     sid = snapshot_id(problem, kind, day)
     # add_run without its random id: the same write, at the id of (problem, kind, day)
-    workspace.state.write_snapshot(project_id, sid, run.to_snapshot_model())
+    model = run.to_snapshot_model()
+    folder = Path(workspace.path) / project_id / SNAPSHOTS
+    if "://" in workspace.path:
+        workspace.state.write_snapshot(project_id, sid, model)
+        return str(sid)
+    from evidently.legacy.utils import NumpyEncoder
+
+    # Evidently's own write (LocalState.write_snapshot) opens the file in place: a process
+    # killed mid-write leaves half a snapshot. Written beside it and renamed, a reader sees
+    # the old file or the new one, never a part.
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{sid}.{os.getpid()}.partial"
+    partial.write_text(json.dumps(model.dict(), cls=NumpyEncoder))
+    os.replace(partial, folder / f"{sid}.json")
     return str(sid)
 
 
@@ -424,14 +484,16 @@ def workspace_status(path: str, problem: str, spec: ProblemSpec) -> dict[str, An
     """Where ``problem``'s dashboard lives and how to open it; no Evidently import.
 
     Returns:
-        ``{workspace, command, snapshots, days}``: the snapshot count per kind and the
-        first and last day, read from a local workspace's files (None for a URL).
+        ``{workspace, command, snapshots, days, damaged_snapshots}``: the snapshot count
+        per kind and the first and last day, read from a local workspace's files (None for
+        a URL), and how many unreadable snapshots were moved to ``quarantine/``.
     """
     out: dict[str, Any] = {
         "workspace": path,
         "command": MONITOR_COMMAND.format(problem=problem),
         "snapshots": None,
         "days": None,
+        "damaged_snapshots": damaged_snapshots(path),
     }
     root = Path(path)
     if "://" in path or not root.is_dir():
