@@ -37,10 +37,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-import httpx
-import numpy as np
 from common import free_port, start_service
-from serving import setup
+from serving import client_session, load, setup, summary
 
 from mlplatform.lib.deployment import registry as reg
 from mlplatform.lib.storage import DataLake
@@ -54,62 +52,8 @@ LEAD = 2.0  # seconds of load before the command starts
 SECONDS = 120.0  # the longest load of a round; it ends TAIL seconds after the command
 TAIL = 2.0
 ROUNDS = 3  # per path, alternating
-IN_FLIGHT = 32  # requests sent at once by the load generator
 NAME = "flight_delay"
 CLI = Path(sys.executable).with_name("mlplatform")
-
-
-async def load(
-    url: str,
-    requests: list[dict],
-    rate: int,
-    seconds: float,
-    log: list,
-    stop: asyncio.Event | None = None,
-) -> None:
-    """Open loop: request i is due at start + i/rate; latency counts from when it was due.
-
-    Appends (due, latency, ok, version) per request (``perf_counter`` seconds). At most
-    ``IN_FLIGHT`` requests are sent at once; the rest wait here (their latency counts):
-    httpx's pool slows down with the number of requests queued in it, which on a loaded
-    machine turned a 12 s load into minutes.
-    """
-    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
-    gate = asyncio.Semaphore(IN_FLIGHT)
-    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
-        start = time.perf_counter()
-        tasks = []
-
-        async def one(i: int, due: float) -> None:
-            try:
-                async with gate:
-                    response = await client.post("/predict", json=requests[i % len(requests)])
-                ok = response.status_code == 200
-                version = response.json().get("version") if ok else None
-            except httpx.HTTPError:
-                ok, version = False, None
-            log.append((due, time.perf_counter() - due, ok, version))
-
-        for i in range(int(rate * seconds)):
-            if stop is not None and stop.is_set():
-                break
-            due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
-
-
-def summary(log: list) -> dict:
-    """Requests, errors, p50 and p99 latency (ms) of one load."""
-    lat = np.array([r[1] for r in log]) * 1000
-    return {
-        "requests": len(log),
-        "errors": sum(1 for r in log if not r[2]),
-        "p50_ms": round(float(np.percentile(lat, 50)), 2),
-        "p99_ms": round(float(np.percentile(lat, 99)), 2),
-    }
 
 
 def serve_version(url: str, version: str, timeout: float = 30.0) -> None:
@@ -123,7 +67,7 @@ def serve_version(url: str, version: str, timeout: float = 30.0) -> None:
     raise AssertionError(f"the service does not serve version {version}: {call(url, '/health')}")
 
 
-def one_round(url: str, requests: list[dict], env: dict, old: str, new: str) -> dict:
+def one_round(url: str, bodies: list[bytes], env: dict, old: str, new: str) -> dict:
     """One rollback under load; figures in seconds from the command's start."""
     log: list = []
     marks: dict[str, float] = {}
@@ -154,11 +98,13 @@ def one_round(url: str, requests: list[dict], env: dict, old: str, new: str) -> 
         assert proc.returncode == 0, printed[-1]
 
     async def under_load() -> None:
-        await asyncio.gather(load(url, requests, RATE, SECONDS, log, stop), rollback())
+        async with client_session() as session:
+            answers = load(session, url, bodies, RATE, SECONDS, stop)
+            log.extend((await asyncio.gather(answers, rollback()))[0])
 
     asyncio.run(under_load())
     start = marks["start"]
-    # (due, latency, ok, version): an answer completes at due + latency
+    # (due, latency, ok, version, error): an answer completes at due + latency
     last_old = max((r[0] + r[1] for r in log if r[3] == old), default=float("nan"))
     first_new = min((r[0] + r[1] for r in log if r[3] == new), default=float("nan"))
     late = [r for r in log if r[3] == new]
@@ -225,7 +171,13 @@ def main() -> None:
     loads = []
     try:
         assert wait_until_up(url, 120), "service did not start"
-        asyncio.run(load(url, requests, 50, 3, []))  # warm-up
+        bodies = [json.dumps(r).encode() for r in requests]
+
+        async def warm_up() -> None:
+            async with client_session() as session:
+                await load(session, url, bodies, 50, 3)
+
+        asyncio.run(warm_up())
         for i in range(ROUNDS * 2):
             path = ("service", "cli")[i % 2]
             reg.set_alias(tracking, NAME, reg.CHAMPION, second)
@@ -233,7 +185,7 @@ def main() -> None:
             serve_version(url, second)
             run_env = env | ({"MLPLATFORM_TRANSITION_VIA_SERVICE": "0"} if path == "cli" else {})
             loads.append(os.getloadavg()[0])
-            figures = one_round(url, requests, run_env, old=second, new=first)
+            figures = one_round(url, bodies, run_env, old=second, new=first)
             rounds[path].append(figures)
             shown = {k: v for k, v in figures.items() if k != "output"}
             print(f"{path:>7}: {shown} (load {loads[-1]:.2f})", file=sys.stderr)

@@ -43,6 +43,7 @@ Last line: one JSON object (the keys of ``main``'s result, figures per run inclu
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
 import json
@@ -124,10 +125,19 @@ def setup(root: Path) -> list[dict]:
 
 
 # -- the load generator -----------------------------------------------------------------
-async def load(session: Any, url: str, bodies: list[bytes], rate: int, seconds: float) -> list:
+async def load(
+    session: Any,
+    url: str,
+    bodies: list[bytes],
+    rate: int,
+    seconds: float,
+    stop: asyncio.Event | None = None,
+) -> list:
     """Open loop: request i is due at start + i/rate; latency counts from when it was due.
 
-    Returns one ``(due, latency_s, ok, version)`` per request.
+    Returns one ``(due, latency_s, ok, version, error)`` per request (``perf_counter``
+    seconds; ``error`` names a failure: ``HTTP 503``, ``TimeoutError``, ...). Sending
+    stops early once ``stop`` is set.
     """
     import aiohttp
 
@@ -141,14 +151,17 @@ async def load(session: Any, url: str, bodies: list[bytes], rate: int, seconds: 
             ) as response:
                 text = await response.read()
                 ok = response.status == 200
+                error = None if ok else f"HTTP {response.status}"
             version = json.loads(text).get("version") if ok else None
-        except (TimeoutError, aiohttp.ClientError, ValueError):
-            ok, version = False, None
-        log.append((due, time.perf_counter() - due, ok, version))
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            ok, version, error = False, None, type(exc).__name__
+        log.append((due, time.perf_counter() - due, ok, version, error))
 
     tasks = []
     start = time.perf_counter()
     for i in range(int(rate * seconds)):
+        if stop is not None and stop.is_set():
+            break
         due = start + i / rate
         delay = due - time.perf_counter()
         if delay > 0:
@@ -159,28 +172,35 @@ async def load(session: Any, url: str, bodies: list[bytes], rate: int, seconds: 
 
 
 def summary(log: list) -> dict[str, Any]:
-    """Requests, errors, p50 and p99 (ms) and the slowest request of one run."""
+    """Requests, errors (and their kinds), p50 and p99 (ms) and the slowest request of one run."""
     lat = np.array([r[1] for r in log]) * 1000
+    kinds = collections.Counter(r[4] for r in log if not r[2])
     return {
         "requests": len(log),
-        "errors": sum(1 for r in log if not r[2]),
+        "errors": sum(kinds.values()),
         "p50_ms": round(float(np.percentile(lat, 50)), 2),
         "p99_ms": round(float(np.percentile(lat, 99)), 2),
         "max_ms": round(float(lat.max()), 1),
-    }
+    } | ({"error_kinds": dict(kinds)} if kinds else {})
+
+
+def client_session() -> Any:
+    """The generator's ``aiohttp.ClientSession``: connections kept, as a client fleet keeps
+    them; a request not answered in 10 s counts as failed."""
+    import aiohttp
+
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256, force_close=False),
+        timeout=aiohttp.ClientTimeout(total=10),
+    )
 
 
 class Target:
     """One server under load: its URL and the generator's session (connections kept)."""
 
     def __init__(self, name: str, url: str, bodies: list[bytes], pid: int) -> None:
-        import aiohttp
-
         self.name, self.url, self.bodies, self.pid = name, url, bodies, pid
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256, force_close=False),
-            timeout=aiohttp.ClientTimeout(total=10),
-        )
+        self.session = client_session()
 
     async def run(self, rate: int, seconds: float, label: str = "") -> dict[str, Any]:
         """One open-loop run; its summary with the generator's longest collector pause."""
