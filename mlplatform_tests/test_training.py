@@ -1,5 +1,6 @@
 """Training on the real training set: tracked, registered with lineage, repeatable, resumable."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlplatform.lib.storage import DataLake
-from mlplatform.lib.tracking import local_tracking, registered_versions
+from mlplatform.lib.tracking import dataset_schema, local_tracking, registered_versions
 from mlplatform_tests.helpers import Platform, failure_messages
 
 # small enough for CI: seven days of data, the last two validate
@@ -49,6 +50,12 @@ def test_training_is_tracked_and_registered_with_its_lineage(featured: Platform)
     assert run.data.metrics["trials_complete"] + run.data.metrics.get("trials_pruned", 0) == 6
     assert "learning_rate" in run.data.params and "search_space" in run.data.params
     assert [i.dataset.digest for i in run.inputs.dataset_inputs] == [latest["data_version"]]
+    # the logged schema is the one MLflow infers from the whole training set itself
+    import pandas as pd
+    from mlflow.types.utils import _infer_schema
+
+    logged = json.loads(run.inputs.dataset_inputs[0].dataset.schema)["mlflow_colspec"]
+    assert logged == _infer_schema(pd.read_parquet(latest["path"])).to_dict()
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"feature_importance.png", "optimization_history.png", "param_importances.png"} <= (
         artifacts
@@ -182,3 +189,36 @@ def test_one_request_encodes_like_the_training_matrix(featured_base: Path) -> No
     unseen = matrix.iloc[0].tolist()
     unseen[[f.name for f in spec.features].index("carrier")] = "ZZ"  # a carrier never trained on
     assert np.isnan(encoding.row(unseen)[[f.name for f in spec.features].index("carrier")])
+
+
+def test_the_dataset_schema_is_mlflows_own_inference() -> None:
+    """Computed over each column's distinct values: the same types and required flags."""
+    import numpy as np
+    import pandas as pd
+    from mlflow.types.utils import _infer_schema
+
+    frame = pd.DataFrame(
+        {
+            "carrier": ["UA", None, "UA", "B6"],
+            "distance": [1400, 1089, 1400, 719],
+            "temp": [39.0, np.nan, 39.0, 41.0],
+            "cancelled": [True, False, True, True],
+            "time_hour": pd.to_datetime(["2013-01-01", None, "2013-01-01", "2013-01-02"], utc=True),
+            "legs": [[1], [2], [1], [1, 2]],  # unhashable: inferred whole
+            "never": [None, None, None, None],
+            "mixed": ["a", 1, "a", 2.5],
+        }
+    )
+    for name in frame.columns:
+        part = frame[[name]]
+        try:
+            expected = _infer_schema(part).to_dict()
+        except Exception:  # MLflow infers none (PandasDataset.schema is None): neither here
+            assert dataset_schema(part) is None, name
+            continue
+        ours = dataset_schema(part)
+        assert ours is not None and ours.to_dict() == expected, name
+    assert dataset_schema(frame) is None  # one column MLflow cannot type: no schema at all
+    whole = dataset_schema(frame.drop(columns="mixed"))
+    assert whole is not None
+    assert [c["name"] for c in whole.to_dict()] == [c for c in frame.columns if c != "mixed"]

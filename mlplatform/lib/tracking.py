@@ -14,6 +14,7 @@ from mlplatform.errors import PlatformError
 if TYPE_CHECKING:
     import lightgbm as lgb
     import pandas as pd
+    from mlflow.types import Schema
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,34 @@ class Logged:
     version: str
 
 
+def dataset_schema(frame: "pd.DataFrame") -> "Schema | None":
+    """The MLflow schema of ``frame``, as ``mlflow.data.from_pandas`` would log it.
+
+    MLflow infers a column's type and whether it is required (no None/NaN/NaT) by visiting
+    every value in Python: 2.4 s for a 60-day flights training set (51k rows, 79 columns),
+    most of the training asset's overhead over a plain fit. Both depend only on the set of
+    a column's values, so the same inference (``PandasDataset.schema``'s,
+    ``mlflow.types.utils._infer_schema``) runs here on each column's distinct values (one
+    NaN kept): the same schema. A column whose values cannot be hashed is inferred whole;
+    None where MLflow would infer none (mixed types in a column).
+    """
+    from mlflow.types import Schema
+    from mlflow.types.utils import _infer_schema
+
+    specs = []
+    for name in frame.columns:
+        column = frame[[name]]
+        try:
+            column = column.drop_duplicates()
+        except TypeError:  # lists, dicts: visited all, as MLflow does
+            pass
+        try:
+            specs += _infer_schema(column.reset_index(drop=True)).inputs
+        except Exception:  # PandasDataset.schema gives None then, and logs no schema
+            return None
+    return Schema(specs)
+
+
 def log_training(
     tracking: Tracking,
     *,
@@ -300,6 +329,8 @@ def log_training(
             params=[Param(k, str(v)[:500]) for k, v in params.items()],
         )
         data = from_pandas(dataset, source=dataset_source, name=dataset_name, digest=dataset_digest)
+        # ``schema`` is a cached property MLflow fills on first use: filled here, cheaply
+        data.__dict__["schema"] = dataset_schema(dataset)
         mlflow.log_input(data, context="training")
         with tempfile.TemporaryDirectory() as tmp:
             # the run's own artifacts in one copy: the trials and the figures
