@@ -206,6 +206,7 @@ def test_the_dataset_schema_is_mlflows_own_inference() -> None:
             "time_hour": pd.to_datetime(["2013-01-01", None, "2013-01-01", "2013-01-02"], utc=True),
             "legs": [[1], [2], [1], [1, 2]],  # unhashable: inferred whole
             "never": [None, None, None, None],
+            "numbers": pd.Series([1, 1.0, 2, 2], dtype=object),  # 1 == 1.0: both types seen
             "mixed": ["a", 1, "a", 2.5],
         }
     )

@@ -259,9 +259,11 @@ def dataset_schema(frame: "pd.DataFrame") -> "Schema | None":
     most of the training asset's overhead over a plain fit. Both depend only on the set of
     a column's values, so the same inference (``PandasDataset.schema``'s,
     ``mlflow.types.utils._infer_schema``) runs here on each column's distinct values (one
-    NaN kept): the same schema. A column whose values cannot be hashed is inferred whole;
+    NaN kept; in an object column, distinct by value and type): the same schema, in
+    ~0.2 s. A column whose values cannot be hashed is inferred whole;
     None where MLflow would infer none (mixed types in a column).
     """
+    import pandas as pd
     from mlflow.types import Schema
     from mlflow.types.utils import _infer_schema
 
@@ -269,7 +271,11 @@ def dataset_schema(frame: "pd.DataFrame") -> "Schema | None":
     for name in frame.columns:
         column = frame[[name]]
         try:
-            column = column.drop_duplicates()
+            if column[name].dtype == object:  # 1 and 1.0, True and 1 are equal: keep both
+                kinds = column[name].map(type).astype(str)
+                column = column[~pd.DataFrame({"v": column[name], "k": kinds}).duplicated()]
+            else:
+                column = column.drop_duplicates()
         except TypeError:  # lists, dicts: visited all, as MLflow does
             pass
         try:
