@@ -251,6 +251,10 @@ class Logged:
     version: str
 
 
+# pandas' inferred kinds of an object column whose values are all of one type (or missing)
+PLAIN = {"string", "bytes", "empty", "date", "datetime", "decimal", "boolean"}
+
+
 def dataset_schema(frame: "pd.DataFrame") -> "Schema | None":
     """The MLflow schema of ``frame``, as ``mlflow.data.from_pandas`` would log it.
 
@@ -271,9 +275,11 @@ def dataset_schema(frame: "pd.DataFrame") -> "Schema | None":
     for name in frame.columns:
         column = frame[[name]]
         try:
-            if column[name].dtype == object:  # 1 and 1.0, True and 1 are equal: keep both
-                kinds = column[name].map(type).astype(str)
-                column = column[~pd.DataFrame({"v": column[name], "k": kinds}).duplicated()]
+            values = column[name]
+            # 1 and 1.0, True and 1 are equal: in a column of mixed types, keep each type
+            if values.dtype == object and pd.api.types.infer_dtype(values) not in PLAIN:
+                kinds = values.map(type).astype(str)
+                column = column[~pd.DataFrame({"v": values, "k": kinds}).duplicated()]
             else:
                 column = column.drop_duplicates()
         except TypeError:  # lists, dicts: visited all, as MLflow does
