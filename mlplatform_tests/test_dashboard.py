@@ -286,10 +286,10 @@ def test_a_snapshot_cut_short_is_moved_aside_and_monitoring_goes_on(
 ) -> None:
     """A process killed while Evidently wrote a snapshot (seen in a replay stopped by a
     timeout) left half a file: Evidently then failed to open the workspace, and every later
-    day's monitoring failed with it. The damaged file is kept aside; the day after runs."""
+    day's monitoring failed with it. The day after runs; the damaged file is kept aside."""
     from evidently.ui.workspace import Workspace
 
-    from mlplatform.lib.monitoring.dashboard import workspace_status
+    from mlplatform.lib.monitoring.dashboard import open_workspace, workspace_status
 
     platform, _ = monitored
     folder = platform.lake.root / "evidently"
@@ -300,6 +300,10 @@ def test_a_snapshot_cut_short_is_moved_aside_and_monitoring_goes_on(
 
     again = platform.run_monitoring(DAYS[-1].isoformat())
     assert again.success, failure_messages(again)
+    # recording a day reads only the project's own files, never the stored snapshots
+    assert file.read_bytes() == cut
+    # opening the workspace (`mlplatform monitor`, the UI) moves the damaged one aside
+    open_workspace(str(folder))
     kept = folder / "quarantine" / file.parent.parent.name / file.name
     assert kept.read_bytes() == cut and not file.exists()  # kept, not deleted
     assert workspace_status(str(folder), NAME, platform.problem.spec)["damaged_snapshots"] == 1
@@ -308,3 +312,42 @@ def test_a_snapshot_cut_short_is_moved_aside_and_monitoring_goes_on(
     (project,) = workspace.search_project(NAME)
     expected = {str(snapshot_id(NAME, k, d)) for k in KINDS for d in DAYS} - {str(sid)}
     assert {str(s) for s in workspace.list_runs(project.id)} == expected
+
+
+def test_recording_finds_the_project_from_its_files_as_ensure_project_would(
+    tmp_path: Path, problem: Problem
+) -> None:
+    """``known_project`` answers what ``ensure_project`` would, without opening the workspace
+    (which parses every stored snapshot); where it cannot tell, it says None."""
+    from evidently.sdk.models import ProjectModel
+
+    from mlplatform.lib.monitoring.dashboard import (
+        ensure_project,
+        known_project,
+        open_workspace,
+        project_id,
+    )
+
+    spec = problem.spec
+    folder = str(tmp_path / "evidently")
+    assert known_project(folder, NAME, spec) is None  # no folder yet
+    made = ensure_project(open_workspace(folder), NAME, spec)
+    assert made == str(project_id(NAME))
+    assert known_project(folder, NAME, spec) == made
+    # a threshold changed: the dashboard must be laid out again, by ensure_project
+    changed = spec.model_copy(
+        update={"monitoring": spec.monitoring.model_copy(update={"threshold": 0.2})}
+    )
+    assert known_project(folder, NAME, changed) is None
+    assert ensure_project(open_workspace(folder), NAME, changed) == made
+    assert known_project(folder, NAME, changed) == made
+
+    # a project of the problem's name made by hand (the UI) is adopted by both
+    other = str(tmp_path / "by_hand")
+    by_hand = open_workspace(other).add_project(ProjectModel(name=NAME))
+    assert known_project(other, NAME, spec) is None  # its dashboard is not laid out yet
+    assert ensure_project(open_workspace(other), NAME, spec) == str(by_hand.id)
+    assert known_project(other, NAME, spec) == str(by_hand.id)
+    # two of that name: which one ensure_project picks is the workspace's to say
+    open_workspace(other).add_project(ProjectModel(name=NAME))
+    assert known_project(other, NAME, spec) is None
