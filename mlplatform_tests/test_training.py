@@ -203,7 +203,9 @@ def test_the_dataset_schema_is_mlflows_own_inference() -> None:
             "distance": [1400, 1089, 1400, 719],
             "temp": [39.0, np.nan, 39.0, 41.0],
             "cancelled": [True, False, True, True],
-            "time_hour": pd.to_datetime(["2013-01-01", None, "2013-01-01", "2013-01-02"], utc=True),
+            "time_hour": pd.to_datetime(
+                pd.Series(["2013-01-01", None, "2013-01-01", "2013-01-02"]), utc=True
+            ),
             "legs": [[1], [2], [1], [1, 2]],  # unhashable: inferred whole
             "never": [None, None, None, None],
             "numbers": pd.Series([1, 1.0, 2, 2], dtype=object),  # 1 == 1.0: both types seen
