@@ -81,6 +81,25 @@ def _built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Pat
     return folder / "data"
 
 
+@pytest.fixture(autouse=True)
+def _platform_clock_restored() -> Iterator[None]:
+    """The platform clock (``MLPLATFORM_NOW``) as it was before each test, after it.
+
+    A test that drives a ``Replay`` step by step (``land_hours``, ``at``) leaves the clock
+    where the replay left it, as a replay's own loop does until its end; the next test on
+    the same worker then stamped its evaluations in 2013 (seen when ``test_hourly.py`` ran
+    before ``test_serving_registry.py``).
+    """
+    from mlplatform.settings import CLOCK_VAR
+
+    saved = os.environ.get(CLOCK_VAR)
+    yield
+    if saved is None:
+        os.environ.pop(CLOCK_VAR, None)
+    else:
+        os.environ[CLOCK_VAR] = saved
+
+
 @pytest.fixture(scope="session")
 def problem() -> Problem:
     return get_problem("flight_delay")
