@@ -183,9 +183,17 @@ def known_project(path: str, problem: str, spec: ProblemSpec) -> str | None:
 
 
 def put(
-    workspace: "Workspace", project_id: str, problem: str, kind: str, day: date, run: "Snapshot"
+    workspace: "Workspace | str",
+    project_id: str,
+    problem: str,
+    kind: str,
+    day: date,
+    run: "Snapshot",
 ) -> str:
     """Store ``run`` as ``problem``'s ``kind`` snapshot of ``day``, replacing an earlier one.
+
+    ``workspace``: an open workspace, or the path of a local workspace folder (no need to
+    open it: the snapshot is a file of its own).
 
     Returns:
         The snapshot's id.
@@ -195,17 +203,14 @@ def put(
     sid = snapshot_id(problem, kind, day)
     # add_run without its random id: the same write, at the id of (problem, kind, day)
     model = run.to_snapshot_model()
-    if "://" in workspace.path:
+    path = workspace if isinstance(workspace, str) else workspace.path
+    if "://" in path:
+        assert not isinstance(workspace, str), "a workspace at a URL is written through Evidently"
         workspace.state.write_snapshot(project_id, sid, model)
         return str(sid)
-    return _write_local(Path(workspace.path), project_id, sid, model)
-
-
-def _write_local(path: Path, project_id: str, sid: uuid.UUID, model: Any) -> str:
-    """Write a snapshot model into a local workspace folder; its id."""
     from evidently.legacy.utils import NumpyEncoder
 
-    folder = path / project_id / SNAPSHOTS
+    folder = Path(path) / project_id / SNAPSHOTS
     # Evidently's own write (LocalState.write_snapshot) opens the file in place: a process
     # killed mid-write leaves half a snapshot. Written beside it and renamed, a reader sees
     # the old file or the new one, never a part.
@@ -225,13 +230,9 @@ def record(
     the snapshot is written without opening the workspace; otherwise the workspace is
     opened (``open_workspace``: unreadable snapshots are moved aside then) to make them.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown snapshot kind {kind!r} (known: {KINDS})")
     known = known_project(path, problem, spec)
     if known is not None:
-        return _write_local(
-            Path(path), known, snapshot_id(problem, kind, day), run.to_snapshot_model()
-        )
+        return put(path, known, problem, kind, day, run)
     workspace = open_workspace(path)
     return put(workspace, ensure_project(workspace, problem, spec), problem, kind, day, run)
 
