@@ -625,10 +625,11 @@ def _transition_in_service(
     import urllib.error
     import urllib.request
 
-    from mlplatform.serving.server import _alive, announced
+    from mlplatform.lib.process import process_alive
+    from mlplatform.serving.server import announced
 
     held = announced(root, problem)  # no problem name check: an unknown one has no file
-    if held is None or not held.get("token") or not _alive(held.get("pid")):
+    if held is None or not held.get("token") or not process_alive(held.get("pid")):
         return None
     url = str(held["url"])
     body = {"action": action, "reason": reason, "actor": actor, "share": share}

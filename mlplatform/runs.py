@@ -12,6 +12,8 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
+from mlplatform.lib.process import process_alive
+
 if TYPE_CHECKING:
     import dagster as dg
 
@@ -21,12 +23,6 @@ PID_TAG, HOST_TAG = "mlplatform/pid", "mlplatform/host"
 def owner_tags() -> dict[str, str]:
     """Tags naming the process (pid, host) that executes a run."""
     return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
-
-
-def _alive(pid: object) -> bool:
-    import psutil  # a dagster dependency; light
-
-    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
 
 
 def fail_orphaned_runs(instance: "dg.DagsterInstance") -> list[str]:
@@ -48,7 +44,7 @@ def fail_orphaned_runs(instance: "dg.DagsterInstance") -> list[str]:
     for record in records:
         run = record.dagster_run
         pid = run.tags.get(PID_TAG, "")
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
             continue
         instance.report_run_failed(
             run,

@@ -294,9 +294,16 @@ def _tick(platform: Platform) -> tuple[list[Any], str | None]:
     return list(data.run_requests or []), data.skip_message
 
 
-def test_serving_from_a_store_up_to_each_hour_shows_no_skew_and_promotion_goes_on(
+def test_a_store_up_to_each_hour_shows_no_skew_then_a_stale_one_is_caught_and_holds_promotion(
     serving: tuple[Platform, Any],
 ) -> None:
+    """One rollout, in order: a clean hourly day moves shadow to canary; a stale day holds full.
+
+    One test, not two: the stale day's hold needs the canary the clean day promoted, and
+    its status reads that day as the newest (a second test would pass only after the first).
+    """
+    from mlplatform.status import problem_status
+
     platform, runtime = serving
     assert platform.tick_rollout() is not None  # the challenger's shadow starts
     runtime.refresh()
@@ -314,13 +321,7 @@ def test_serving_from_a_store_up_to_each_hour_shows_no_skew_and_promotion_goes_o
     transition = platform.tick_rollout()
     assert transition is not None and transition[0] == "canary"
 
-
-def test_a_stale_online_store_is_caught_at_error_and_holds_promotion(
-    serving: tuple[Platform, Any],
-) -> None:
-    from mlplatform.status import problem_status
-
-    platform, runtime = serving
+    # a stale online store, caught at ERROR
     runtime.refresh()  # canary now
     # the store as it stood the evening before: the 5th's values served on the 6th
     _online_store_until(runtime, [datetime(2013, 1, 6, tzinfo=_tz())])

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlplatform.errors import PlatformError
+from mlplatform.lib.process import process_alive
 
 if TYPE_CHECKING:  # the rollout commands read the announcement without loading the service
     from mlplatform.lib.tracking import Tracking
@@ -147,7 +148,11 @@ def listen(root: Path, problem: str, host: str, port: int) -> socket.socket:
         if exc.errno != errno.EADDRINUSE:
             raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         holder = announced(root, problem)
-        if holder and urlsplit(str(holder["url"])).port == port and _alive(holder.get("pid")):
+        if (
+            holder
+            and urlsplit(str(holder["url"])).port == port
+            and process_alive(holder.get("pid"))
+        ):
             raise ServeError(
                 f"port {port} is in use by the running {problem} service {holder['url']} "
                 f"(pid {holder['pid']}); stop it first or choose another --port"
@@ -265,7 +270,7 @@ class Announcement:
         if not (isinstance(held, dict) and held.get("token") == self.token):
             return
         earlier = held.get("replaced")
-        while isinstance(earlier, dict) and not _alive(earlier.get("pid")):
+        while isinstance(earlier, dict) and not process_alive(earlier.get("pid")):
             earlier = earlier.get("replaced")
         if isinstance(earlier, dict):
             _write_json(self.path, earlier)
@@ -312,7 +317,7 @@ def announce(root: Path, problem: str, url: str) -> Announcement:
         "token": token,
     }
     earlier = announced(root, problem)
-    if earlier is not None and _alive(earlier.get("pid")):
+    if earlier is not None and process_alive(earlier.get("pid")):
         body["replaced"] = earlier
     _write_json(path, body)
     return Announcement(path, token)
@@ -327,12 +332,6 @@ def announced(root: Path, problem: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return held if isinstance(held, dict) and "url" in held else None
-
-
-def _alive(pid: object) -> bool:
-    import psutil  # a dagster dependency; light
-
-    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
 
 
 def service_url(root: Path, problem: str) -> str | None:

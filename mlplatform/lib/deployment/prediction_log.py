@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlplatform.lib.process import process_alive
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -253,7 +255,7 @@ class PredictionLog:
         """Temporary files left by a writer that was killed mid-write (named by its pid)."""
         for tmp in self.folder.glob("*/.*.parquet.tmp"):
             parts = tmp.name.split("-")
-            if len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+            if len(parts) == 3 and parts[1].isdigit() and not process_alive(int(parts[1])):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
 
@@ -304,12 +306,6 @@ class PredictionLog:
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:
     return {c: record.get(c) for c in COLUMNS}
-
-
-def _alive(pid: object) -> bool:
-    import psutil  # a dagster dependency; light
-
-    return isinstance(pid, int) and pid > 0 and psutil.pid_exists(pid)
 
 
 def read_predictions(root: Path, problem: str, since: datetime | None = None) -> "pd.DataFrame":
